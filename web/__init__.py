@@ -1,0 +1,100 @@
+"""cloudcron: a self-hosted scheduler for cloud machines, with a Mist.io-compatible schedules API."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flask import Flask, current_app, g, request
+
+ROOT = Path(__file__).resolve().parent.parent
+# The service shares code with the Ansible collection (plugins/module_utils), which lives at the root.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from .config import Config, load_config  # noqa: E402
+from .crypto import Box, load_or_create_key  # noqa: E402
+from .db import Database  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class State:
+    """What every part of the service shares: settings, database, secret box, and change listeners."""
+
+    config: Config
+    db: Database
+    box: Box
+    # Called with (next_run_at) after a commit changed a schedule's timing, so a dispatcher can wake.
+    schedule_listeners: list = field(default_factory=list)
+
+    _huey: object = None
+
+    def schedule_changed(self, when):
+        for listener in self.schedule_listeners:
+            listener(when)
+
+    @property
+    def huey(self):
+        """The run queue, opened on first use (an API-only process may never need it)."""
+        if self._huey is None:
+            from .queue import make_huey
+
+            self._huey = make_huey(self.config)
+        return self._huey
+
+    def enqueue(self, run_ids) -> None:
+        from .queue import enqueue
+
+        for run_id in run_ids:
+            enqueue(self.huey, run_id)
+
+
+def make_state(config: Config | None = None) -> State:
+    """Open the database and the secret key for a configuration."""
+    config = config or load_config()
+    return State(config=config, db=Database(config.database_url), box=Box(load_or_create_key(config.secret_key_file)))
+
+
+def create_app(config: Config | None = None, state: State | None = None) -> Flask:
+    """The Flask application: defaults, then the environment (CLOUDCRON_*), then `config`."""
+    state = state or make_state(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = state.config.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["cloudcron"] = state
+
+    from . import errors
+    from .api import bp
+
+    errors.register(app)
+    app.register_blueprint(bp)
+
+    @app.teardown_appcontext
+    def _close(_exc):
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+    return app
+
+
+def state() -> State:
+    return current_app.extensions["cloudcron"]
+
+
+def db():
+    """The request's session: a writer for methods that change things, a reader otherwise."""
+    if "db" not in g:
+        g.db = state().db.session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
+    return g.db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

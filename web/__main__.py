@@ -1,0 +1,136 @@
+"""Command line: python -m web serve | migrate | token create | token revoke."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError
+
+
+def _state():
+    from . import make_state
+
+    return make_state()
+
+
+def cmd_migrate(args) -> int:
+    from .migrate import upgrade
+
+    upgrade(_state().db)
+    print("database is up to date", file=sys.stderr)
+    return 0
+
+
+def cmd_token_create(args) -> int:
+    from .auth import create_token
+
+    st = _state()
+    with st.db.transaction() as session:
+        token = create_token(session, args.org, args.name)
+    print(token)
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    from .auth import revoke_token
+
+    st = _state()
+    with st.db.transaction() as session:
+        found = revoke_token(session, args.token)
+    if not found:
+        print("no such token", file=sys.stderr)
+        return 1
+    print("token revoked", file=sys.stderr)
+    return 0
+
+
+def first_start(st) -> str | None:
+    """On a database with no org yet, create org `default` and return its new token."""
+    from sqlalchemy import select
+
+    from .auth import create_token
+    from .models import Org
+
+    with st.db.transaction() as session:
+        if session.scalar(select(Org.id).limit(1)) is not None:
+            return None
+        return create_token(session, "default", "first start")
+
+
+def cmd_serve(args) -> int:
+    from waitress import serve
+
+    from . import create_app
+    from .migrate import upgrade
+
+    st = _state()
+    upgrade(st.db)
+    token = first_start(st)
+    if token:
+        print(f"Created org 'default'. Its API token (shown once, keep it):\n{token}", flush=True)
+    app = create_app(state=st)
+    from .engine import start_embedded
+
+    engine = start_embedded(st, dispatcher=not args.no_dispatcher, worker=not args.no_worker)
+    print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs)", flush=True)
+    try:
+        serve(app, host=args.host, port=args.port, threads=args.threads, ident="cloudcron", _quiet=True)
+    finally:
+        engine.stop()
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .engine import run_worker
+
+    return run_worker(_state(), workers=args.workers)
+
+
+def cmd_dispatcher(args) -> int:
+    from .engine import run_dispatcher
+
+    return run_dispatcher(_state())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m web", description="cloudcron: schedules for cloud machines")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="API, dispatcher and a worker in one process")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
+    p.add_argument("--no-dispatcher", action="store_true", help="serve the API without a dispatcher")
+    p.add_argument("--no-worker", action="store_true", help="serve the API without a worker")
+    p.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("worker", help="run workers only")
+    p.add_argument("--workers", type=int, default=2, help="runs executed at once")
+    p.set_defaults(func=cmd_worker)
+    sub.add_parser("dispatcher", help="run a dispatcher only").set_defaults(func=cmd_dispatcher)
+
+    tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    p = tok.add_parser("create", help="create a token (and the org if new); prints only the token")
+    p.add_argument("--org", required=True)
+    p.add_argument("--name", help="a label for the token")
+    p.set_defaults(func=cmd_token_create)
+    p = tok.add_parser("revoke", help="revoke a token")
+    p.add_argument("token")
+    p.set_defaults(func=cmd_token_revoke)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"cloudcron: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The REST API, /api/v1: every route but the OpenAPI description needs a token."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import func, select
+
+from .. import db
+from ..auth import authenticate
+from ..errors import NotFound
+from ..validation import query_int
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+PUBLIC_ENDPOINTS = {"api.openapi_json", "api.openapi_docs"}
+
+
+@bp.before_request
+def _authenticate():
+    if request.endpoint not in PUBLIC_ENDPOINTS:
+        authenticate(db())
+
+
+def org_id() -> str:
+    from flask import g
+
+    return g.org_id
+
+
+def get_owned(model, id_: str, what: str):
+    """A row of the request's org, or 404: another org's row is answered as if it did not exist."""
+    row = db().get(model, id_)
+    if row is None or row.org_id != org_id():
+        raise NotFound(f"{what} '{id_}' not found")
+    return row
+
+
+def list_response(query, model, to_json, order_by):
+    """A JSON array page (limit, offset) with the total in X-Total-Count, as Mist's clients expect arrays."""
+    limit = query_int("limit", 100, 1, 1000)
+    offset = query_int("offset", 0, 0, 10**9)
+    session = db()
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(query.order_by(*order_by).limit(limit).offset(offset)).all()
+    resp = jsonify([to_json(r) for r in rows])
+    resp.headers["X-Total-Count"] = str(total)
+    return resp
+
+
+from . import meta, resources, runs, schedules  # noqa: E402,F401

@@ -1,0 +1,120 @@
+"""Ping, and the OpenAPI description generated from the request schemas, with a page that renders it."""
+from __future__ import annotations
+
+import functools
+
+from apispec import APISpec
+from flask import Response, jsonify, send_from_directory
+
+from .. import __version__, db
+from ..models import Org
+from ..schemas import CloudIn, KeyIn, MachineIn, PreviewIn, ScheduleIn, ScriptIn
+from . import bp, org_id
+
+
+@bp.get("/ping")
+def ping():
+    org = db().get(Org, org_id())
+    return jsonify({"ok": True, "org": org.name})
+
+
+# (path, method, summary, request schema or None, answer description)
+ROUTES = [
+    ("/ping", "get", "Check a token", None, "the token's org"),
+    ("/schedules", "get", "List schedules (newest first; limit, offset, name; total in X-Total-Count)", None, "array of schedules"),
+    ("/schedules", "post", "Create a schedule", ScheduleIn, "the schedule"),
+    ("/schedules/preview", "post", "Preview the next fire times of a schedule body", PreviewIn, "{next_run_times: [...]}"),
+    ("/schedules/{id}", "get", "Get a schedule", None, "the schedule"),
+    ("/schedules/{id}", "patch", "Edit a schedule (fields merged, result checked as a whole)", ScheduleIn, "the schedule"),
+    ("/schedules/{id}", "put", "Edit a schedule (same as PATCH)", ScheduleIn, "the schedule"),
+    ("/schedules/{id}", "post", "Edit a schedule (same as PATCH, as Mist's examples do)", ScheduleIn, "the schedule"),
+    ("/schedules/{id}", "delete", "Delete a schedule", None, "{deleted: id}"),
+    ("/schedules/{id}/run", "post", "Start a run now", None, "the run"),
+    ("/schedules/{id}/runs", "get", "Runs of a schedule, newest first", None, "array of runs"),
+    ("/runs/{id}", "get", "A run with its per-machine results", None, "the run"),
+    ("/logs", "get", "Events (schedule_id, run_id, event_type, start, stop, limit)", None, "array of events"),
+    ("/clouds", "get", "List clouds", None, "array of clouds"),
+    ("/clouds", "post", "Add a cloud (credentials are write-only)", CloudIn, "the cloud"),
+    ("/clouds/{id}", "get", "Get a cloud", None, "the cloud"),
+    ("/clouds/{id}", "patch", "Edit a cloud", CloudIn, "the cloud"),
+    ("/clouds/{id}", "delete", "Delete a cloud", None, "{deleted: id}"),
+    ("/clouds/{id}/machines", "get", "List a cloud's machines (read from the provider for libcloud clouds)", None, "array of machines"),
+    ("/clouds/{id}/machines", "post", "Declare a machine of an 'other' cloud", MachineIn, "the machine"),
+    ("/clouds/{cid}/machines/{id}", "get", "Get a machine", None, "the machine"),
+    ("/clouds/{cid}/machines/{id}", "patch", "Set a machine's SSH overrides", MachineIn, "the machine"),
+    ("/clouds/{cid}/machines/{id}", "delete", "Forget a machine", None, "{deleted: id}"),
+    ("/keys", "get", "List SSH keys", None, "array of keys"),
+    ("/keys", "post", "Add or generate an SSH key (private key is write-only)", KeyIn, "the key with its public half"),
+    ("/keys/{id}", "get", "Get a key", None, "the key"),
+    ("/keys/{id}", "patch", "Edit a key", KeyIn, "the key"),
+    ("/keys/{id}", "delete", "Delete a key", None, "{deleted: id}"),
+    ("/scripts", "get", "List scripts", None, "array of scripts"),
+    ("/scripts", "post", "Add a script", ScriptIn, "the script"),
+    ("/scripts/{id}", "get", "Get a script", None, "the script"),
+    ("/scripts/{id}", "patch", "Edit a script", ScriptIn, "the script"),
+    ("/scripts/{id}", "delete", "Delete a script", None, "{deleted: id}"),
+]
+
+ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+@functools.cache
+def openapi_spec() -> dict:
+    """The OpenAPI 3 document, built from the pydantic schemas that validate requests."""
+    spec = APISpec(title="cloudcron", version=__version__, openapi_version="3.0.3",
+                   info={"description": "Schedules for cloud machines; Mist.io v1 compatible."})
+    spec.components.security_scheme("token", {"type": "apiKey", "in": "header", "name": "Authorization"})
+    spec.components.schema("Error", ERROR_SCHEMA)
+    seen = set()
+    for model in (ScheduleIn, PreviewIn, CloudIn, MachineIn, KeyIn, ScriptIn):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            if name not in seen:
+                seen.add(name)
+                spec.components.schema(name, sub)
+        spec.components.schema(model.__name__, schema)
+    paths: dict = {}
+    for path, method, summary, body, answer in ROUTES:
+        op = {
+            "summary": summary,
+            "security": [{"token": []}],
+            "responses": {
+                "200": {"description": answer},
+                "default": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        }
+        params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
+        if params:
+            op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}
+        paths.setdefault(path, {})[method] = op
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    doc = spec.to_dict()
+    doc["servers"] = [{"url": "/api/v1"}]
+    return doc
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(openapi_spec())
+
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>cloudcron API</title>
+<link rel="stylesheet" href="docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui"});</script>
+</body></html>"""
+
+
+@bp.get("/docs", endpoint="openapi_docs")
+@bp.get("/docs/static/<path:name>", endpoint="openapi_docs")
+def openapi_docs(name=None):
+    if name is None:
+        return Response(DOCS_PAGE, mimetype="text/html")
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(swagger_ui_path, name)

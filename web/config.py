@@ -1,0 +1,94 @@
+"""Settings from the environment: defaults first, then CLOUDCRON_* variables; bad values stop start-up."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names the variable."""
+
+
+@dataclass
+class Config:
+    data_dir: Path
+    database_url: str
+    secret_key_file: Path
+    queue_url: str
+    min_interval: timedelta = timedelta(seconds=1)
+    max_body_bytes: int = 1024 * 1024
+    output_cap: int = 256 * 1024
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def work_dir(self) -> Path:
+        """Where the worker makes its private run directories."""
+        return self.data_dir / "runs"
+
+
+def _positive_float(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: '{raw}' is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be greater than 0, got '{raw}'")
+    return value
+
+
+def load_config(env=None, **overrides) -> Config:
+    """Build the configuration from `env` (default os.environ) and keyword overrides."""
+    env = dict(os.environ if env is None else env)
+    env.update({k: str(v) for k, v in overrides.items() if v is not None})
+
+    data_dir = Path(env.get("CLOUDCRON_DATA_DIR") or "instance").resolve()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"CLOUDCRON_DATA_DIR: '{data_dir}' exists and is not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"CLOUDCRON_DATA_DIR: cannot create '{data_dir}': {exc.strerror}") from None
+
+    database_url = env.get("CLOUDCRON_DATABASE_URL") or f"sqlite:///{data_dir / 'cloudcron.db'}"
+    if not database_url.startswith(("sqlite://", "postgresql")):
+        raise ConfigError(
+            f"CLOUDCRON_DATABASE_URL: '{_redact(database_url)}' is not supported; "
+            "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        )
+    if database_url.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+
+    key_file = Path(env.get("CLOUDCRON_SECRET_KEY_FILE") or data_dir / "secret.key")
+    queue_url = env.get("CLOUDCRON_QUEUE_URL") or f"sqlite:///{data_dir / 'queue.db'}"
+    if not queue_url.startswith(("sqlite:///", "redis://", "rediss://")):
+        raise ConfigError(
+            f"CLOUDCRON_QUEUE_URL: '{_redact(queue_url)}' is not supported; use sqlite:///PATH or redis://HOST:PORT/DB"
+        )
+    min_interval = _positive_float(env, "CLOUDCRON_MIN_INTERVAL", 1.0)
+    return Config(
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_key_file=key_file,
+        queue_url=queue_url,
+        min_interval=timedelta(seconds=min_interval),
+    )
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it goes into a message."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url

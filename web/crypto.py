@@ -1,0 +1,66 @@
+"""Secrets at rest: Fernet encryption with the instance's secret key, and token hashing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from .config import ConfigError
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the secret key file, creating it with mode 0600 on first start."""
+    if path.exists():
+        key = path.read_bytes().strip()
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigError(f"CLOUDCRON_SECRET_KEY_FILE: '{path}' does not hold a valid key") from None
+        return key
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        # O_EXCL: two processes starting at once must not write two different keys.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return load_or_create_key(path)
+    except OSError as exc:
+        raise ConfigError(f"CLOUDCRON_SECRET_KEY_FILE: cannot create '{path}': {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key + b"\n")
+    return key
+
+
+class Box:
+    """Encrypts and decrypts JSON-able secrets."""
+
+    def __init__(self, key: bytes):
+        self._fernet = Fernet(key)
+
+    def seal(self, value) -> str:
+        return self._fernet.encrypt(json.dumps(value).encode()).decode()
+
+    def open(self, token: str):
+        try:
+            return json.loads(self._fernet.decrypt(token.encode()))
+        except InvalidToken:
+            raise ValueError("a stored secret cannot be decrypted with this secret key") from None
+
+
+def new_token() -> str:
+    """A fresh API token: 64 hex characters, like Mist's."""
+    return secrets.token_hex(32)
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_id() -> str:
+    """A resource id: 32 hex characters."""
+    return secrets.token_hex(16)

@@ -1,0 +1,69 @@
+"""Engines and sessions. SQLite runs in WAL mode with a busy timeout so several processes can write."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is possible.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """A reader engine and a writer engine over the same database.
+
+    On SQLite a read-then-write transaction that started DEFERRED fails at once with "database is
+    locked" when another process wrote in between; writers therefore BEGIN IMMEDIATE and wait their
+    turn (busy timeout), while readers stay concurrent. On PostgreSQL both are the same engine.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.reader = _sqlite_engine(url, "BEGIN")
+            self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE")
+        else:
+            self.reader = self.writer = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self._read = sessionmaker(self.reader, expire_on_commit=False)
+        self._write = sessionmaker(self.writer, expire_on_commit=False)
+
+    def session(self, write: bool = False) -> Session:
+        return (self._write if write else self._read)()
+
+    @contextmanager
+    def transaction(self):
+        """A write transaction: committed on success, rolled back on any exception."""
+        with self._write() as session, session.begin():
+            yield session
+
+    def dispose(self):
+        self.reader.dispose()
+        if self.writer is not self.reader:
+            self.writer.dispose()

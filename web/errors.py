@@ -1,0 +1,63 @@
+"""The API's exception family: each class carries its HTTP status; one handler renders {"error": ...}."""
+from __future__ import annotations
+
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(APIError):
+    status = 400
+
+
+class Unauthorized(APIError):
+    status = 401
+
+
+class NotFound(APIError):
+    status = 404
+
+
+class Conflict(APIError):
+    status = 409
+
+
+class TooLarge(APIError):
+    status = 413
+
+
+def register(app):
+    """Install the handlers that turn every failure into a JSON error body."""
+
+    @app.errorhandler(APIError)
+    def _api_error(exc: APIError):
+        return jsonify(error=exc.message), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if exc.code == 413:
+            message = f"request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        elif exc.code == 404:
+            message = "no such endpoint"
+        elif exc.code == 405:
+            message = "method not allowed on this endpoint"
+        else:
+            message = exc.description or exc.name
+        return jsonify(error=message), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        # Never a traceback in an answer; the log keeps it for the operator.
+        log.exception("unhandled error")
+        return jsonify(error="internal error; see the service log"), 500

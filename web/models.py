@@ -1,0 +1,214 @@
+"""Database tables. Every time is stored as UTC; every resource belongs to an org."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC, so SQLite and PostgreSQL behave the same."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQL on SQLite
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc)
+
+
+ID = String(32)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Org(Base):
+    __tablename__ = "orgs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Cloud(Base):
+    __tablename__ = "clouds"
+    __table_args__ = (UniqueConstraint("org_id", "title"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(255))
+    provider: Mapped[str] = mapped_column(String(64))
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    credentials_enc: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Key(Base):
+    __tablename__ = "keys"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    public: Mapped[str] = mapped_column(Text)
+    private_enc: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Machine(Base):
+    __tablename__ = "machines"
+    __table_args__ = (UniqueConstraint("cloud_id", "machine_id"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    cloud_id: Mapped[str] = mapped_column(ForeignKey("clouds.id", ondelete="CASCADE"))
+    machine_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
+    ssh_user: Mapped[str | None] = mapped_column(String(255))
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("keys.id", ondelete="SET NULL"))
+    state: Mapped[str | None] = mapped_column(String(32))
+    public_ips: Mapped[list] = mapped_column(JSON, default=list)
+    private_ips: Mapped[list] = mapped_column(JSON, default=list)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Script(Base):
+    __tablename__ = "scripts"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    script: Mapped[str] = mapped_column(Text)
+    exec_type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Schedule(Base):
+    __tablename__ = "schedules"
+    __table_args__ = (
+        UniqueConstraint("org_id", "name"),
+        Index("ix_schedules_org_created", "org_id", "created_at"),
+        # The dispatcher's poll: only active schedules carry a next_run_at.
+        Index(
+            "ix_schedules_next_run_at",
+            "next_run_at",
+            sqlite_where=text("next_run_at IS NOT NULL"),
+            postgresql_where=text("next_run_at IS NOT NULL"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(String(16))
+    script_id: Mapped[str | None] = mapped_column(ForeignKey("scripts.id", ondelete="RESTRICT"))
+    params: Mapped[str | None] = mapped_column(Text)
+    machines_per_cloud: Mapped[list] = mapped_column(JSON, default=list)
+    selectors: Mapped[list] = mapped_column(JSON, default=list)
+    schedule_type: Mapped[str] = mapped_column(String(16))
+    schedule_entry: Mapped[object] = mapped_column(JSON)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    run_immediately: Mapped[bool] = mapped_column(Boolean, default=False)
+    start_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_run_count: Mapped[int | None] = mapped_column(Integer)
+    misfire_grace: Mapped[int] = mapped_column(Integer, default=300)
+    concurrency: Mapped[str] = mapped_column(String(16), default="forbid")
+    timeout: Mapped[int] = mapped_column(Integer, default=3600)
+    total_run_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_schedule_created", "schedule_id", "created_at"),
+        Index("ix_runs_status", "status"),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    # No foreign key: a run's record outlives the schedule that made it.
+    schedule_id: Mapped[str] = mapped_column(ID)
+    trigger: Mapped[str] = mapped_column(String(16))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RunMachine(Base):
+    __tablename__ = "run_machines"
+    __table_args__ = (UniqueConstraint("run_id", "machine_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    # Our machine id when the machine is known, else "<cloud_id>:<provider id>".
+    machine_key: Mapped[str] = mapped_column(String(300))
+    cloud_id: Mapped[str | None] = mapped_column(ID)
+    machine_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    rc: Mapped[int | None] = mapped_column(Integer)
+    stdout: Mapped[str | None] = mapped_column(Text)
+    stderr: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration: Mapped[float | None] = mapped_column(Float)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_org_time", "org_id", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    type: Mapped[str] = mapped_column(String(64))
+    schedule_id: Mapped[str | None] = mapped_column(ID, index=True)
+    run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    cloud_id: Mapped[str | None] = mapped_column(ID)
+    machine_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict] = mapped_column(JSON, default=dict)

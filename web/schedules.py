@@ -1,0 +1,221 @@
+"""Schedule rules: merge a client's fields onto the stored ones, check them as a whole, and compute next_run_at."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import timemath
+from .errors import BadRequest
+from .models import Cloud, Machine, Schedule, Script
+from .schemas import ScheduleIn
+from .timemath import TimeSpecError, Timing, format_instant
+from .validation import check_fields, validate
+
+ALIASES = {"cronjob_type": "schedule_type", "cronjob_entry": "schedule_entry", "task_enabled": "enabled"}
+READ_ONLY = {"id", "active", "next_run_at", "total_run_count", "last_run_at", "created_at", "updated_at"}
+WRITABLE = set(ScheduleIn.model_fields)
+DEFAULTS = {
+    "description": None,
+    "action": None,
+    "script_id": None,
+    "params": None,
+    "machines_per_cloud": [],
+    "selectors": [],
+    "enabled": True,
+    "run_immediately": False,
+    "start_after": None,
+    "expires": None,
+    "max_run_count": None,
+    "timezone": "UTC",
+    "misfire_grace": 300,
+    "concurrency": "forbid",
+    "timeout": 3600,
+}
+# Fields a stored schedule holds as columns, in answer order.
+COLUMNS = ("name", "description", "action", "script_id", "params", "machines_per_cloud", "selectors",
+           "schedule_type", "schedule_entry", "enabled", "run_immediately", "start_after", "expires",
+           "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout")
+
+
+def parse_fields(body: dict, model=ScheduleIn, writable=WRITABLE) -> dict:
+    """Check names and types of the fields a request sends; return them with aliases mapped."""
+    fields = check_fields(body, writable, READ_ONLY, ALIASES)
+    typed = validate(model, {k: v for k, v in fields.items() if v is not None})
+    # Explicit nulls and "" mean "not set": keep them as None so they clear stored values.
+    return {k: typed.get(k) for k in fields}
+
+
+def _time(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except TimeSpecError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _entry_value(raw, schedule_type: str):
+    """Undo the JSON.stringify Mist's clients apply to entries; a one_off may be {"entry": date}."""
+    if isinstance(raw, str) and schedule_type in ("interval", "crontab"):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise BadRequest(f"schedule_entry: must be a JSON object for a {schedule_type} schedule") from None
+    if schedule_type == "one_off":
+        if isinstance(raw, str) and raw.lstrip().startswith("{"):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise BadRequest("schedule_entry: not valid JSON") from None
+        if isinstance(raw, dict):
+            if set(raw) != {"entry"}:
+                raise BadRequest("schedule_entry: a one_off entry is a date or {\"entry\": <date>}")
+            raw = raw["entry"]
+    elif not isinstance(raw, dict):
+        raise BadRequest(f"schedule_entry: must be an object for a {schedule_type} schedule")
+    return raw
+
+
+def normalize_entry(raw, schedule_type: str, tz: str, min_interval: timedelta, now: datetime, given: bool):
+    """The stored form of an entry: a dict for interval/crontab, an ISO 8601 UTC string for one_off."""
+    raw = _entry_value(raw, schedule_type)
+    if schedule_type == "interval":
+        return _time(timemath.normalize_interval, raw, min_interval=min_interval)
+    if schedule_type == "crontab":
+        return _time(timemath.normalize_crontab, raw)
+    when = _time(timemath.parse_instant, raw, tz, field="schedule_entry")
+    if given and when <= now:
+        raise BadRequest(f"schedule_entry: the one_off date {format_instant(when)} is not in the future")
+    return format_instant(when)
+
+
+def entry_object(schedule_type: str, entry):
+    """The entry as the time math takes it."""
+    if schedule_type == "one_off":
+        return timemath.parse_instant(entry, "UTC", field="schedule_entry")
+    return entry
+
+
+def build(session: Session, org_id: str, given: dict, current: Schedule | None, now: datetime,
+          min_interval: timedelta) -> dict:
+    """Merge `given` onto `current` (or the defaults) and return every column's checked value."""
+    merged = dict(DEFAULTS)
+    if current is not None:
+        merged.update({c: getattr(current, c) for c in COLUMNS})
+    merged.update({k: (DEFAULTS.get(k) if v is None else v) for k, v in given.items()})
+
+    for required in ("name", "schedule_type", "schedule_entry"):
+        if not merged.get(required) and merged.get(required) != 0:
+            alias = {"schedule_type": " (or cronjob_type)", "schedule_entry": " (or cronjob_entry)"}.get(required, "")
+            raise BadRequest(f"{required}{alias}: is required")
+    if merged["action"] == "shutdown":
+        merged["action"] = "stop"
+    if bool(merged["action"]) == bool(merged["script_id"]):
+        raise BadRequest("action, script_id: give exactly one of them (an action or a script to run)")
+    if merged["script_id"]:
+        if "script_id" in given:
+            script = session.get(Script, merged["script_id"])
+            if script is None or script.org_id != org_id:
+                raise BadRequest(f"script_id: no script '{merged['script_id']}' in this org")
+    elif merged["params"]:
+        raise BadRequest("params: only a script schedule takes params")
+
+    _check_targets(session, org_id, given, merged)
+
+    tz = _time(timemath.check_timezone, merged["timezone"] or "UTC")
+    merged["timezone"] = tz
+    for field in ("start_after", "expires"):
+        if given.get(field) is not None:
+            merged[field] = _time(timemath.parse_instant, given[field], tz, field=field)
+    if given.get("expires") is not None and merged["expires"] <= now:
+        raise BadRequest(f"expires: {format_instant(merged['expires'])} is not in the future")
+    if (given.get("start_after") is not None or given.get("expires") is not None) and merged["start_after"] \
+            and merged["expires"] and merged["start_after"] >= merged["expires"]:
+        raise BadRequest("start_after: must be before expires")
+
+    entry_given = "schedule_entry" in given
+    if entry_given or "schedule_type" in given or current is None:
+        merged["schedule_entry"] = normalize_entry(
+            merged["schedule_entry"], merged["schedule_type"], tz, min_interval, now, given=entry_given
+        )
+    return merged
+
+
+def _check_targets(session: Session, org_id: str, given: dict, merged: dict) -> None:
+    mpc, selectors = merged["machines_per_cloud"] or [], merged["selectors"] or []
+    if not mpc and not selectors:
+        raise BadRequest("machines_per_cloud, selectors: give at least one target machine")
+    if "machines_per_cloud" in given and mpc:
+        cloud_ids = {c for c, _ in mpc}
+        found = set(session.scalars(select(Cloud.id).where(Cloud.org_id == org_id, Cloud.id.in_(cloud_ids))))
+        missing = sorted(cloud_ids - found)
+        if missing:
+            raise BadRequest(f"machines_per_cloud: cloud '{missing[0]}' is not a cloud of this org")
+    if "selectors" in given:
+        for i, sel in enumerate(selectors):
+            if sel["type"] == "machines":
+                ids = set(sel["ids"])
+                found = set(session.scalars(select(Machine.id).where(Machine.org_id == org_id, Machine.id.in_(ids))))
+                missing = sorted(ids - found)
+                if missing:
+                    raise BadRequest(f"selectors.{i}.ids: machine '{missing[0]}' is not a machine of this org")
+
+
+def timing(s) -> Timing:
+    """The time math's view of a schedule (a model or any object with the same attributes)."""
+    return Timing(
+        schedule_type=s.schedule_type,
+        entry=entry_object(s.schedule_type, s.schedule_entry),
+        anchor=s.created_at,
+        timezone=s.timezone or "UTC",
+        start_after=s.start_after,
+        expires=s.expires,
+    )
+
+
+def is_exhausted(s) -> bool:
+    """Whether a schedule can never fire again, whatever the time (disabled, used up, one_off done)."""
+    if not s.enabled:
+        return True
+    if s.max_run_count is not None and (s.total_run_count or 0) >= s.max_run_count:
+        return True
+    return s.schedule_type == "one_off" and (s.total_run_count or 0) > 0
+
+
+def next_run_at(s, after: datetime) -> datetime | None:
+    """When a schedule fires next after `after`, or None when it is inactive."""
+    if is_exhausted(s):
+        return None
+    return timemath.next_fire(timing(s), after)
+
+
+def to_json(s) -> dict:
+    """A schedule as the API answers it."""
+    return {
+        "id": s.id,
+        "name": s.name,
+        "description": s.description,
+        "action": s.action,
+        "script_id": s.script_id,
+        "params": s.params,
+        "machines_per_cloud": s.machines_per_cloud,
+        "selectors": s.selectors,
+        "schedule_type": s.schedule_type,
+        "schedule_entry": s.schedule_entry,
+        "enabled": s.enabled,
+        "run_immediately": s.run_immediately,
+        "start_after": format_instant(s.start_after),
+        "expires": format_instant(s.expires),
+        "max_run_count": s.max_run_count,
+        "timezone": s.timezone,
+        "misfire_grace": s.misfire_grace,
+        "concurrency": s.concurrency,
+        "timeout": s.timeout,
+        "active": s.next_run_at is not None,
+        "next_run_at": format_instant(s.next_run_at),
+        "total_run_count": s.total_run_count,
+        "last_run_at": format_instant(s.last_run_at),
+        "created_at": format_instant(s.created_at),
+        "updated_at": format_instant(s.updated_at),
+    }

@@ -1,0 +1,112 @@
+"""Request schemas: they validate bodies and are the source of the OpenAPI description."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+ShortText = Annotated[str, StringConstraints(max_length=2000)]
+LongText = Annotated[str, StringConstraints(max_length=512 * 1024)]
+Instant = Annotated[
+    Any,
+    Field(
+        json_schema_extra={
+            "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}],
+            "description": "'2016-3-24 17:20:00' (in the schedule's timezone), ISO 8601, or epoch seconds",
+        }
+    ),
+]
+
+
+class _In(BaseModel):
+    # Unknown fields are rejected before validation with a clearer message; forbid is the backstop.
+    model_config = ConfigDict(extra="forbid")
+
+
+class MachinesSelector(_In):
+    type: Literal["machines"]
+    ids: Annotated[list[Id], Field(min_length=1, max_length=10000)]
+
+
+class TagsSelector(_In):
+    type: Literal["tags"]
+    include: Annotated[dict[Annotated[str, StringConstraints(max_length=255)], Annotated[str, StringConstraints(max_length=255)]], Field(min_length=1)]
+
+
+Selector = Annotated[Union[MachinesSelector, TagsSelector], Field(discriminator="type")]
+CloudMachine = Annotated[list[Id], Field(min_length=2, max_length=2, description="[cloud_id, machine_id]")]
+
+
+class ScheduleIn(_In):
+    """A schedule as a client writes it (every field optional here: required ones are checked after merging)."""
+
+    name: Name | None = None
+    description: ShortText | None = None
+    action: Literal["start", "stop", "shutdown", "reboot", "destroy"] | None = None
+    script_id: Id | None = None
+    params: ShortText | None = None
+    machines_per_cloud: Annotated[list[CloudMachine], Field(max_length=10000)] | None = None
+    selectors: Annotated[list[Selector], Field(max_length=100)] | None = None
+    schedule_type: Literal["interval", "crontab", "one_off"] | None = None
+    schedule_entry: Annotated[
+        Any,
+        Field(
+            json_schema_extra={
+                "oneOf": [{"type": "object"}, {"type": "string"}],
+                "description": "interval {every, period}, crontab {minute, hour, day_of_week, day_of_month, "
+                "month_of_year}, or a one_off date; may also be a string holding JSON",
+            }
+        ),
+    ] = None
+    enabled: StrictBool | None = None
+    run_immediately: StrictBool | None = None
+    start_after: Instant = None
+    expires: Instant = None
+    max_run_count: Annotated[StrictInt, Field(ge=1)] | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+    misfire_grace: Annotated[StrictInt, Field(ge=0, le=86400 * 366)] | None = None
+    concurrency: Literal["forbid", "allow"] | None = None
+    timeout: Annotated[StrictInt, Field(ge=1, le=86400 * 7)] | None = None
+
+
+class PreviewIn(ScheduleIn):
+    """A schedule body (or just its timing fields), the instant to start from, and how many fire times."""
+
+    after: Instant = None
+    count: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
+
+
+class CloudIn(_In):
+    title: Name | None = None
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    credentials: dict[str, Any] | None = Field(default=None, description="driver constructor arguments; write-only")
+    options: dict[str, Any] | None = Field(default=None, description="extra libcloud driver arguments")
+
+
+class MachineIn(_In):
+    name: Name | None = None
+    machine_id: Id | None = None
+    host: Annotated[str, StringConstraints(max_length=255)] | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    ssh_user: Annotated[str, StringConstraints(max_length=255)] | None = None
+    key_id: Id | None = None
+    tags: dict[Annotated[str, StringConstraints(max_length=255)], Annotated[str, StringConstraints(max_length=255)]] | None = None
+
+
+class KeyIn(_In):
+    name: Name | None = None
+    private: Annotated[str, StringConstraints(max_length=64 * 1024)] | None = Field(default=None, description="write-only")
+    generate: StrictBool | None = None
+
+
+class ScriptIn(_In):
+    name: Name | None = None
+    description: ShortText | None = None
+    script: LongText | None = None
+    exec_type: Literal["executable", "ansible"] | None = None
+
+
+class TokenIn(_In):
+    name: Name | None = None
