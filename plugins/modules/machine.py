@@ -1,0 +1,190 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cloudcron contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: machine
+short_description: Start, stop, restart or remove cloud machines through Apache Libcloud
+description:
+  - Brings a list of cloud machines to a power state with one Apache Libcloud compute driver.
+  - Lists the provider's machines once, then acts only on the machines not yet in the requested
+    state, so running the task again changes nothing.
+  - This is the action cloudcron runs for the C(start), C(stop), C(reboot) and C(destroy)
+    schedule actions; it can also be used on its own.
+  - The module talks to the cloud API from the host it runs on, usually C(localhost).
+author:
+  - cloudcron contributors
+requirements:
+  - apache-libcloud >= 3.8
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  provider:
+    description:
+      - Libcloud compute provider name, for example V(ec2), V(gce), V(openstack) or V(azure_arm).
+    type: str
+    required: true
+  credentials:
+    description:
+      - The driver's constructor credentials, for example C(key) (AWS access key id),
+        C(secret) (AWS secret access key) and C(token) (AWS session token) for V(ec2).
+      - Never logged nor shown in output.
+    type: dict
+    required: true
+  driver_options:
+    description:
+      - Extra keyword arguments for the driver, for example C(region), C(host), C(port), C(secure)
+        or C(signature_version).
+      - A C(timeout) in seconds for each API call defaults to 60 when the driver accepts one.
+      - Keep secrets in O(credentials); these options may appear in output.
+    type: dict
+    default: {}
+  machine_ids:
+    description:
+      - Provider ids of the machines to act on, for example EC2 instance ids. Repeated ids are acted on once.
+    type: list
+    elements: str
+    required: true
+  state:
+    description:
+      - V(started) starts machines that are not running or booting.
+      - V(stopped) stops machines that are not stopped or stopping.
+      - V(restarted) reboots running machines. Machines that are stopped stay stopped and are reported
+        unchanged; machines that are booting already are also left alone.
+      - V(absent) destroys machines. Machines already terminated, or no longer listed by the provider,
+        are reported unchanged.
+      - A machine id the provider does not list fails, except with V(absent). A terminated machine fails
+        with every state but V(absent).
+    type: str
+    required: true
+    choices: [started, stopped, restarted, absent]
+notes:
+  - The task fails when any machine failed; the other machines are still acted on and every
+    machine's outcome is in RV(results).
+  - Network errors, throttling and server errors are retried twice; authentication errors and
+    refused requests are not retried.
+"""
+
+EXAMPLES = r"""
+- name: Stop two EC2 instances
+  cloudcron.scheduler.machine:
+    provider: ec2
+    credentials:
+      key: "{{ aws_access_key_id }}"
+      secret: "{{ aws_secret_access_key }}"
+    driver_options:
+      region: eu-west-1
+    machine_ids:
+      - i-0123456789abcdef0
+      - i-0fedcba9876543210
+    state: stopped
+
+- name: Reboot a machine against an EC2-compatible endpoint
+  cloudcron.scheduler.machine:
+    provider: ec2
+    credentials: "{{ ec2_credentials }}"
+    driver_options:
+      host: ec2.internal.example.com
+      port: 8443
+      region: us-east-1
+      signature_version: "4"
+    machine_ids: [i-0123456789abcdef0]
+    state: restarted
+"""
+
+RETURN = r"""
+results:
+  description: One entry per distinct requested machine, in the order requested.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    machine_id:
+      description: The requested machine id.
+      type: str
+      returned: always
+      sample: i-0123456789abcdef0
+    changed:
+      description: Whether an action was requested from the cloud (or would be, in check mode).
+      type: bool
+      returned: always
+      sample: true
+    failed:
+      description: Whether the machine could not be brought to the requested state.
+      type: bool
+      returned: always
+      sample: false
+    state:
+      description:
+        - Libcloud node state after the task as far as it is known, such as V(running), V(stopped) or V(terminated).
+        - After an accepted action, the state the machine is on its way to; in check mode, its current state.
+        - V(null) when the provider does not list the machine.
+      type: str
+      returned: always
+      sample: stopped
+    msg:
+      description: What was done or why not.
+      type: str
+      returned: always
+      sample: asked the cloud to stop machine i-0123456789abcdef0 (was running)
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.cloudcron.scheduler.plugins.module_utils._libcloud import (
+    HAS_LIBCLOUD,
+    LIBCLOUD_IMPORT_ERROR,
+    POWER_STATES,
+    get_driver,
+    power,
+)
+
+
+def main():
+    """Run the module."""
+    module = AnsibleModule(
+        argument_spec=dict(
+            provider=dict(type="str", required=True),
+            credentials=dict(type="dict", required=True, no_log=True),
+            driver_options=dict(type="dict", default={}),
+            machine_ids=dict(type="list", elements="str", required=True),
+            state=dict(type="str", required=True, choices=list(POWER_STATES)),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_LIBCLOUD:
+        module.fail_json(msg=missing_required_lib("apache-libcloud"), exception=str(LIBCLOUD_IMPORT_ERROR))
+
+    params = module.params
+    try:
+        driver = get_driver(params["provider"], params["credentials"], params["driver_options"])
+    except ValueError as exc:
+        # Every machine gets its outcome, so a run records one result per machine either way.
+        results = [
+            dict(machine_id=m, changed=False, failed=True, state=None, msg=str(exc))
+            for m in dict.fromkeys(params["machine_ids"])
+        ]
+    else:
+        results = power(driver, params["machine_ids"], params["state"], check_mode=module.check_mode)
+    changed = any(r["changed"] for r in results)
+    failed = [r for r in results if r["failed"]]
+    if failed:
+        names = ", ".join(r["machine_id"] for r in failed)
+        details = "; ".join(dict.fromkeys(r["msg"] for r in failed))
+        msg = "%d of %d machines failed (%s): %s" % (len(failed), len(results), names, details)
+        module.fail_json(msg=msg, changed=changed, results=results)
+    module.exit_json(changed=changed, results=results)
+
+
+if __name__ == "__main__":
+    main()
