@@ -1,0 +1,163 @@
+"""The dispatcher's claim, on SQLite and PostgreSQL: one run per fire, never twice, edits seen at once."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from web import make_state
+from web.dispatcher import Dispatcher
+from web.models import Run, Schedule
+from web.worker import claim as worker_claim
+
+from .conftest import T0
+
+
+def runs_of(env, schedule_id):
+    with env.state.db.session() as s:
+        return s.scalars(select(Run).where(Run.schedule_id == schedule_id).order_by(Run.created_at, Run.id)).all()
+
+
+def dispatcher(env, sink=None):
+    sink = sink if sink is not None else []
+    return Dispatcher(env.state, sink.extend, clock=lambda: T0), sink
+
+
+def test_it_fires_a_due_schedule_once_and_advances_it_in_the_same_claim(env):
+    sid = env.add(now=T0 - timedelta(minutes=1))
+    d, sink = dispatcher(env)
+    queued = d.claim(T0 + timedelta(milliseconds=5))
+    assert len(queued) == 1
+    sch = env.schedule(sid)
+    assert sch.next_run_at == T0 + timedelta(minutes=1)
+    assert sch.total_run_count == 1 and sch.last_run_at == T0 + timedelta(milliseconds=5)
+    [run] = runs_of(env, sid)
+    assert (run.status, run.trigger, run.scheduled_for) == ("queued", "scheduled", T0)
+    assert d.claim(T0 + timedelta(seconds=30)) == []
+
+
+def test_it_does_not_claim_what_is_not_due_or_disabled(env):
+    env.add(now=T0)  # first fire at T0 + 1 min
+    env.add(now=T0 - timedelta(minutes=5), enabled=False)
+    d, _ = dispatcher(env)
+    assert d.claim(T0 + timedelta(seconds=59)) == []
+
+
+def test_an_edit_takes_effect_at_the_next_claim(env):
+    sid = env.add(now=T0 - timedelta(minutes=1))
+    with env.state.db.transaction() as s:
+        s.execute(update(Schedule).where(Schedule.id == sid).values(next_run_at=None, enabled=False))
+    d, _ = dispatcher(env)
+    assert d.claim(T0 + timedelta(seconds=1)) == []
+
+
+def test_two_dispatchers_never_create_the_same_run_twice(env, database_url):
+    ids = [env.add(now=T0 - timedelta(minutes=1)) for _ in range(60)]
+    other = make_state(env.state.config)  # a second engine: its own connections, like another process
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work(state):
+        d = Dispatcher(state, lambda run_ids: None)
+        for _ in range(5):
+            got = d.claim(T0 + timedelta(seconds=1))
+            with lock:
+                claimed.extend(got)
+
+    threads = [threading.Thread(target=work, args=(st,)) for st in (env.state, other, env.state, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.db.dispose()
+    assert len(claimed) == len(set(claimed)) == 60
+    with env.state.db.session() as s:
+        per_schedule = Counter(s.scalars(select(Run.schedule_id)))
+    assert set(per_schedule) == set(ids) and set(per_schedule.values()) == {1}
+
+
+def test_fires_missed_within_the_grace_coalesce_into_one_run(env):
+    sid = env.add(now=T0 - timedelta(minutes=1))  # due at T0, then every minute
+    d, _ = dispatcher(env)
+    now = T0 + timedelta(minutes=3, seconds=10)  # four fires passed, the oldest 190 s ago (< 300 s)
+    assert len(d.claim(now)) == 1
+    [run] = runs_of(env, sid)
+    assert run.status == "queued" and run.scheduled_for == T0
+    assert env.schedule(sid).next_run_at == T0 + timedelta(minutes=4)
+
+
+def test_fires_older_than_the_grace_are_recorded_missed_and_not_run(env):
+    sid = env.add(now=T0 - timedelta(hours=2), schedule_type="crontab",
+                  schedule_entry={"minute": "0", "hour": "*"}, misfire_grace=60)
+    with env.state.db.transaction() as s:  # the service was down: the fire at T0 - 1 h never happened
+        s.execute(update(Schedule).where(Schedule.id == sid).values(next_run_at=T0 - timedelta(hours=1)))
+    d, _ = dispatcher(env)
+    assert d.claim(T0 + timedelta(minutes=30)) == []
+    [run] = runs_of(env, sid)
+    assert run.status == "missed" and run.scheduled_for == T0 - timedelta(hours=1)
+    assert env.schedule(sid).next_run_at == T0 + timedelta(hours=1)
+
+
+def test_a_late_fire_runs_only_the_recent_one_within_the_grace(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), misfire_grace=120)
+    d, _ = dispatcher(env)
+    assert len(d.claim(T0 + timedelta(minutes=10, seconds=30))) == 1
+    statuses = sorted((r.status, r.scheduled_for) for r in runs_of(env, sid))
+    assert statuses == [("missed", T0), ("queued", T0 + timedelta(minutes=9))]
+
+
+def test_a_one_off_runs_once_then_turns_inactive(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), schedule_type="one_off",
+                  schedule_entry="2026-06-01 12:00:00")
+    d, _ = dispatcher(env)
+    assert len(d.claim(T0 + timedelta(seconds=1))) == 1
+    assert env.schedule(sid).next_run_at is None
+    assert d.claim(T0 + timedelta(days=1)) == []
+
+
+def test_max_run_count_stops_the_schedule(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), max_run_count=2, concurrency="allow")
+    d, _ = dispatcher(env)
+    assert len(d.claim(T0)) == 1
+    assert len(d.claim(T0 + timedelta(minutes=1))) == 1
+    assert env.schedule(sid).next_run_at is None
+    assert d.claim(T0 + timedelta(minutes=2)) == []
+
+
+def test_forbid_records_a_skipped_fire_while_the_previous_run_goes_on(env):
+    sid = env.add(now=T0 - timedelta(minutes=1))
+    d, _ = dispatcher(env)
+    [first] = d.claim(T0)
+    assert worker_claim(env.state, first, T0)  # the worker has it: running
+    assert d.claim(T0 + timedelta(minutes=1)) == []
+    assert [r.status for r in runs_of(env, sid)] == ["running", "skipped"]
+
+
+def test_allow_runs_fires_side_by_side(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), concurrency="allow")
+    d, _ = dispatcher(env)
+    d.claim(T0)
+    d.claim(T0 + timedelta(minutes=1))
+    assert [r.status for r in runs_of(env, sid)] == ["queued", "queued"]
+
+
+def test_a_duplicate_message_does_nothing(env):
+    env.add(now=T0 - timedelta(minutes=1))
+    d, _ = dispatcher(env)
+    [run_id] = d.claim(T0)
+    assert worker_claim(env.state, run_id, T0) is True
+    assert worker_claim(env.state, run_id, T0) is False
+
+
+def test_the_sweep_requeues_lost_messages_and_interrupts_dead_workers(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), concurrency="allow")
+    d, sink = dispatcher(env)
+    lost, dead = d.claim(T0), d.claim(T0 + timedelta(minutes=1))
+    assert worker_claim(env.state, dead[0], T0 + timedelta(minutes=1))
+    requeued, interrupted = d.sweep(T0 + timedelta(minutes=5))
+    assert (requeued, interrupted) == (1, 1)
+    assert sink == lost
+    statuses = {r.id: r.status for r in runs_of(env, sid)}
+    assert statuses == {lost[0]: "queued", dead[0]: "interrupted"}
