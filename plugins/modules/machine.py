@@ -16,7 +16,7 @@ description:
     schedule actions; it can also be used on its own.
   - The module talks to the cloud API from the host it runs on, usually C(localhost).
 author:
-  - cloudcron contributors
+  - cloudcron contributors (!UNKNOWN)
 requirements:
   - apache-libcloud >= 3.8
 extends_documentation_fragment:
