@@ -1,0 +1,238 @@
+"""Render the playbook, inventory, extra variables and files of one playbook run.
+
+Pure: nothing here touches the network, the database or the clock; the only I/O is reading
+the templates in playbooks/. Executing a Rendered is web/runner.py's job.
+
+Conventions shared with web/runner.py:
+
+- Every inventory host carries ``cloudcron_run_id`` and either ``cloudcron_machine_key`` (a
+  machine reached over SSH) or ``cloudcron_machines`` (a cloud: provider machine id -> machine
+  key), so results are keyed by (run id, machine key) and machines of several runs can share
+  one play.
+- Relative paths in host variables (key files, control sockets) are relative to the private
+  directory the run executes in, which is Ansible's working directory there.
+- ``Rendered.result_task`` names the task whose result completes a machine; None means a
+  machine's result is only known when the playbook ends (user Ansible scripts, which may
+  rescue their own failures).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import yaml
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "playbooks"
+POWER_STATES = ("started", "stopped", "restarted", "absent")
+EXEC_TYPES = ("executable", "ansible")
+RESULT_TASK = "cloudcron result"
+
+# Host key checking is off for run targets: cloud machines are recreated with new host keys
+# at the same address all the time, and cloudcron has no channel to learn the new key
+# beforehand. IdentitiesOnly keeps ssh from offering any key but the machine's own (never the
+# worker user's keys). Connection multiplexing saves most of the CPU of a multi-step task;
+# the runner ends the masters when the run ends.
+SSH_COMMON_ARGS = (
+    "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+    "-o IdentitiesOnly=yes -o LogLevel=ERROR"
+)
+SSH_ARGS = "-o ControlMaster=auto -o ControlPersist=30s"
+CONTROL_DIR = "cp"
+KEY_DIR = "keys"
+FILES_DIR = "files"
+_SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    # Our own delimiters, so Ansible's {{ }} in the templates is left for run time.
+    block_start_string="[%", block_end_string="%]",
+    variable_start_string="[[", variable_end_string="]]",
+    comment_start_string="[#", comment_end_string="#]",
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+class RenderError(ValueError):
+    """The run cannot be rendered from what was stored (permanent: retrying will not help)."""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """One machine reached over SSH."""
+
+    run_id: str
+    key: str  # our machine id, unique per run
+    host: str
+    port: int
+    user: str
+    private_key: str = field(repr=False)  # PEM/OpenSSH text; never logged
+
+
+@dataclass(frozen=True)
+class CloudTargets:
+    """Machines of one libcloud cloud that one run brings to a power state."""
+
+    run_id: str
+    provider: str
+    credentials: dict = field(repr=False)
+    options: dict
+    machines: dict[str, str]  # provider machine_id -> our machine key
+
+
+@dataclass
+class Rendered:
+    """Everything one ansible-playbook run needs; extravars and files may hold secrets."""
+
+    playbook: str
+    inventory: dict
+    extravars: dict = field(repr=False)
+    files: dict[str, tuple[str, int]] = field(repr=False)  # relpath in the private dir -> (content, mode)
+    expected: list[tuple[str, str]]  # (run_id, key) of every machine a result is due for
+    result_task: str | None = RESULT_TASK
+
+
+def render_power(state: str, clouds: list[CloudTargets]) -> Rendered:
+    """Render one task per cloud that calls cloudcron.scheduler.machine with the given state."""
+    if state not in POWER_STATES:
+        raise RenderError(f"state must be one of {', '.join(POWER_STATES)}, not {state!r}")
+    if not clouds:
+        raise RenderError("a power run needs at least one cloud")
+    hosts: dict[str, dict] = {}
+    credentials: dict[str, dict] = {}
+    expected: list[tuple[str, str]] = []
+    for index, cloud in enumerate(clouds):
+        if not cloud.machines:
+            raise RenderError(f"cloud {index} of run {cloud.run_id} has no machines")
+        name = f"cloud-{index}"
+        hosts[name] = {
+            "ansible_connection": "local",
+            "cloudcron_run_id": cloud.run_id,
+            "cloudcron_machines": dict(cloud.machines),
+            "cloudcron_provider": cloud.provider,
+            "cloudcron_driver_options": dict(cloud.options or {}),
+            "cloudcron_machine_ids": list(cloud.machines),
+            "cloudcron_state": state,
+        }
+        credentials[name] = dict(cloud.credentials or {})
+        expected.extend((cloud.run_id, key) for key in cloud.machines.values())
+    return Rendered(
+        playbook=_env.get_template("power.yml.j2").render(result_task=RESULT_TASK),
+        inventory={"all": {"hosts": hosts}},
+        extravars={"cloudcron_credentials": credentials},
+        files={},
+        expected=expected,
+    )
+
+
+def render_script(exec_type: str, script: str, params: str, targets: list[SshTarget]) -> Rendered:
+    """Render a run of a user's script (an executable, or Ansible tasks or plays) on each target."""
+    if exec_type not in EXEC_TYPES:
+        raise RenderError(f"exec_type must be one of {', '.join(EXEC_TYPES)}, not {exec_type!r}")
+    if not targets:
+        raise RenderError("a script run needs at least one machine")
+    files: dict[str, tuple[str, int]] = {}
+    hosts = _ssh_hosts(targets, files)
+    expected = [(t.run_id, t.key) for t in targets]
+    if exec_type == "executable":
+        # A name no one writes by chance: Ansible swaps its first occurrence in the command
+        # line for the uploaded path, so it must not also appear inside the parameters.
+        name = "cloudcron-" + hashlib.sha256(script.encode()).hexdigest()[:24]
+        files[f"{FILES_DIR}/{name}"] = (script, 0o600)
+        for host in hosts.values():
+            host["cloudcron_script_cmd"] = f"{name} {params}" if params else name
+        playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
+        return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, expected)
+    kind, text = _user_ansible(script)
+    user_file = f"{FILES_DIR}/cloudcron-user-{kind}.yml"
+    files[user_file] = (text, 0o600)
+    playbook = _env.get_template("ansible_tasks.yml.j2").render(kind=kind, user_file=user_file)
+    return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, expected, result_task=None)
+
+
+def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> dict[str, dict]:
+    hosts: dict[str, dict] = {}
+    for index, target in enumerate(targets):
+        # The machine key reads well in Ansible's output; the index keeps names unique when a
+        # machine appears twice or its key is not a plain name.
+        name = target.key if _SAFE_HOSTNAME.match(target.key) and target.key not in hosts else f"m{index}"
+        if name in hosts:
+            name = f"m{index}"
+        key_file = f"{KEY_DIR}/{index}"
+        key_text = target.private_key if target.private_key.endswith("\n") else target.private_key + "\n"
+        files[key_file] = (key_text, 0o600)
+        hosts[name] = {
+            "ansible_host": target.host,
+            "ansible_port": int(target.port),
+            "ansible_user": target.user,
+            "ansible_ssh_private_key_file": key_file,
+            # Without a TTY the remote stdout and stderr come back as separate streams.
+            "ansible_ssh_use_tty": False,
+            "ansible_host_key_checking": False,
+            "ansible_ssh_common_args": SSH_COMMON_ARGS,
+            "ansible_ssh_args": SSH_ARGS,
+            "ansible_control_path_dir": CONTROL_DIR,
+            # One master per host entry: two entries with the same address but different keys
+            # must not share an authenticated connection.
+            "ansible_control_path": f"%(directory)s/{index}",
+            "ansible_pipelining": True,
+            "ansible_python_interpreter": "auto_silent",
+            "cloudcron_run_id": target.run_id,
+            "cloudcron_machine_key": target.key,
+        }
+    return hosts
+
+
+class _Tagged:
+    """A YAML scalar with a tag such as !unsafe or !vault, kept as written."""
+
+    def __init__(self, tag: str, value: str, style: str | None):
+        self.tag, self.value, self.style = tag, value, style
+
+
+class _UserLoader(yaml.SafeLoader):
+    pass
+
+
+class _UserDumper(yaml.SafeDumper):
+    pass
+
+
+def _construct_tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> _Tagged:
+    if not isinstance(node, yaml.ScalarNode):
+        raise RenderError(f"the ansible script uses the tag {node.tag} on a collection; only scalar tags are kept")
+    return _Tagged(node.tag, node.value, node.style)
+
+
+_UserLoader.add_multi_constructor("!", _construct_tagged)
+_UserDumper.add_representer(_Tagged, lambda dumper, data: dumper.represent_scalar(data.tag, data.value, style=data.style))
+
+_PLAY_KEYS = {"hosts", "import_playbook", "ansible.builtin.import_playbook"}
+
+
+def _user_ansible(script: str) -> tuple[str, str]:
+    """Tell a task list from a playbook; return ("tasks", text) or ("playbook", text with hosts set)."""
+    try:
+        data = yaml.load(script, Loader=_UserLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise RenderError(f"the ansible script is not valid YAML: {exc}") from exc
+    if not isinstance(data, list) or not data or not all(isinstance(item, dict) for item in data):
+        raise RenderError("the ansible script must be a YAML list of tasks or a list of plays")
+    plays = [bool(_PLAY_KEYS & item.keys()) for item in data]
+    if not any(plays):
+        # Kept byte for byte: nothing of the user's text needs changing.
+        return "tasks", script
+    if not all(plays):
+        raise RenderError("the ansible script mixes plays and tasks; write a list of tasks or a list of plays")
+    for play in data:
+        if _PLAY_KEYS & (play.keys() - {"hosts"}):
+            raise RenderError("the ansible script may not import other playbooks: only its own text is sent")
+        # The run decides the machines, whatever the play names.
+        play["hosts"] = "all"
+    return "playbook", yaml.dump(data, Dumper=_UserDumper, sort_keys=False, allow_unicode=True)
