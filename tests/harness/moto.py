@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -80,7 +81,15 @@ def _serve(port_file: str) -> None:
     with open(tmp, "w") as fh:
         fh.write(str(server.server_port))
     os.replace(tmp, port_file)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     server.serve_forever()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    # A pytest killed outright cannot stop us by pid; do not outlive it.
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(0)
 
 
 class MotoServer:
