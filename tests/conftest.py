@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.sshd",
     "tests.harness.collection",
     "tests.harness.backends",
+    "tests.harness.server",
 ]

@@ -1,0 +1,125 @@
+"""End to end through the real server process: schedules fire on time and act on real machines.
+
+EC2 machines live in a moto server behind libcloud; script targets are real sshd processes on
+loopback; every run is a real ansible-playbook through ansible-runner, taken by a real Huey worker.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.harness.server import wait_until
+
+
+@pytest.fixture(scope="module")
+def aws(server, moto_server):
+    status, cloud = server.api("POST", "clouds", {"title": "aws", "provider": "ec2",
+                                                  "credentials": dict(moto_server.credentials),
+                                                  "options": moto_server.options})
+    assert status == 200, cloud
+    return cloud
+
+
+def run_of(server, schedule_id, timeout=90):
+    """The schedule's newest finished run (with its machines)."""
+    def finished():
+        status, runs = server.api("GET", f"schedules/{schedule_id}/runs")
+        assert status == 200, runs
+        done = [r for r in runs if r["status"] not in ("queued", "running")]
+        return done[0] if done else None
+
+    run = wait_until(finished, timeout, what=f"a finished run of {schedule_id}\n{server.log()}")
+    status, full = server.api("GET", f"runs/{run['id']}")
+    assert status == 200
+    return full
+
+
+def schedule(server, **fields):
+    status, body = server.api("POST", "schedules", fields)
+    assert status == 200, body
+    return body
+
+
+def test_run_immediately_stops_an_ec2_machine_at_once(server, aws, moto_server):
+    [machine] = moto_server.create_machines(1)
+    sch = schedule(server, name="stop-now", action="stop", machines_per_cloud=[[aws["id"], machine]],
+                   schedule_type="interval", schedule_entry={"every": 1, "period": "days"}, run_immediately=True)
+    run = run_of(server, sch["id"])
+    assert run["trigger"] == "immediate" and run["status"] == "succeeded", run
+    assert [m["machine_id"] for m in run["machines"]] == [machine]
+    assert moto_server.state(machine) in ("stopping", "stopped")
+    status, events = server.api("GET", f"logs?run_id={run['id']}")
+    assert {"schedule_started", "machine_action_succeeded", "schedule_finished"} <= {e["type"] for e in events}
+
+
+def test_a_one_off_ten_seconds_ahead_stops_a_second_machine(server, aws, moto_server):
+    [machine] = moto_server.create_machines(1)
+    when = datetime.now(timezone.utc) + timedelta(seconds=10)
+    sch = schedule(server, name="stop-once", action="stop", machines_per_cloud=[[aws["id"], machine]],
+                   schedule_type="one_off", schedule_entry=when.strftime("%Y-%m-%d %H:%M:%S"))
+    assert sch["next_run_at"] is not None
+    assert moto_server.state(machine) == "running"
+    run = run_of(server, sch["id"], timeout=60)
+    assert run["status"] == "succeeded" and run["trigger"] == "scheduled", run
+    assert moto_server.state(machine) in ("stopping", "stopped")
+    status, after = server.api("GET", f"schedules/{sch['id']}")
+    assert after["active"] is False and after["next_run_at"] is None and after["total_run_count"] == 1
+
+
+def test_a_crontab_edited_from_start_to_stop_stops_a_third_within_its_minute(server, aws, moto_server):
+    [machine] = moto_server.create_machines(1)
+    sch = schedule(server, name="every-minute", action="start", machines_per_cloud=[[aws["id"], machine]],
+                   schedule_type="crontab", schedule_entry={"minute": "*"})
+    status, edited = server.api("PATCH", f"schedules/{sch['id']}", {"action": "stop"})
+    assert status == 200 and edited["action"] == "stop"
+    run = run_of(server, sch["id"], timeout=75)
+    assert run["status"] == "succeeded", run
+    assert moto_server.state(machine) in ("stopping", "stopped")
+    server.api("PATCH", f"schedules/{sch['id']}", {"enabled": False})
+
+
+def test_a_disabled_schedule_with_run_immediately_never_runs(server, aws, moto_server):
+    [machine] = moto_server.create_machines(1)
+    sch = schedule(server, name="disabled", action="stop", machines_per_cloud=[[aws["id"], machine]],
+                   schedule_type="interval", schedule_entry={"every": 2, "period": "seconds"},
+                   run_immediately=True, enabled=False)
+    assert sch["next_run_at"] is None
+    # Long enough for an immediate run and a few interval fires to have happened if they were going to.
+    wait_until(lambda: server.api("GET", f"schedules/{sch['id']}")[1]["total_run_count"] == 0, 1)
+    import time
+
+    time.sleep(5)
+    assert server.api("GET", f"schedules/{sch['id']}/runs")[1] == []
+    assert moto_server.state(machine) == "running"
+
+
+def test_a_script_on_three_ssh_machines_one_failing_ends_partial(server, sshd_hosts):
+    status, key = server.api("POST", "keys", {"name": "lab-key", "private": sshd_hosts[0].private_key})
+    assert status == 200, key
+    status, lab = server.api("POST", "clouds", {"title": "lab", "provider": "other"})
+    machines = []
+    for i, host in enumerate(sshd_hosts):
+        status, m = server.api("POST", f"clouds/{lab['id']}/machines", {
+            "name": f"ssh{i}", "host": host.host, "port": host.port, "ssh_user": host.user, "key_id": key["id"]})
+        assert status == 200, m
+        machines.append(m)
+    # The third machine exits 3: the script reads its own port from SSH_CONNECTION.
+    bad_port = sshd_hosts[2].port
+    script = ("#!/bin/sh\nport=$(echo $SSH_CONNECTION | cut -d' ' -f4)\n"
+              "echo \"out from $port $1\"\necho \"err from $port\" >&2\n"
+              f"[ \"$port\" = \"{bad_port}\" ] && exit 3\nexit 0\n")
+    status, scr = server.api("POST", "scripts", {"name": "probe", "script": script, "exec_type": "executable"})
+    assert status == 200, scr
+    sch = schedule(server, name="probe-all", script_id=scr["id"], params="hello",
+                   selectors=[{"type": "machines", "ids": [m["id"] for m in machines]}],
+                   schedule_type="interval", schedule_entry={"every": 1, "period": "days"}, run_immediately=True)
+    run = run_of(server, sch["id"], timeout=120)
+    assert run["status"] == "partial", run
+    by_key = {m["machine_key"]: m for m in run["machines"]}
+    for m, host in zip(machines, sshd_hosts):
+        result = by_key[m["id"]]
+        assert f"out from {host.port} hello" in result["stdout"]
+        assert f"err from {host.port}" in result["stderr"] and "out from" not in result["stderr"]
+        expected = (3, "failed") if host.port == bad_port else (0, "succeeded")
+        assert (result["rc"], result["status"]) == expected, result
