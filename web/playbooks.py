@@ -179,8 +179,9 @@ def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> d
             "ansible_ssh_args": SSH_ARGS,
             "ansible_control_path_dir": CONTROL_DIR,
             # One master per host entry: two entries with the same address but different keys
-            # must not share an authenticated connection.
-            "ansible_control_path": f"%(directory)s/{index}",
+            # must not share an authenticated connection. Relative to the private directory,
+            # because a socket path must fit in 108 bytes wherever base_dir is.
+            "ansible_control_path": f"{CONTROL_DIR}/{index}",
             "ansible_pipelining": True,
             "ansible_python_interpreter": "auto_silent",
             "cloudcron_run_id": target.run_id,

@@ -1,0 +1,272 @@
+"""execute(): real ansible-playbook through ansible-runner against real sshd servers and a moto EC2 server."""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from web.playbooks import CloudTargets, SshTarget, render_power, render_script
+from web.runner import PRIVATE_PREFIX, cap_text, execute, purge_leftovers
+
+pytestmark = pytest.mark.timeout(300)
+
+RUN = "3f0c9a7e1b2d4c5e8f9a0b1c2d3e4f50"
+
+# Fails on the host whose sshd port is $1; every host prints its own port so mixed-up
+# results would show. $2 is echoed as it arrived.
+PORT_SCRIPT = """#!/bin/sh
+port=${SSH_CONNECTION##* }
+echo "stdout from $port: $2"
+echo "stderr from $port" >&2
+if [ "$port" = "$1" ]; then exit 3; fi
+"""
+
+
+def _targets(hosts, run_id=RUN):
+    return [SshTarget(run_id, f"{i:032x}", h.host, h.port, h.user, h.private_key) for i, h in enumerate(hosts)]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def _processes_using(path: Path) -> list[int]:
+    """Pids whose working directory or command line is inside path."""
+    needle = str(path)
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if cwd.startswith(needle) or needle.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _assert_nothing_left(base_dir: Path) -> None:
+    assert list(base_dir.iterdir()) == []  # no key, extravar, env or artifact file survives
+    assert _processes_using(base_dir) == []  # no playbook, worker or ssh master survives
+
+
+def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path):
+    base = tmp_path / "runs"
+    failing = sshd_hosts[1].port
+    targets = _targets(sshd_hosts) + [SshTarget(RUN, "f" * 32, "127.0.0.1", _closed_port(), "root", sshd_hosts[0].private_key)]
+    # The second parameter would be 42 if Ansible templated what users send.
+    rendered = render_script("executable", PORT_SCRIPT, f"{failing} '{{{{ 6 * 7 }}}}'", targets)
+    seen = []
+    result = execute(rendered, base_dir=base, timeout=240, on_result=lambda *call: seen.append(call))
+
+    assert result.status == "finished" and result.error is None
+    assert sorted((run_id, key) for run_id, key, _ in seen) == sorted(rendered.expected)  # once each
+    assert {(r, k): res for r, k, res in seen} == result.results
+    for target, host in zip(targets, sshd_hosts):
+        res = result.results[(RUN, target.key)]
+        assert res.stdout == f"stdout from {host.port}: {{{{ 6 * 7 }}}}\n"
+        assert res.stderr == f"stderr from {host.port}\n"
+        if host.port == failing:
+            assert (res.status, res.rc) == ("failed", 3)
+            assert "3" in res.error
+        else:
+            assert (res.status, res.rc, res.error) == ("succeeded", 0, None)
+        assert res.duration is not None and res.duration >= 0
+    unreachable = result.results[(RUN, "f" * 32)]
+    assert unreachable.status == "unreachable" and unreachable.error and unreachable.rc is None
+    _assert_nothing_left(base)
+
+
+def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkeypatch):
+    base = tmp_path / "runs"
+    # A worker secret in the environment must not reach the playbook.
+    monkeypatch.setenv("CLOUDCRON_SECRET_KEY", "worker-secret-value")
+    tasks = """
+- name: remote hello
+  ansible.builtin.raw: echo "hello from ${SSH_CONNECTION##* }"
+  register: hello
+- name: fail on one machine
+  ansible.builtin.raw: test "${SSH_CONNECTION##* }" != "%d"
+- name: show the worker environment
+  ansible.builtin.debug:
+    msg: "secret=[{{ lookup('env', 'CLOUDCRON_SECRET_KEY') }}] said={{ hello.stdout | trim }}"
+""" % sshd_hosts[2].port
+    rendered = render_script("ansible", tasks, "", _targets(sshd_hosts))
+    ghost = (RUN, "0" * 31 + "9")
+    rendered.expected.append(ghost)  # a machine the playbook never mentions
+    result = execute(rendered, base_dir=base, timeout=240)
+
+    assert result.status == "finished"
+    for i, host in enumerate(sshd_hosts):
+        res = result.results[(RUN, f"{i:032x}")]
+        assert "TASK [remote hello]" in res.stdout
+        if i == 2:
+            assert res.status == "failed" and res.rc == 1
+            assert "fail on one machine" in res.error or "non-zero" in res.error
+            assert "show the worker environment" not in res.stdout
+        else:
+            assert res.status == "succeeded" and res.error is None
+            assert f"secret=[] said=hello from {host.port}" in res.stdout
+        assert "worker-secret-value" not in res.stdout
+    assert result.results[ghost].status == "failed" and result.results[ghost].error
+    _assert_nothing_left(base)
+
+
+def test_a_user_playbook_is_run_against_the_runs_machines(sshd_hosts, tmp_path):
+    base = tmp_path / "runs"
+    playbook = """
+- name: users play
+  hosts: some_group_we_do_not_have
+  gather_facts: false
+  tasks:
+    - ansible.builtin.raw: echo "ran on ${SSH_CONNECTION##* }"
+"""
+    rendered = render_script("ansible", playbook, "", _targets(sshd_hosts[:1]))
+    result = execute(rendered, base_dir=base, timeout=240)
+    (res,) = result.results.values()
+    assert res.status == "succeeded", res
+    assert result.status == "finished"
+    _assert_nothing_left(base)
+
+
+def test_a_playbook_ansible_cannot_load_is_an_error_for_every_machine(sshd_hosts, tmp_path):
+    base = tmp_path / "runs"
+    rendered = render_script("ansible", "- name: nope\n  no.such.module_here: {}\n", "", _targets(sshd_hosts[:2]))
+    result = execute(rendered, base_dir=base, timeout=240)
+    assert result.status == "error"
+    assert "no.such.module_here" in result.error
+    assert {r.status for r in result.results.values()} == {"failed"}
+    assert all("no.such.module_here" in r.error for r in result.results.values())
+    _assert_nothing_left(base)
+
+
+def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path):
+    base = tmp_path / "runs"
+    pid_dir = tmp_path / "remote-pids"
+    pid_dir.mkdir()
+    # The sshd hosts run on this machine, so the script can leave its pid where the test finds it.
+    script = f"#!/bin/sh\necho $$ > {pid_dir}/${{SSH_CONNECTION##* }}\nexec sleep 600\n"
+    rendered = render_script("executable", script, "", _targets(sshd_hosts))
+    try:
+        result = execute(rendered, base_dir=base, timeout=8)
+        assert result.status == "timed_out" and "timed out" in result.error
+        assert set(result.results) == set(rendered.expected)
+        assert {r.status for r in result.results.values()} == {"timed_out"}
+        _assert_nothing_left(base)  # ansible-playbook, its workers and ssh are gone
+    finally:
+        for pid_file in pid_dir.iterdir():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def test_output_over_the_cap_keeps_head_and_tail_with_a_marker(sshd_hosts, tmp_path):
+    base = tmp_path / "runs"
+    script = "#!/bin/sh\necho FIRST\nhead -c 200000 /dev/zero | tr '\\0' x\necho\necho LAST\n" \
+             "head -c 50000 /dev/zero | tr '\\0' e >&2\n"
+    rendered = render_script("executable", script, "", _targets(sshd_hosts[:1]))
+    result = execute(rendered, base_dir=base, timeout=240, output_cap=10_000)
+    (res,) = result.results.values()
+    assert res.status == "succeeded"
+    for text in (res.stdout, res.stderr):
+        assert len(text.encode()) <= 10_000
+        assert "[cloudcron: " in text and "bytes of output truncated]" in text
+    assert res.stdout.startswith("FIRST\nxxx") and res.stdout.endswith("xxx\nLAST\n")
+    _assert_nothing_left(base)
+
+
+def test_cap_text_leaves_short_text_alone_and_never_splits_characters():
+    assert cap_text("short", 100) == "short"
+    capped = cap_text("é" * 5000, 1000)
+    assert len(capped.encode()) <= 1000
+    assert capped.startswith("éé") and capped.endswith("éé") and "truncated" in capped
+
+
+def test_when_recording_a_result_fails_the_run_stops_and_leaves_nothing(sshd_hosts, tmp_path):
+    base = tmp_path / "runs"
+    rendered = render_script("executable", "#!/bin/sh\necho hi\n", "", _targets(sshd_hosts))
+    calls = []
+
+    def broken_recorder(run_id, key, res):
+        calls.append(key)
+        raise RuntimeError("database is gone")
+
+    with pytest.raises(RuntimeError, match="database is gone"):
+        execute(rendered, base_dir=base, timeout=240, on_result=broken_recorder)
+    assert len(calls) == 1  # nothing more is handed to a recorder that failed
+    _assert_nothing_left(base)
+
+
+def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path):
+    base = tmp_path / "runs"
+    ids = moto_server.create_machines(2)
+    missing = "i-0000000000000dead"
+    machines = {ids[0]: "a" * 32, ids[1]: "b" * 32, missing: "c" * 32}
+    cloud = CloudTargets(RUN, "ec2", dict(moto_server.credentials), dict(moto_server.options), machines)
+    seen = []
+    # No collections_path: the runner links this checkout in as cloudcron.scheduler itself.
+    result = execute(render_power("stopped", [cloud]), base_dir=base, timeout=240,
+                     on_result=lambda *call: seen.append(call))
+
+    assert result.status == "finished"
+    assert len(seen) == 3
+    for machine_id in ids:
+        res = result.results[(RUN, machines[machine_id])]
+        assert (res.status, res.changed, res.error) == ("succeeded", True, None), res
+        assert res.state == "stopped"
+        assert moto_server.state(machine_id) == "stopped"
+    gone = result.results[(RUN, "c" * 32)]
+    assert gone.status == "failed" and missing in gone.error
+    _assert_nothing_left(base)
+
+
+def test_power_run_with_bad_credentials_fails_every_machine_of_that_cloud(moto_server, tmp_path, collections_path):
+    base = tmp_path / "runs"
+    ids = moto_server.create_machines(1)
+    cloud = CloudTargets(RUN, "ec2", {"key": "testing"}, dict(moto_server.options), {ids[0]: "d" * 32})
+    result = execute(render_power("stopped", [cloud]), base_dir=base, timeout=240,
+                     collections_path=str(collections_path))
+    (res,) = result.results.values()
+    assert res.status == "failed" and res.error
+    assert moto_server.state(ids[0]) == "running"
+    _assert_nothing_left(base)
+
+
+def test_purge_removes_only_abandoned_run_dirs_and_their_processes(tmp_path):
+    base = tmp_path / "runs"
+    base.mkdir()
+    abandoned = base / f"{PRIVATE_PREFIX}dead"
+    (abandoned / "env").mkdir(parents=True)
+    (abandoned / ".lock").touch()
+    (abandoned / "env" / "extravars").write_text("secret: x\n")
+    live = base / f"{PRIVATE_PREFIX}live"
+    live.mkdir()
+    other = base / "not-a-run"
+    other.mkdir()
+    # A playbook a killed worker left behind still works in its directory.
+    orphan = subprocess.Popen(["sleep", "600"], cwd=abandoned)
+    lock_fd = os.open(live / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # as a running worker holds it
+        assert purge_leftovers(base) == 1
+        assert orphan.wait(timeout=30) is not None
+        assert sorted(p.name for p in base.iterdir()) == sorted([live.name, other.name])
+    finally:
+        os.close(lock_fd)
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+    assert purge_leftovers(base) == 1  # the lock is free now: that worker is gone
+    assert [p.name for p in base.iterdir()] == [other.name]
+    assert purge_leftovers(tmp_path / "missing") == 0
