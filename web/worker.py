@@ -33,7 +33,7 @@ def claim(state, run_id: str, now: datetime) -> bool:
 
 def prepare(state, run_id: str, now: datetime):
     """Resolve targets and render the playbook; machines that cannot be reached are failed at once."""
-    from .playbooks import CloudTargets, SshTarget, render_power, render_script
+    from .playbooks import CloudTargets, RenderError, SshTarget, render_power, render_script
 
     box = state.box
     with state.db.transaction() as session:
@@ -80,7 +80,10 @@ def prepare(state, run_id: str, now: datetime):
                 ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
                                      user=m.ssh_user or "root", private_key=key))
             if ssh:
-                rendered = render_script(script.exec_type, script.script, schedule.params or "", ssh)
+                try:
+                    rendered = render_script(script.exec_type, script.script, schedule.params or "", ssh)
+                except RenderError as exc:  # a user's Ansible script that is not valid: permanent
+                    return None, f"script '{script.id}': {exc}"
         for m in targets.machines:
             if m.id not in {f[0] for f in failed}:
                 session.add(RunMachine(run_id=run.id, machine_key=m.id, cloud_id=m.cloud_id,
