@@ -161,9 +161,9 @@ def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> d
     for index, target in enumerate(targets):
         # The machine key reads well in Ansible's output; the index keeps names unique when a
         # machine appears twice or its key is not a plain name.
-        name = target.key if _SAFE_HOSTNAME.match(target.key) and target.key not in hosts else f"m{index}"
-        if name in hosts:
-            name = f"m{index}"
+        name = target.key if _SAFE_HOSTNAME.match(target.key) else f"m{index}"
+        while name in hosts:
+            name = f"m{index}-{name}"
         key_file = f"{KEY_DIR}/{index}"
         key_text = target.private_key if target.private_key.endswith("\n") else target.private_key + "\n"
         files[key_file] = (key_text, 0o600)

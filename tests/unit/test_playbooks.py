@@ -82,14 +82,15 @@ def test_duplicate_or_odd_machine_keys_still_get_distinct_host_names():
         SshTarget("r", "abc", "h1", 22, "u", KEY),
         SshTarget("r2", "abc", "h2", 22, "u", KEY),
         SshTarget("r", "../weird key", "h3", 22, "u", KEY),
+        SshTarget("r", "m2", "h4", 22, "u", KEY),  # the name the odd key above would get
     ]
     rendered = render_script("executable", "echo", "", targets)
     hosts = _hosts(rendered)
-    assert len(hosts) == 3
+    assert len(hosts) == 4
     assert sorted((h["cloudcron_run_id"], h["cloudcron_machine_key"]) for h in hosts.values()) == sorted(
-        [("r", "abc"), ("r2", "abc"), ("r", "../weird key")])
+        [("r", "abc"), ("r2", "abc"), ("r", "../weird key"), ("r", "m2")])
     # Two entries for one address never share an authenticated ssh master.
-    assert len({h["ansible_control_path"] for h in hosts.values()}) == 3
+    assert len({h["ansible_control_path"] for h in hosts.values()}) == 4
 
 
 def test_an_ansible_task_list_is_imported_verbatim_into_one_play():
