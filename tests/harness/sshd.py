@@ -6,9 +6,11 @@ stopped by pid when the session ends.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -35,6 +37,12 @@ class SshHost:
     user: str
     private_key: str = field(repr=False)  # kept out of pytest's failure output
     pid: int = 0
+
+
+def _die_with_parent() -> None:
+    # A pytest killed before its teardown must not leave sshd listening: the kernel sends
+    # SIGTERM to sshd when the process that started it exits (PR_SET_PDEATHSIG = 1).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -99,6 +107,7 @@ def _start_one(workdir: Path, authorized_keys: Path) -> tuple[subprocess.Popen, 
             proc = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline and proc.poll() is None:
