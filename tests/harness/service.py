@@ -1,0 +1,177 @@
+"""The real cloudcron service as a process (`python -m web migrate`, then `python -m web serve`), for tests.
+
+`start_service()` starts one anywhere (extra environment such as another CLOUDCRON_DATABASE_URL
+is passed through); the session fixture ``service`` shares one SQLite-backed service with every
+test that asks for it. Either way the process is stopped by its pid.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Generous because the whole suite shares two cores; only reached when the service never answers.
+START_DEADLINE = 60.0
+STOP_DEADLINE = 15.0
+CLI_TIMEOUT = 120
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # A pytest killed before its teardown must not leave the service listening: the kernel
+    # sends SIGTERM to it when the process that started it exits (PR_SET_PDEATHSIG = 1).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _answers_401(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url + "/api/v1/ping", timeout=2)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False
+    return False
+
+
+class Service:
+    """A running `python -m web serve`: where it is, a token of org `test`, and an HTTP helper."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, data_dir: Path, env: dict, log_path: Path):
+        self.proc = proc
+        self.pid = proc.pid
+        self.url = url
+        self.data_dir = data_dir
+        self.env = env
+        self.log_path = log_path
+        self.token: str | None = None
+
+    def __repr__(self) -> str:  # keeps the token out of pytest's failure output
+        return f"Service(url={self.url!r}, pid={self.pid})"
+
+    def api(self, method: str, path: str, body=None, token: str | None = None):
+        """Send one request to /api/v1/<path>; return (status, decoded JSON answer)."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + "/api/v1/" + path.lstrip("/"), data=data, method=method.upper())
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        auth = token if token is not None else self.token
+        if auth:
+            req.add_header("Authorization", auth)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"null")
+            except ValueError:
+                return exc.code, {"error": raw.decode(errors="replace")}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Run `python -m web <args>` against this service's data dir and environment."""
+        return run_cli(self.env, *args)
+
+    def create_token(self, org: str, name: str | None = None) -> str:
+        """A new API token for `org` (created when new), through the CLI."""
+        args = ["token", "create", "--org", org] + (["--name", name] if name else [])
+        proc = self.cli(*args)
+        if proc.returncode != 0:
+            raise RuntimeError(f"token create failed: {proc.stderr[-2000:]}")
+        return proc.stdout.strip()
+
+    def log(self) -> str:
+        """The tail of the service's stderr log, for failure messages."""
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def running(self) -> bool:
+        """Whether the process is still alive."""
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the process by its pid: SIGTERM, then SIGKILL when it does not exit in time."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run `python -m web <args>` from the repository with `env`."""
+    return subprocess.run([sys.executable, "-m", "web", *args], cwd=str(REPO_ROOT), env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+
+
+def start_service(data_dir, env: dict | None = None, org: str | None = "test", serve_args: tuple = ()) -> Service:
+    """Migrate, create a token for `org` (None: none), and start `python -m web serve` on a free port."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "CLOUDCRON_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
+    migrate = run_cli(full_env, "migrate")
+    if migrate.returncode != 0:
+        raise RuntimeError(f"python -m web migrate failed: {migrate.stderr[-2000:]}")
+    token = None
+    if org:
+        # Before serve: an existing org stops serve from creating org `default` and printing its token.
+        created = run_cli(full_env, "token", "create", "--org", org, "--name", "tests")
+        if created.returncode != 0:
+            raise RuntimeError(f"python -m web token create failed: {created.stderr[-2000:]}")
+        token = created.stdout.strip()
+    last_error = ""
+    for _attempt in range(3):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log_path = data_dir.parent / f"{data_dir.name}-service-{port}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "web", "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args],
+                cwd=str(REPO_ROOT), env=full_env, stdin=subprocess.DEVNULL,
+                # stdout may carry a first-start token: discarded, never written to a log.
+                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_die_with_parent,
+            )
+        service = Service(proc, url, data_dir, full_env, log_path)
+        deadline = time.monotonic() + START_DEADLINE
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _answers_401(url):
+                service.token = token
+                return service
+            time.sleep(0.1)
+        last_error = service.log()
+        service.stop()  # exited (port taken meanwhile?) or never answered: try another port
+    raise RuntimeError(f"cloudcron service did not start; its log:\n{last_error}")
+
+
+@pytest.fixture(scope="session")
+def service():
+    """One real service process for the session, with a token of org `test`."""
+    root = Path(tempfile.mkdtemp(prefix="cloudcron-service-"))
+    svc = start_service(root / "data")
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        shutil.rmtree(root, ignore_errors=True)
