@@ -12,7 +12,7 @@ description:
   - Makes sure a schedule of the cloudcron service exists with the given fields, or does not exist.
   - The schedule is found by O(name) within the org of O(token) with one request. Only the fields
     that differ are sent, so applying the same task again reports no change and writes nothing.
-  - Options left unset are not managed: a new schedule gets the service's default, an existing one
+  - Options left unset are not managed. A new schedule gets the service's default, an existing one
     keeps its value. Give V("") to clear an optional text or date field.
   - Dates, crontab fields and the V(shutdown) action are compared the way the service stores them
     (dates in UTC, crontab fields as strings with V(*) for missing ones, V(shutdown) as V(stop)).
@@ -64,7 +64,7 @@ options:
   machines:
     description:
       - Target machines by cloud and provider machine id; a friendlier form of O(machines_per_cloud).
-      - Giving any of O(machines), O(machines_per_cloud) or O(selectors) sets the whole target list:
+      - Giving any of O(machines), O(machines_per_cloud) or O(selectors) sets the whole target list, and
         the ones not given become empty.
     type: list
     elements: dict
@@ -155,7 +155,7 @@ options:
     choices: [forbid, allow]
   run_timeout:
     description:
-      - Seconds after which a run is stopped (service default 3600): the API's C(timeout) field.
+      - Seconds after which a run is stopped (service default 3600), the API's C(timeout) field.
       - Named so because O(timeout) is the connection's timeout.
     type: int
 seealso:

@@ -16,8 +16,12 @@ author:
 extends_documentation_fragment:
   - cloudcron.scheduler.connection
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
 attributes:
+  check_mode:
+    support: full
+    details: Reads only, so it runs the same in check mode.
+  diff_mode:
+    support: none
   platform:
     platforms: posix
 options:

@@ -175,3 +175,69 @@ def service():
     finally:
         svc.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class CountingProxy:
+    """A loopback HTTP forwarder to a service that records each request's method and path.
+
+    Tests and benchmarks point a client at .url to count the round trips it makes.
+    """
+
+    def __init__(self, upstream_url: str):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        upstream = urlsplit(upstream_url)
+        self.requests: list[tuple[str, str]] = []
+        lock = threading.Lock()
+        proxy = self
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with lock:
+                    proxy.requests.append((self.command, self.path))
+                conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
+
+            def log_message(self, *args):  # requests carry tokens in headers; keep stderr quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        """Forget the requests counted so far."""
+        self.requests.clear()
+
+    def writes(self) -> list[tuple[str, str]]:
+        """The counted requests that were not GETs."""
+        return [r for r in self.requests if r[0] != "GET"]
+
+    def close(self) -> None:
+        """Stop forwarding."""
+        self._server.shutdown()
+        self._server.server_close()
