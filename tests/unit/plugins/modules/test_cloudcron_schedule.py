@@ -229,8 +229,11 @@ def test_a_change_patches_only_the_differing_fields_and_shows_them_in_the_diff()
 def test_an_entry_change_travels_with_its_type():
     client = RecordingClient(schedules=[stored()])
     entry = {"minute": "0", "hour": "3"}
-    mod.ensure(client, params(**dict(TASK, schedule_entry=entry)), check_mode=False)
-    (_, _, body), = client.writes
+    task = dict(TASK)
+    task["schedule_entry"] = entry
+    mod.ensure(client, params(**task), check_mode=False)
+    assert len(client.writes) == 1
+    body = client.writes[0][2]
     assert body["schedule_type"] == "crontab" and body["schedule_entry"]["hour"] == "3"
     assert set(body) == {"schedule_type", "schedule_entry"}
 
