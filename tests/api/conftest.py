@@ -1,6 +1,8 @@
 """API tests: the Flask app over a fresh, migrated database, driven through the test client."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from web import create_app, make_state
@@ -44,10 +46,24 @@ class Client:
             return create_token(session, org)
 
 
-@pytest.fixture
-def state(tmp_path):
-    st = make_state(load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "data")}))
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory):
+    """A migrated SQLite database file to copy: running the migrations for every test is the slow part."""
+    data = tmp_path_factory.mktemp("template") / "data"
+    st = make_state(load_config({"CLOUDCRON_DATA_DIR": str(data)}))
     upgrade(st.db)
+    st.db.dispose()  # the last connection to close checkpoints the WAL into the file
+    assert not (data / "cloudcron.db-wal").exists()
+    return data / "cloudcron.db"
+
+
+@pytest.fixture
+def state(tmp_path, migrated_db):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(migrated_db, data / "cloudcron.db")
+    st = make_state(load_config({"CLOUDCRON_DATA_DIR": str(data)}))
+    upgrade(st.db)  # a no-op on the copy; kept so the fixture's promise ("migrated") does not depend on the template
     yield st
     st.db.dispose()
 
@@ -77,5 +93,39 @@ def cloud(api):
 @pytest.fixture
 def machine(api, cloud):
     status, body = api.post(f"clouds/{cloud['id']}/machines", {"name": "web1", "host": "127.0.0.1", "port": 2222})
+    assert status == 200, body
+    return body
+
+
+@pytest.fixture
+def other_api(api):
+    """A client of a second org, on the same app and database."""
+    client = Client(api.flask, api.new_token("globex"))
+    client.state = api.state
+    return client
+
+
+@pytest.fixture
+def schedule_body(cloud):
+    """A factory of valid schedule bodies (stop one machine of `cloud` every 2 minutes); field=... drops a field."""
+
+    def make(**fields):
+        body = {
+            "name": "nightly",
+            "action": "stop",
+            "machines_per_cloud": [[cloud["id"], "i-781daaf3"]],
+            "schedule_type": "interval",
+            "schedule_entry": {"every": 2, "period": "minutes"},
+        }
+        body.update(fields)
+        return {k: v for k, v in body.items() if v is not ...}
+
+    return make
+
+
+@pytest.fixture
+def schedule(api, schedule_body):
+    """A stored schedule (interval, every 2 minutes)."""
+    status, body = api.post("schedules", schedule_body())
     assert status == 200, body
     return body
