@@ -314,6 +314,8 @@ def test_inventory_lists_the_machines_of_an_other_cloud_and_ping_reaches_one(ans
         "clouds": ["ssh-lab"],
         "compose": {"ansible_python_interpreter": repr(sys.executable)},
         "keyed_groups": [{"key": "cloudcron_tags.role", "prefix": "role"}],
+        "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+        "cache_connection": str(tmp_path / "inventory-cache"), "cache_timeout": 3600,
     }))
     rc, output = ansible.run("ansible-inventory", "-i", str(inventory), "--list")
     assert rc == 0, output[-3000:]
@@ -325,6 +327,14 @@ def test_inventory_lists_the_machines_of_an_other_cloud_and_ping_reaches_one(ans
     assert sorted(listed["cloud_ssh_lab"]["hosts"]) == ["ssh0", "ssh1", "ssh2"]
     assert sorted(listed["tag_role_web"]["hosts"]) == ["ssh0", "ssh1", "ssh2"]
     assert sorted(listed["role_web"]["hosts"]) == ["ssh0", "ssh1", "ssh2"]
+
+    # The cache answers a second listing without asking the service.
+    from tests.harness.service import free_port
+
+    rc, cached = ansible.run("ansible-inventory", "-i", str(inventory), "--list",
+                             CLOUDCRON_URL="http://127.0.0.1:%d" % free_port())
+    assert rc == 0, cached[-3000:]
+    assert plain(json.loads(cached[cached.index("{"):]))["_meta"]["hostvars"] == hostvars
 
     rc, output = ansible.run("ansible", "-i", str(inventory), "ssh1", "-m", "ansible.builtin.ping",
                              "--private-key", str(key_file))
