@@ -18,15 +18,11 @@ from tests.harness.service import CountingProxy
 
 BIN = Path(sys.executable).parent
 PLAYBOOK_TIMEOUT = 300
-ATHENS = "Europe/Athens"
 
 DECLARE = """
 - name: Declare what should exist on cloudcron
   hosts: localhost
   gather_facts: false
-  vars:
-    nightly_hour: "2"
-    report_state: present
   tasks:
     - name: SSH hosts
       cloudcron.scheduler.cloud:
@@ -51,14 +47,13 @@ DECLARE = """
         action: shutdown
         machines: [{cloud: lab, machine: web1}, {cloud: lab, machine: web2}]
         schedule_type: crontab
-        schedule_entry: {minute: 30, hour: "{{ nightly_hour }}", day_of_week: MON-FRI}
+        schedule_entry: {minute: 30, hour: 2, day_of_week: MON-FRI}
         timezone: Europe/Athens
         expires: "2030-1-1 10:00"
         description: nightly
     - name: Report uptime of dev machines
       cloudcron.scheduler.schedule:
         name: dev-uptime
-        state: "{{ report_state }}"
         script: uptime
         params: "-p"
         selectors: [{type: tags, include: {env: dev}}]
@@ -77,6 +72,21 @@ DECLARE = """
         schedule_entry: "2031-06-01 12:00"
         timezone: America/New_York
         enabled: false
+"""
+# One schedule of its own per test, on the lab cloud DECLARE creates.
+SINGLE = """
+- hosts: localhost
+  gather_facts: false
+  vars: {hour: "2", state: present}
+  tasks:
+    - cloudcron.scheduler.schedule:
+        name: "{{ schedule_name }}"
+        state: "{{ state }}"
+        action: stop
+        machines: [{cloud: lab, machine: web1}]
+        schedule_type: crontab
+        schedule_entry: {minute: 30, hour: "{{ hour }}"}
+        timezone: Europe/Athens
 """
 SCHEDULE_TASKS = 3
 MODULE_TASKS = 6
@@ -212,38 +222,36 @@ def test_second_run_changes_nothing_and_sends_no_write(first_apply, ansible, ser
 
 def test_check_mode_predicts_the_change_and_the_server_keeps_its_value(first_apply, ansible, service, org):
     assert first_apply[0] == 0
-    before = by_name(service, org, "schedules", "name", "lab-nightly-stop")
-    rc, output = ansible.playbook(DECLARE, "--check", "--diff", "-e", "nightly_hour=3")
+    assert ansible.playbook(SINGLE, "-e", "schedule_name=check-me")[0] == 0
+    before = by_name(service, org, "schedules", "name", "check-me")
+    rc, output = ansible.playbook(SINGLE, "--check", "--diff", "-e", "schedule_name=check-me", "-e", "hour=3")
     assert rc == 0, output[-4000:]
     assert recap(output)["changed"] == 1
     assert re.search(r'^\+\s+"hour": "3"', output, re.M), output[-4000:]
-    assert by_name(service, org, "schedules", "name", "lab-nightly-stop") == before
+    assert by_name(service, org, "schedules", "name", "check-me") == before
 
 
 def test_diff_names_the_changed_field_and_the_change_is_applied(first_apply, ansible, service, org):
     assert first_apply[0] == 0
-    try:
-        rc, output = ansible.playbook(DECLARE, "--diff", "-e", "nightly_hour=4")
-        assert rc == 0, output[-4000:]
-        assert recap(output)["changed"] == 1
-        assert re.search(r'^-\s+"hour": "2"', output, re.M) and re.search(r'^\+\s+"hour": "4"', output, re.M), output[-4000:]
-        assert "schedule_entry" in output
-        assert by_name(service, org, "schedules", "name", "lab-nightly-stop")["schedule_entry"]["hour"] == "4"
-    finally:
-        assert ansible.playbook(DECLARE)[0] == 0  # back to the declared hour for the other tests
+    assert ansible.playbook(SINGLE, "-e", "schedule_name=diff-me")[0] == 0
+    rc, output = ansible.playbook(SINGLE, "--diff", "-e", "schedule_name=diff-me", "-e", "hour=4")
+    assert rc == 0, output[-4000:]
+    assert recap(output)["changed"] == 1
+    assert re.search(r'^-\s+"hour": "2"', output, re.M) and re.search(r'^\+\s+"hour": "4"', output, re.M), output[-4000:]
+    assert "schedule_entry" in output
+    assert by_name(service, org, "schedules", "name", "diff-me")["schedule_entry"]["hour"] == "4"
 
 
 def test_absent_removes_the_schedule_and_stays_removed(first_apply, ansible, service, org):
     assert first_apply[0] == 0
-    try:
-        rc, output = ansible.playbook(DECLARE, "-e", "report_state=absent")
-        assert rc == 0, output[-4000:]
-        assert recap(output)["changed"] == 1
-        assert by_name(service, org, "schedules", "name", "dev-uptime") is None
-        rc, output = ansible.playbook(DECLARE, "-e", "report_state=absent")
-        assert rc == 0 and recap(output)["changed"] == 0, output[-4000:]
-    finally:
-        assert ansible.playbook(DECLARE)[0] == 0
+    assert ansible.playbook(SINGLE, "-e", "schedule_name=remove-me")[0] == 0
+    assert by_name(service, org, "schedules", "name", "remove-me") is not None
+    rc, output = ansible.playbook(SINGLE, "-e", "schedule_name=remove-me", "-e", "state=absent")
+    assert rc == 0, output[-4000:]
+    assert recap(output)["changed"] == 1
+    assert by_name(service, org, "schedules", "name", "remove-me") is None
+    rc, output = ansible.playbook(SINGLE, "-e", "schedule_name=remove-me", "-e", "state=absent")
+    assert rc == 0 and recap(output)["changed"] == 0, output[-4000:]
 
 
 def test_a_wrong_token_fails_the_task_with_the_services_message(ansible):
