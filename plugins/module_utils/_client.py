@@ -16,6 +16,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode
 
 from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
 
 DEFAULT_TIMEOUT = 30
@@ -101,8 +102,8 @@ class CloudcronClient:
             raise CloudcronError(self._refusal(method, path, exc), status=exc.code) from None
         except URLError as exc:
             raise CloudcronError("cannot reach the cloudcron service at %s: %s" % (self.api_url, exc.reason)) from None
-        except (OSError, ValueError) as exc:
-            # Timeouts, resets and certificate failures surface here depending on the Python version.
+        except (OSError, ValueError, UrlsConnectionError) as exc:
+            # Timeouts, resets, proxy and certificate failures surface here depending on the Python version.
             raise CloudcronError("cannot reach the cloudcron service at %s: %s" % (self.api_url, exc)) from None
         raw = resp.read()
         try:

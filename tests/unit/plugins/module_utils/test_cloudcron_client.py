@@ -114,6 +114,14 @@ def test_an_unreachable_service_is_a_clear_error():
     assert err.value.message.startswith("cannot reach the cloudcron service at http://127.0.0.1:%d/api/v1" % port)
 
 
+def test_a_tls_failure_is_a_clear_error_not_a_traceback(api):
+    # https to a plain-HTTP server fails the TLS handshake.
+    client = CloudcronClient(api.url.replace("http://", "https://"), TOKEN, timeout=5)
+    with pytest.raises(CloudcronError) as err:
+        client.ping()
+    assert err.value.message.startswith("cannot reach the cloudcron service at https://")
+
+
 def test_an_answer_that_is_not_json_is_reported(api, client):
     api.route("GET", "ping", payload=b"<html>a proxy page</html>")
     with pytest.raises(CloudcronError) as err:
