@@ -33,7 +33,8 @@ CHECKPOINT_EVERY = 0.05     # SQLite: how often the WAL is checkpointed beside t
 WAL_RESET_FRAMES = 8192     # SQLite: past this many WAL frames (~32 MB), reset the WAL even if writers wait
 
 # The claim is the hot path (10,000 schedules a minute is ~170 claims a second), so it runs statements
-# built once, on the tables, over a Core connection: no ORM session, unit of work or identity map.
+# built once, on the tables, over a Core connection (on SQLite, compiled once and run on the DBAPI
+# cursor, see _SqliteStatement): no ORM session, unit of work or identity map.
 # Runs that end at once (missed, skipped) are rare and go through runs.create_run, which also records
 # their events, in a Session joined to the claim's transaction.
 _S, _R = Schedule.__table__, Run.__table__
@@ -55,6 +56,46 @@ _ADVANCE = update(_S).where(_S.c.id == bindparam("b_id")).values(
     next_run_at=bindparam("b_next"), total_run_count=bindparam("b_count"), last_run_at=bindparam("b_last"))
 
 
+class _SqliteStatement:
+    """A statement compiled once for SQLite and run on the DBAPI cursor, with SQLAlchemy's own type conversions.
+
+    SQLAlchemy's per-execution work (cache key, parameter and result processing through the execution
+    context, events) was most of the claim's CPU; the SQL text and the conversions stay SQLAlchemy's."""
+
+    def __init__(self, stmt, dialect):
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names = list(compiled.positiontup or ())
+        self.defaults = [compiled.binds[n].value for n in self.names]
+        self.binds = [compiled.binds[n].type.bind_processor(dialect) for n in self.names]
+        columns = list(getattr(stmt, "selected_columns", ()))
+        self.keys = [c.key for c in columns]
+        self.results = [c.type.result_processor(dialect, None) for c in columns]
+
+    def params(self, values: dict) -> tuple:
+        out = []
+        for name, default, bind in zip(self.names, self.defaults, self.binds):
+            v = values.get(name, default)
+            out.append(bind(v) if bind is not None and v is not None else v)
+        return tuple(out)
+
+    def row(self, raw) -> dict:
+        return {k: (p(v) if p is not None and v is not None else v) for k, p, v in zip(self.keys, self.results, raw)}
+
+
+_INSERT_RUN = insert(_R).values({k: bindparam(k) for k in (
+    "id", "org_id", "schedule_id", "trigger", "scheduled_for", "created_at", "enqueued_at", "status")})
+_SQLITE: dict = {}  # dialect -> (head, insert run, advance)
+
+
+def _sqlite_statements(dialect):
+    statements = _SQLITE.get(dialect)
+    if statements is None:
+        statements = _SQLITE[dialect] = tuple(_SqliteStatement(stmt, dialect)
+                                              for stmt in (_HEAD_SQLITE, _INSERT_RUN, _ADVANCE))
+    return statements
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -63,7 +104,7 @@ class _Due:
     """A due schedule's timing columns, as schedules.next_run_at and runs.create_run read them."""
 
     def __init__(self, row):
-        self.__dict__.update(row._mapping)
+        self.__dict__.update(row if isinstance(row, dict) else row._mapping)
         self.ended: list[tuple[str, datetime, str]] = []  # (status, scheduled_for, error) of runs not run
 
 
@@ -109,14 +150,16 @@ class Dispatcher:
         session = None
         with self._transaction() as conn:  # BEGIN IMMEDIATE on SQLite
             if self.db.is_sqlite:
+                head, insert_run, advance = _sqlite_statements(conn.dialect)
+                cursor = conn.connection.dbapi_connection.cursor()
                 due, next_due = [], None
-                result = conn.execute(_HEAD_SQLITE)
-                for row in result:  # rows are read lazily: the walk stops at the first one not due
-                    if row.next_run_at > now or len(due) == BATCH:
-                        next_due = row.next_run_at
+                for raw in cursor.execute(head.sql, head.params({})):  # read lazily: stops at the first not due
+                    row = head.row(raw)
+                    if row["next_run_at"] > now or len(due) == BATCH:
+                        next_due = row["next_run_at"]
                         break
                     due.append(_Due(row))
-                result.close()
+                cursor.close()
             else:
                 due = [_Due(row) for row in conn.execute(_DUE_LOCKED, {"now": now})]
                 next_due = None
@@ -136,9 +179,16 @@ class Dispatcher:
                         create_run(session, schedule, "scheduled", fire_at, now, status=status, error=error)
                     advances.append({"b_id": schedule.id, "b_next": schedule.next_run_at,
                                      "b_count": schedule.total_run_count, "b_last": schedule.last_run_at})
-                if runs:
-                    conn.execute(_INSERT_RUNS, runs)
-                conn.execute(_ADVANCE, advances)
+                if self.db.is_sqlite:
+                    cursor = conn.connection.dbapi_connection.cursor()
+                    if runs:
+                        cursor.executemany(insert_run.sql, [insert_run.params(r) for r in runs])
+                    cursor.executemany(advance.sql, [advance.params(a) for a in advances])
+                    cursor.close()
+                else:
+                    if runs:
+                        conn.execute(_INSERT_RUNS, runs)
+                    conn.execute(_ADVANCE, advances)
                 if session is not None:
                     session.flush()
                     session.close()
