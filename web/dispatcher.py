@@ -67,10 +67,12 @@ class _SqliteStatement:
         self.sql = str(compiled)
         self.names = list(compiled.positiontup or ())
         self.defaults = [compiled.binds[n].value for n in self.names]
-        self.binds = [compiled.binds[n].type.bind_processor(dialect) for n in self.names]
+        # dialect_impl: the SQLite forms (DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff', JSON, booleans), exactly
+        # what the ORM stores; the generic types' processors would leave datetimes to sqlite3's own adapter.
+        self.binds = [compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in self.names]
         columns = list(getattr(stmt, "selected_columns", ()))
         self.keys = [c.key for c in columns]
-        self.results = [c.type.result_processor(dialect, None) for c in columns]
+        self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
 
     def params(self, values: dict) -> tuple:
         out = []
