@@ -1,6 +1,7 @@
 """Settings from the environment: defaults first, then CLOUDCRON_* variables; bad values stop start-up."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,7 +41,7 @@ def _positive_float(env, name, default):
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: '{raw}' is not a number") from None
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}: must be greater than 0, got '{raw}'")
     return value
 

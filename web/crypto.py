@@ -21,13 +21,17 @@ def load_or_create_key(path: Path) -> bytes:
         except (ValueError, TypeError):
             raise ConfigError(f"CLOUDCRON_SECRET_KEY_FILE: '{path}' does not hold a valid key") from None
         return key
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"CLOUDCRON_SECRET_KEY_FILE: '{path.parent}' is not a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = Fernet.generate_key()
         # O_EXCL: two processes starting at once must not write two different keys.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return load_or_create_key(path)
+        if path.is_file():  # another process created it first
+            return load_or_create_key(path)
+        raise ConfigError(f"CLOUDCRON_SECRET_KEY_FILE: cannot create '{path}'") from None
     except OSError as exc:
         raise ConfigError(f"CLOUDCRON_SECRET_KEY_FILE: cannot create '{path}': {exc.strerror}") from None
     with os.fdopen(fd, "wb") as fh:

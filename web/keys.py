@@ -1,6 +1,7 @@
 """SSH key material: generate a key pair, or check a given private key and derive its public half."""
 from __future__ import annotations
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -24,7 +25,7 @@ def derive_public(private: str) -> str:
             break
         except TypeError:
             raise ValueError("passphrase-protected keys are not supported; give the key without a passphrase") from None
-        except (ValueError, serialization.UnsupportedAlgorithm) as exc:
+        except (ValueError, UnsupportedAlgorithm) as exc:
             errors.append(exc)
     if key is None:
         raise ValueError("not an SSH private key in OpenSSH or PEM format")

@@ -54,7 +54,7 @@ class ScheduleIn(_In):
         Any,
         Field(
             json_schema_extra={
-                "oneOf": [{"type": "object"}, {"type": "string"}],
+                "oneOf": [{"type": "object"}, {"type": "string"}, {"type": "null"}],
                 "description": "interval {every, period}, crontab {minute, hour, day_of_week, day_of_month, "
                 "month_of_year}, or a one_off date; may also be a string holding JSON",
             }
@@ -64,7 +64,7 @@ class ScheduleIn(_In):
     run_immediately: StrictBool | None = None
     start_after: Instant = None
     expires: Instant = None
-    max_run_count: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_run_count: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
     timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
     misfire_grace: Annotated[StrictInt, Field(ge=0, le=86400 * 366)] | None = None
     concurrency: Literal["forbid", "allow"] | None = None

@@ -60,6 +60,8 @@ def json_body() -> dict:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("body: must be a JSON object")
     return data

@@ -195,8 +195,6 @@ def test_it_stores_a_given_private_key_and_answers_its_public_half(api):
     assert key["public"] == public_of(private)
 
 
-@pytest.mark.xfail(strict=True, reason="web/keys.py derive_public names serialization.UnsupportedAlgorithm, which does "
-                                       "not exist: any key that is not OpenSSH format raises AttributeError (500)")
 @pytest.mark.parametrize("fmt", ["TraditionalOpenSSL", "PKCS8"])
 def test_it_accepts_a_pem_private_key(api, fmt):
     private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -207,8 +205,6 @@ def test_it_accepts_a_pem_private_key(api, fmt):
     assert key["public"] == public_of(private)
 
 
-@pytest.mark.xfail(strict=True, reason="web/keys.py derive_public: an invalid private key raises AttributeError "
-                                       "(serialization.UnsupportedAlgorithm does not exist) and answers 500, not 400")
 @pytest.mark.parametrize("private", ["hello", "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----"])
 def test_it_rejects_an_invalid_private_key(api, private):
     status, body = api.post("keys", {"name": "bad", "private": private})

@@ -79,8 +79,6 @@ def test_a_bad_value_is_a_config_error_naming_the_variable(tmp_path):
         assert "hunter2" not in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="web/config.py _positive_float: 'nan' and 'inf' pass the > 0 check, then "
-                                       "timedelta(seconds=...) raises ValueError/OverflowError instead of ConfigError")
 def test_a_non_finite_min_interval_is_a_config_error_naming_the_variable(tmp_path):
     for value in ("nan", "inf"):
         with pytest.raises(ConfigError, match="^CLOUDCRON_MIN_INTERVAL:"):
@@ -95,9 +93,6 @@ def test_an_unreadable_secret_key_file_is_a_config_error_naming_the_variable(tmp
         make_state(config)
 
 
-@pytest.mark.xfail(strict=True, reason="web/crypto.py load_or_create_key: when the key file's parent is a file, "
-                                       "mkdir's FileExistsError is taken for the O_EXCL race and it recurses until "
-                                       "RecursionError, instead of a ConfigError naming CLOUDCRON_SECRET_KEY_FILE")
 def test_a_secret_key_file_that_cannot_be_created_is_a_config_error_naming_the_variable(tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("x")

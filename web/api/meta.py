@@ -58,6 +58,29 @@ ROUTES = [
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
+def _oas30(node):
+    """Rewrite pydantic's JSON Schema 2020-12 into OpenAPI 3.0's dialect (nullable, enum), which Swagger UI renders."""
+    if isinstance(node, list):
+        return [_oas30(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _oas30(v) for k, v in node.items()}
+    node.pop("propertyNames", None)  # no 3.0 equivalent; the key length is still checked on requests
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for key in ("anyOf", "oneOf"):
+        options = node.get(key)
+        if options and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            node["nullable"] = True
+            del node[key]
+            if len(rest) == 1 and "$ref" not in rest[0]:
+                node.update(rest[0])
+            elif rest:
+                node[key] = rest
+    return node
+
+
 @functools.cache
 def openapi_spec() -> dict:
     """The OpenAPI 3 document, built from the pydantic schemas that validate requests."""
@@ -71,8 +94,8 @@ def openapi_spec() -> dict:
         for name, sub in schema.pop("$defs", {}).items():
             if name not in seen:
                 seen.add(name)
-                spec.components.schema(name, sub)
-        spec.components.schema(model.__name__, schema)
+                spec.components.schema(name, _oas30(sub))
+        spec.components.schema(model.__name__, _oas30(schema))
     paths: dict = {}
     for path, method, summary, body, answer in ROUTES:
         op = {
