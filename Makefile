@@ -39,7 +39,10 @@ test: install-test
 	$(BIN)/python -m pytest tests
 
 bench: install-test
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_dispatch.py
+	$(BIN)/python bench/bench_runs.py
+	$(BIN)/python bench/bench_collection.py
 
 clean:
 	rm -rf $(VENV) build
