@@ -2,7 +2,7 @@
 """Run benchmark (issue 3): overhead of a cloudcron run over bare ansible-playbook, and idle worker memory.
 
 One moto EC2 server (tests/harness/moto.py) on loopback and one real cloudcron server process
-(`python -m web serve`, API + dispatcher + Huey worker, as tests/harness/server.py starts it) serve
+(`python -m web serve`, API + dispatcher + Huey worker, as tests/harness/service.py starts it) serve
 every round. Each round runs the four variants back to back, interleaved, so a slow moment of a
 shared machine lands on all of them:
 
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     idle = args.idle if args.idle is not None else (3.0 if args.quick else 10.0)
 
     from tests.harness.collection import make_collections_path
-    from tests.harness.server import Server
+    from tests.harness.service import start_service
 
     tmp = Path(tempfile.mkdtemp(prefix="cloudcron-bench-runs-"))
     moto = server = None
@@ -352,7 +352,7 @@ def main(argv=None) -> int:
         trivial.mkdir()
         (trivial / "playbook.yml").write_text(TRIVIAL_PLAYBOOK)
         moto = Moto(tmp)
-        server = Server(tmp / "data")
+        server = start_service(tmp / "data")
         status, cloud = server.api("POST", "clouds", {"title": "aws", "provider": "ec2",
                                                       "credentials": dict(moto.server.credentials),
                                                       "options": moto.server.options})

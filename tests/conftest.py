@@ -4,6 +4,5 @@ pytest_plugins = [
     "tests.harness.sshd",
     "tests.harness.collection",
     "tests.harness.backends",
-    "tests.harness.server",
     "tests.harness.service",
 ]

@@ -126,8 +126,25 @@ def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT)
 
 
+def _first_start_token(proc: subprocess.Popen) -> str | None:
+    """The token serve prints for org `default` on a first start (read up to its listening line)."""
+    token = None
+    for raw in iter(proc.stdout.readline, b""):
+        line = raw.decode(errors="replace")
+        if "Its API token" in line:
+            token = proc.stdout.readline().decode().strip()
+        if "cloudcron API on" in line:
+            break
+    proc.stdout.close()
+    return token
+
+
 def start_service(data_dir, env: dict | None = None, org: str | None = "test", serve_args: tuple = ()) -> Service:
-    """Migrate, create a token for `org` (None: none), and start `python -m web serve` on a free port."""
+    """Migrate, create a token for `org`, and start `python -m web serve` on a free port.
+
+    With org=None no token is made beforehand: serve's own first start creates org `default` and
+    prints its token, which becomes .token (the way the README starts the service).
+    """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "CLOUDCRON_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -150,14 +167,14 @@ def start_service(data_dir, env: dict | None = None, org: str | None = "test", s
             proc = subprocess.Popen(
                 [sys.executable, "-m", "web", "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args],
                 cwd=str(REPO_ROOT), env=full_env, stdin=subprocess.DEVNULL,
-                # stdout may carry a first-start token: discarded, never written to a log.
-                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_die_with_parent,
+                # stdout may carry a first-start token: read below or discarded, never written to a log.
+                stdout=subprocess.DEVNULL if org else subprocess.PIPE, stderr=log, preexec_fn=_die_with_parent,
             )
         service = Service(proc, url, data_dir, full_env, log_path)
         deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline and proc.poll() is None:
             if _answers_401(url):
-                service.token = token
+                service.token = token if org else _first_start_token(proc)
                 return service
             time.sleep(0.1)
         last_error = service.log()
@@ -175,6 +192,27 @@ def service():
     finally:
         svc.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real service with its own data dir for one test module, started the README's way."""
+    svc = start_service(tmp_path_factory.mktemp("server") / "data", org=None)
+    try:
+        yield svc
+    finally:
+        svc.stop()
 
 
 class CountingProxy:

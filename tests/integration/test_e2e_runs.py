@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.harness.server import wait_until
+from tests.harness.service import wait_until
 
 
 @pytest.fixture(scope="module")

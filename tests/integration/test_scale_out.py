@@ -9,7 +9,7 @@ from collections import Counter
 from sqlalchemy import create_engine, text
 
 from tests.harness.backends import REDIS_URL, _pg_database
-from tests.harness.server import ROOT, Server, wait_until
+from tests.harness.service import REPO_ROOT, start_service, wait_until
 
 
 def test_two_dispatchers_and_two_workers_share_postgresql_and_redis(tmp_path):
@@ -19,13 +19,13 @@ def test_two_dispatchers_and_two_workers_share_postgresql_and_redis(tmp_path):
     redis.Redis.from_url(REDIS_URL).flushdb()
     env = {"CLOUDCRON_DATABASE_URL": url, "CLOUDCRON_QUEUE_URL": REDIS_URL,
            "CLOUDCRON_SECRET_KEY_FILE": str(tmp_path / "shared.key")}
-    api = Server(tmp_path / "api", env=env, args=("--no-dispatcher", "--no-worker"))
+    api = start_service(tmp_path / "api", env=env, serve_args=("--no-dispatcher", "--no-worker"))
     procs = []
     log = open(tmp_path / "engine.log", "wb")
     try:
         for i, role in enumerate(("dispatcher", "dispatcher", "worker", "worker")):
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "web", role], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "web", role], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                 env={**api.env, "CLOUDCRON_DATA_DIR": str(tmp_path / f"{role}{i}")}))
         # A machine with no SSH key: every run ends at once, failed with that reason, without ansible.
         _, lab = api.api("POST", "clouds", {"title": "lab", "provider": "other"})

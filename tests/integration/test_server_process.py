@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.harness.server import Server
+from tests.harness.service import start_service
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     """`python -m web serve --host 127.0.0.1 --port <free>` on a fresh data dir, dispatcher and worker included."""
-    server = Server(tmp_path_factory.mktemp("serve") / "data")
+    server = start_service(tmp_path_factory.mktemp("serve") / "data", org=None)
     yield server
     server.stop()
 
@@ -118,7 +118,7 @@ def test_token_create_prints_only_a_token_and_token_revoke_makes_it_401(srv):
 
 def test_a_restart_prints_no_new_token_and_the_old_one_still_works(srv, tmp_path):
     srv.stop()
-    again = Server(srv.data_dir)
+    again = start_service(srv.data_dir, org=None)
     try:
         assert again.token is None
         assert curl(again, "GET", "ping", token=srv.token)[:2] == (200, {"ok": True, "org": "default"})

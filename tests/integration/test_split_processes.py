@@ -7,16 +7,16 @@ import subprocess
 import sys
 import uuid
 
-from tests.harness.server import ROOT, Server, wait_until
+from tests.harness.service import REPO_ROOT, Service, start_service, wait_until
 
 
-def start_worker(server: Server, log):
-    return subprocess.Popen([sys.executable, "-m", "web", "worker", "--workers", "1"], cwd=ROOT, env=server.env,
+def start_worker(server: Service, log):
+    return subprocess.Popen([sys.executable, "-m", "web", "worker", "--workers", "1"], cwd=REPO_ROOT, env=server.env,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
 def test_a_worker_killed_mid_run_leaves_an_interrupted_run_and_the_schedule_keeps_firing(tmp_path, sshd_hosts):
-    server = Server(tmp_path / "data", args=("--no-worker",))
+    server = start_service(tmp_path / "data", serve_args=("--no-worker",))
     log = open(tmp_path / "worker.log", "wb")
     worker = start_worker(server, log)
     try:
