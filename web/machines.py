@@ -91,17 +91,22 @@ def resolve(session: Session, box: Box, schedule: Schedule, now: datetime, need_
                 except ProviderError as exc:
                     out.missing.append((cloud_id, "*", exc.message))
 
-    for cloud_id, machine_id in schedule.machines_per_cloud or []:
+    pairs = schedule.machines_per_cloud or []
+    # One query for every pair's machine rows (a run may name hundreds), not one per pair.
+    known = {(m.cloud_id, m.machine_id): m for m in session.scalars(
+        select(Machine).where(Machine.cloud_id.in_({c for c, _ in pairs} & set(clouds))))} if pairs else {}
+    for cloud_id, machine_id in pairs:
         cloud = clouds.get(cloud_id)
         if cloud is None:
             out.missing.append((cloud_id, machine_id, f"cloud '{cloud_id}' no longer exists"))
             continue
-        row = session.scalar(select(Machine).where(Machine.cloud_id == cloud_id, Machine.machine_id == machine_id))
+        row = known.get((cloud_id, machine_id))
         if row is None and cloud.provider != "other" and not need_addresses:
             # Not seen yet: keep a row so its id is stable; the power module reports it if the provider lacks it.
             row = Machine(id=new_id(), org_id=schedule.org_id, cloud_id=cloud_id, machine_id=machine_id,
                           state="unknown", public_ips=[], private_ips=[], tags={}, created_at=now, updated_at=now)
             session.add(row)
+            known[(cloud_id, machine_id)] = row
         if row is None:
             out.missing.append((cloud_id, machine_id, f"machine '{machine_id}' not found in cloud '{cloud_id}'"))
         else:

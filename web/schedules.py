@@ -48,7 +48,8 @@ def parse_fields(body: dict, model=ScheduleIn, writable=WRITABLE) -> dict:
     return {k: typed.get(k) for k in fields}
 
 
-def _time(fn, *args, **kwargs):
+def checked(fn, *args, **kwargs):
+    """Call a time-math function; its TimeSpecError becomes a 400 naming the field."""
     try:
         return fn(*args, **kwargs)
     except TimeSpecError as exc:
@@ -81,10 +82,10 @@ def normalize_entry(raw, schedule_type: str, tz: str, min_interval: timedelta, n
     """The stored form of an entry: a dict for interval/crontab, an ISO 8601 UTC string for one_off."""
     raw = _entry_value(raw, schedule_type)
     if schedule_type == "interval":
-        return _time(timemath.normalize_interval, raw, min_interval=min_interval)
+        return checked(timemath.normalize_interval, raw, min_interval=min_interval)
     if schedule_type == "crontab":
-        return _time(timemath.normalize_crontab, raw)
-    when = _time(timemath.parse_instant, raw, tz, field="schedule_entry")
+        return checked(timemath.normalize_crontab, raw)
+    when = checked(timemath.parse_instant, raw, tz, field="schedule_entry")
     if given and when <= now:
         raise BadRequest(f"schedule_entry: the one_off date {format_instant(when)} is not in the future")
     return format_instant(when)
@@ -123,11 +124,11 @@ def build(session: Session, org_id: str, given: dict, current: Schedule | None, 
 
     _check_targets(session, org_id, given, merged)
 
-    tz = _time(timemath.check_timezone, merged["timezone"] or "UTC")
+    tz = checked(timemath.check_timezone, merged["timezone"] or "UTC")
     merged["timezone"] = tz
     for field in ("start_after", "expires"):
         if given.get(field) is not None:
-            merged[field] = _time(timemath.parse_instant, given[field], tz, field=field)
+            merged[field] = checked(timemath.parse_instant, given[field], tz, field=field)
     if given.get("expires") is not None and merged["expires"] <= now:
         raise BadRequest(f"expires: {format_instant(merged['expires'])} is not in the future")
     if (given.get("start_after") is not None or given.get("expires") is not None) and merged["start_after"] \
@@ -160,6 +161,37 @@ def _check_targets(session: Session, org_id: str, given: dict, merged: dict) -> 
                 missing = sorted(ids - found)
                 if missing:
                     raise BadRequest(f"selectors.{i}.ids: machine '{missing[0]}' is not a machine of this org")
+
+
+class Unsaved:
+    """A schedule body that is not stored (a preview): the attributes the time math reads."""
+
+    def __init__(self, given: dict, created_at: datetime, min_interval: timedelta):
+        tz = checked(timemath.check_timezone, given.get("timezone") or "UTC")
+        self.schedule_type = given["schedule_type"]
+        self.timezone = tz
+        self.schedule_entry = normalize_entry(given["schedule_entry"], self.schedule_type, tz, min_interval,
+                                              created_at, given=False)
+        for field in ("start_after", "expires"):
+            value = given.get(field)
+            setattr(self, field, None if value is None else checked(timemath.parse_instant, value, tz, field=field))
+        self.created_at = created_at
+        self.enabled = given.get("enabled") is not False
+        self.max_run_count = given.get("max_run_count")
+        self.total_run_count = 0
+
+
+def preview_times(given: dict, after_raw, count: int, now: datetime, min_interval: timedelta) -> list[datetime]:
+    """The next `count` fire times of a schedule body after `after_raw` (default now), as next_run_at would go."""
+    if not given.get("schedule_type") or given.get("schedule_entry") is None:
+        raise BadRequest("schedule_type, schedule_entry: are required for a preview")
+    tz = given.get("timezone") or "UTC"
+    after = now if after_raw is None else checked(timemath.parse_instant, after_raw, tz, field="after")
+    probe = Unsaved(given, after, min_interval)
+    if is_exhausted(probe):
+        return []
+    times = timemath.preview(timing(probe), after, count)
+    return times if probe.max_run_count is None else times[: probe.max_run_count]
 
 
 def timing(s) -> Timing:

@@ -78,7 +78,7 @@ def check_fields(data: dict, writable: set[str], read_only: set[str], aliases: d
         if name not in writable:
             raise BadRequest(f"{key}: is not a known field")
         if name in out:
-            raise BadRequest(f"{key}: given twice (also as {name if name != key else next(a for a, n in aliases.items() if n == name)})")
+            raise BadRequest(f"{key}: given twice ('{name}' and its legacy alias are the same field)")
         out[name] = None if value == "" else value
     return out
 

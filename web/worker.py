@@ -84,8 +84,9 @@ def prepare(state, run_id: str, now: datetime):
                     rendered = render_script(script.exec_type, script.script, schedule.params or "", ssh)
                 except RenderError as exc:  # a user's Ansible script that is not valid: permanent
                     return None, f"script '{script.id}': {exc}"
+        failed_keys = {f[0] for f in failed}
         for m in targets.machines:
-            if m.id not in {f[0] for f in failed}:
+            if m.id not in failed_keys:
                 session.add(RunMachine(run_id=run.id, machine_key=m.id, cloud_id=m.cloud_id,
                                        machine_id=m.machine_id, status="running"))
         for key, cloud_id, machine_id, why in failed:

@@ -161,3 +161,24 @@ def test_the_sweep_requeues_lost_messages_and_interrupts_dead_workers(env):
     assert sink == lost
     statuses = {r.id: r.status for r in runs_of(env, sid)}
     assert statuses == {lost[0]: "queued", dead[0]: "interrupted"}
+
+
+def test_the_claim_stores_times_in_the_same_form_as_the_orm(env, database_url):
+    """The SQLite claim writes through the DBAPI cursor: its datetimes must read and compare like the ORM's."""
+    if not database_url.startswith("sqlite"):
+        return  # PostgreSQL stores timestamps, not text; the claim there goes through SQLAlchemy Core
+    import re
+    import sqlite3
+
+    sid = env.add(now=T0 - timedelta(minutes=1))  # whole seconds: the case that once lost its .000000
+    d, _ = dispatcher(env)
+    d.claim(T0)
+    raw = sqlite3.connect(database_url.split("///", 1)[1])
+    (created,) = raw.execute("SELECT created_at FROM schedules WHERE id = ?", (sid,)).fetchone()
+    (next_run,) = raw.execute("SELECT next_run_at FROM schedules WHERE id = ?", (sid,)).fetchone()
+    (scheduled,) = raw.execute("SELECT scheduled_for FROM runs WHERE schedule_id = ?", (sid,)).fetchone()
+    raw.close()
+    form = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+    assert form.fullmatch(created) and form.fullmatch(next_run) and form.fullmatch(scheduled)
+    with env.state.db.session() as s:  # a range filter on the stored text finds the run at its exact time
+        assert s.scalar(select(Run.id).where(Run.scheduled_for >= T0, Run.scheduled_for <= T0)) is not None

@@ -33,7 +33,7 @@ def get_owned(model, id_: str, what: str):
     return row
 
 
-def list_response(query, model, to_json, order_by):
+def list_response(query, to_json, order_by):
     """A JSON array page (limit, offset) with the total in X-Total-Count, as Mist's clients expect arrays."""
     limit = query_int("limit", 100, 1, 1000)
     offset = query_int("offset", 0, 0, 10**9)

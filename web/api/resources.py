@@ -56,8 +56,8 @@ def _check_provider(provider: str) -> None:
 
     names = provider_names()
     if provider not in names:
-        examples = ", ".join(n for n in ("ec2", "gce", "openstack", "azure_arm", "digitalocean", "other"))
-        raise BadRequest(f"provider: '{provider}' is not a libcloud compute provider (for example {examples})")
+        raise BadRequest(f"provider: '{provider}' is not a libcloud compute provider "
+                         "(for example ec2, gce, openstack, azure_arm, digitalocean, or other for SSH hosts)")
 
 
 @bp.get("/clouds")
@@ -65,7 +65,7 @@ def list_clouds():
     query = select(Cloud).where(Cloud.org_id == org_id())
     if "title" in request.args:
         query = query.where(Cloud.title == request.args["title"])
-    return list_response(query, Cloud, cloud_json, (Cloud.created_at.desc(), Cloud.id.desc()))
+    return list_response(query, cloud_json, (Cloud.created_at.desc(), Cloud.id.desc()))
 
 
 @bp.post("/clouds")
@@ -150,7 +150,7 @@ def list_machines(cid):
         refresh_machines(db(), state().box, cloud, utcnow())
         db().commit()
     query = select(Machine).where(Machine.cloud_id == cloud.id)
-    return list_response(query, Machine, machine_json, (Machine.created_at.desc(), Machine.id.desc()))
+    return list_response(query, machine_json, (Machine.created_at.desc(), Machine.id.desc()))
 
 
 @bp.post("/clouds/<cid>/machines")
@@ -222,7 +222,7 @@ def list_keys():
     query = select(Key).where(Key.org_id == org_id())
     if "name" in request.args:
         query = query.where(Key.name == request.args["name"])
-    return list_response(query, Key, key_json, (Key.created_at.desc(), Key.id.desc()))
+    return list_response(query, key_json, (Key.created_at.desc(), Key.id.desc()))
 
 
 def _key_material(values: dict) -> tuple[str, str]:
@@ -293,7 +293,7 @@ def list_scripts():
     query = select(Script).where(Script.org_id == org_id())
     if "name" in request.args:
         query = query.where(Script.name == request.args["name"])
-    return list_response(query, Script, script_json, (Script.created_at.desc(), Script.id.desc()))
+    return list_response(query, script_json, (Script.created_at.desc(), Script.id.desc()))
 
 
 @bp.post("/scripts")

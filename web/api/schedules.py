@@ -7,12 +7,12 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import db, schedules, state, utcnow
 from ..crypto import new_id
-from ..errors import BadRequest, Conflict
+from ..errors import Conflict
 from ..models import Schedule
 from ..runs import on_schedule_created
 from ..schemas import PreviewIn
-from ..timemath import format_instant, preview
-from ..validation import json_body
+from ..timemath import format_instant
+from ..validation import json_body, validate
 from . import bp, get_owned, list_response, org_id
 
 
@@ -39,7 +39,7 @@ def list_schedules():
     query = select(Schedule).where(Schedule.org_id == org_id())
     if "name" in request.args:
         query = query.where(Schedule.name == request.args["name"])
-    return list_response(query, Schedule, schedules.to_json, (Schedule.created_at.desc(), Schedule.id.desc()))
+    return list_response(query, schedules.to_json, (Schedule.created_at.desc(), Schedule.id.desc()))
 
 
 @bp.post("/schedules")
@@ -94,34 +94,8 @@ def preview_schedule():
     body = json_body()
     extra = {k: body.pop(k) for k in ("after", "count") if k in body}
     given = schedules.parse_fields(body)
-    opts = schedules.validate(PreviewIn, {k: v for k, v in extra.items() if v not in (None, "")})
-    now = utcnow()
-    tz = given.get("timezone") or "UTC"
-    after = schedules._time(schedules.timemath.parse_instant, opts["after"], tz, field="after") if "after" in opts else now
-    count = opts.get("count", 5)
-    if not given.get("schedule_type") or given.get("schedule_entry") is None:
-        raise BadRequest("schedule_type, schedule_entry: are required for a preview")
-    probe = _PreviewSchedule(given, after, tz, state().config.min_interval)
-    if schedules.is_exhausted(probe):
-        return jsonify({"next_run_times": []})
-    times = preview(schedules.timing(probe), after, count)
-    if probe.max_run_count is not None:
-        times = times[: probe.max_run_count]
+    opts = validate(PreviewIn, {k: v for k, v in extra.items() if v not in (None, "")})
+    times = schedules.preview_times(given, opts.get("after"), opts.get("count", 5), utcnow(),
+                                    state().config.min_interval)
     return jsonify({"next_run_times": [format_instant(t) for t in times]})
 
-
-class _PreviewSchedule:
-    """A schedule that is not stored: just enough attributes for the time math."""
-
-    def __init__(self, given: dict, after, tz: str, min_interval):
-        parse = schedules.timemath.parse_instant
-        self.schedule_type = given["schedule_type"]
-        self.timezone = schedules._time(schedules.timemath.check_timezone, tz)
-        self.schedule_entry = schedules.normalize_entry(given["schedule_entry"], self.schedule_type, self.timezone,
-                                                        min_interval, after, given=False)
-        self.start_after = schedules._time(parse, given["start_after"], tz, field="start_after") if given.get("start_after") is not None else None
-        self.expires = schedules._time(parse, given["expires"], tz, field="expires") if given.get("expires") is not None else None
-        self.created_at = after
-        self.enabled = given.get("enabled", True) is not False
-        self.max_run_count = given.get("max_run_count")
-        self.total_run_count = 0
