@@ -51,7 +51,7 @@ def create_schedule():
     _check_name_free(values["name"])
     schedule = Schedule(id=new_id(), org_id=org_id(), total_run_count=0, created_at=now, updated_at=now,
                         **{c: values[c] for c in schedules.COLUMNS})
-    schedule.next_run_at = schedules.next_run_at(schedule, now)
+    schedule.next_run_at = schedules.first_run_at(schedule, now)
     session.add(schedule)
     run = on_schedule_created(session, schedule, now)
     answer = _commit(schedule)
@@ -76,7 +76,7 @@ def edit_schedule(id_):
     for column in schedules.COLUMNS:
         setattr(schedule, column, values[column])
     schedule.updated_at = now
-    schedule.next_run_at = schedules.next_run_at(schedule, now)
+    schedule.next_run_at = schedules.first_run_at(schedule, now)
     return _commit(schedule)
 
 
