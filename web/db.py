@@ -8,6 +8,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import scrub  # noqa: F401 - installs the hook that cleans and redacts rows as they are written
+
 BUSY_TIMEOUT_MS = 30_000
 
 
