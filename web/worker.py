@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select, update
 
+from .backoff import Backoff
 from .machines import ProviderError, private_key, resolve, ssh_address
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
 from .runs import add_event
@@ -124,13 +125,19 @@ def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
 
 
 def _heartbeat(state, run_id: str, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_EVERY):
+    # A failed beat is tried again sooner (1, 2, 4 ... s, never later than the usual beat), logged in full once.
+    errors = Backoff(f"heartbeat of run {run_id}", log, first=1.0, cap=HEARTBEAT_EVERY)
+    wait = HEARTBEAT_EVERY
+    while not stop.wait(wait):
         try:
             with state.db.transaction() as session:
                 session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
                                 .values(heartbeat_at=utcnow()))
         except Exception:
-            log.exception("heartbeat for run %s failed", run_id)
+            wait = errors.failed()
+        else:
+            errors.succeeded()
+            wait = HEARTBEAT_EVERY
 
 
 def finish(state, run_id: str, exec_status: str | None, error: str | None) -> str:
