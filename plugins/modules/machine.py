@@ -38,7 +38,9 @@ options:
     description:
       - The driver's constructor credentials, for example C(key) (AWS access key id),
         C(secret) (AWS secret access key) and C(token) (AWS session token) for V(ec2).
-      - Never logged nor shown in output.
+      - Never logged nor shown in output. Where a value would appear in a message (also percent-encoded,
+        base64-encoded or escaped), it is replaced by C(********) as a whole word; values of fewer than 4
+        characters are left to Ansible's own no_log masking.
     type: dict
     required: true
   driver_options:
