@@ -172,7 +172,8 @@ def key_material(values: dict) -> tuple[str, str]:
     if values.get("generate"):
         private = generate_private()
     elif values.get("private"):
-        private = values["private"]
+        # A key pasted into a browser form arrives with CRLF line ends, which OpenSSH cannot load.
+        private = values["private"].replace("\r\n", "\n")
     else:
         raise BadRequest("private: is required (or generate: true)")
     try:
