@@ -325,3 +325,10 @@ def test_logs_filter_by_schedule_and_type(console, api, schedule, state):
     assert "No events match" in text(console.get("/ui/logs?event_type=schedule_missed"))
     bad = text(console.get("/ui/logs?start=yesterday"))
     assert "start: &#39;yesterday&#39; is not a date" in bad
+
+
+def test_a_schedules_timeline_stops_at_its_max_run_count(console, api, schedule_body):
+    status, sch = api.post("schedules", schedule_body(name="thrice", max_run_count=3))
+    assert status == 200
+    page = text(console.get(f"/ui/schedules/{sch['id']}"))
+    assert page.count('<li><time datetime="') == 3
