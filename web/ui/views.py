@@ -4,6 +4,8 @@ the signed-in org, so another org's resource is a 404 here exactly as in the API
 """
 from __future__ import annotations
 
+import json
+import re
 import time
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -134,6 +136,12 @@ def _csrf_error(exc: CSRFError):
     return render_template("error.html", status=400, message=message), 400
 
 
+def _offset() -> int:
+    """The page's ?offset= (0 when absent or not a whole number)."""
+    raw = request.args.get("offset") or ""
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
+
+
 def _back(default: str):
     """Where a form asked to return to (a console path only), else `default`."""
     target = request.form.get("next") or ""
@@ -216,7 +224,7 @@ def schedule_list():
     s, org = db(), g.org_id
     q = (request.args.get("q") or "").strip()
     status = request.args.get("status") or ""
-    offset = max(int(request.args.get("offset") or 0) if (request.args.get("offset") or "0").isdigit() else 0, 0)
+    offset = _offset()
     query = schedules.query_for_org(org)
     if q:
         escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -351,7 +359,7 @@ def schedule_preview():
 def schedule_page(id_):
     s, org = db(), g.org_id
     sch = get_owned(Schedule, id_, "schedule")
-    offset = int(request.args["offset"]) if (request.args.get("offset") or "").isdigit() else 0
+    offset = _offset()
     query = runs.runs_query(org, id_)
     total = s.scalar(select(func.count()).select_from(query.subquery()))
     run_rows = s.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(PAGE).offset(offset)).all()
@@ -391,7 +399,8 @@ def schedule_delete(id_):
 
 # ---------------------------------------------------------------- runs
 
-OUTPUT_MARKER = "[cloudcron: "
+# The marker runner.cap_text puts where it cut a machine's output.
+CAP_MARKER = re.compile(r"\n?\[cloudcron: \d+ bytes of output truncated\]\n?")
 
 
 @bp.get("/runs/<id_>")
@@ -409,10 +418,8 @@ def run_page(id_):
 @bp.app_template_filter("output_parts")
 def output_parts(text):
     """Split captured output around the truncation marker the worker inserts, so the page can mark it."""
-    import re
-
-    parts = re.split(r"(\n?\[cloudcron: \d+ bytes of output truncated\]\n?)", text or "")
-    return [(p, bool(re.fullmatch(r"\n?\[cloudcron: \d+ bytes of output truncated\]\n?", p))) for p in parts if p]
+    parts = re.split(f"({CAP_MARKER.pattern})", text or "")
+    return [(p, bool(CAP_MARKER.fullmatch(p))) for p in parts if p]
 
 
 # ---------------------------------------------------------------- clouds and machines
@@ -442,8 +449,6 @@ def cloud_list():
 
 
 def _json_field(name: str, text: str):
-    import json
-
     if not text:
         return None
     try:
@@ -565,7 +570,7 @@ def key_list():
 def log_list():
     s, org = db(), g.org_id
     args = {k: (request.args.get(k) or "").strip() for k in ("schedule_id", "run_id", "event_type", "start", "stop")}
-    offset = int(request.args["offset"]) if (request.args.get("offset") or "").isdigit() else 0
+    offset = _offset()
     error = None
     bounds = {}
     for name in ("start", "stop"):
