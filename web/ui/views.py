@@ -33,8 +33,9 @@ EVENT_TYPES = ("schedule_started", "schedule_finished", "machine_action_succeede
                "script_finished", "schedule_missed", "schedule_skipped", "schedule_interrupted")
 STATUS_FILTERS = {"enabled": "enabled", "disabled": "disabled", "active": "with a next run",
                   "inactive": "without a next run", "failing": "last run did not succeed"}
-# Room for pause/resume (a paused schedule and its note) once schedules carry them: a filter
-# "paused" here, a badge in _schedule_row.html and a pause form on schedule.html.
+# Room for pause/resume (a paused schedule and its note) once schedules carry them: a "paused"
+# filter here, a badge beside "enabled" in schedules.html and schedule.html, and a pause form
+# where schedule.html marks it.
 
 
 # ---------------------------------------------------------------- request plumbing
