@@ -7,7 +7,7 @@ PORT ?= 8080
 # Debian packages the tests start for real (sshd targets, Chromium); installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-test system-test-deps bench clean
+.PHONY: run test install install-test system-test-deps bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ run: install
 
 test: install-test
 	$(BIN)/python -m pytest tests
+
+# Retake the console screenshots the README shows (docs/console-*.png) with the browser tests.
+screenshots: install-test
+	CLOUDCRON_SCREENSHOTS_DIR=docs $(BIN)/python -m pytest tests/integration/test_console_browser.py -k watches_it_run
 
 bench: install-test
 	$(BIN)/python bench/bench_api.py

@@ -4,7 +4,9 @@ server process, with a real sshd on loopback as the machine a script runs on.
 The main story signs in, declares a key, a cloud and an SSH machine, writes a script and a
 schedule through the forms (watching the live preview), meets a field error, runs the schedule
 now and watches the run page turn from running to succeeded without reloading, edits, disables,
-deletes and signs out. It saves the screenshots the README shows (docs/console-*.png).
+deletes and signs out. It takes the screenshots the README shows: into a temporary directory,
+or into docs/ when CLOUDCRON_SCREENSHOTS_DIR says so (`make screenshots`), so a test run leaves the
+checkout as it found it.
 """
 from __future__ import annotations
 
@@ -21,8 +23,14 @@ CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps calling home, which a closed network refuses.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-DOCS = REPO_ROOT / "docs"
 TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Where the screenshots go: CLOUDCRON_SCREENSHOTS_DIR (docs/ for `make screenshots`) or a temp dir."""
+    target = os.environ.get("CLOUDCRON_SCREENSHOTS_DIR")
+    return (REPO_ROOT / target) if target else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,7 @@ def status_of(svc, path):
     return svc.api("GET", path)
 
 
-def test_a_person_schedules_a_script_on_an_ssh_machine_and_watches_it_run(browser, svc, sshd_hosts):
+def test_a_person_schedules_a_script_on_an_ssh_machine_and_watches_it_run(browser, svc, sshd_hosts, shots):
     target = sshd_hosts[0]
     started = time.time()
     context, page = new_page(browser, svc)
@@ -189,19 +197,19 @@ def test_a_person_schedules_a_script_on_an_ssh_machine_and_watches_it_run(browse
         stderr.locator("summary").click()
         assert stderr.locator("pre").inner_text().strip() == "to stderr"
         assert stdout.locator("pre").evaluate("e => getComputedStyle(e).fontFamily").lower().find("mono") >= 0
-        page.screenshot(path=str(DOCS / "console-run.png"), full_page=True)
+        page.screenshot(path=str(shots / "console-run.png"), full_page=True)
 
         page.get_by_role("link", name="greet").click()
         page.get_by_role("heading", name="Runs").wait_for()
         assert page.locator("table tbody tr", has_text="manual").count() == 1
-        page.screenshot(path=str(DOCS / "console-schedule.png"), full_page=True)
+        page.screenshot(path=str(shots / "console-schedule.png"), full_page=True)
 
         nav(page, "Dashboard")
         assert "succeeded" in page.locator("section.card", has_text="Runs in the last 24 h").inner_text()
         assert "greet" in page.locator("section.card", has_text="Due in the next 24 h").inner_text()
-        page.screenshot(path=str(DOCS / "console-dashboard.png"), full_page=True)
+        page.screenshot(path=str(shots / "console-dashboard.png"), full_page=True)
         for name in ("dashboard", "schedule", "run"):
-            shot = DOCS / f"console-{name}.png"
+            shot = shots / f"console-{name}.png"
             assert shot.stat().st_size > 10_000 and shot.stat().st_mtime > started - 1, shot
 
         # Edit, disable, delete.
