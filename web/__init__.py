@@ -67,7 +67,7 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
     app.json.sort_keys = False
     app.extensions["cloudcron"] = state
 
-    from . import errors
+    from . import errors, ui
     from .api import bp
     from .validation import check_request_text
 
@@ -75,6 +75,7 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
     # Before routing to any view (or 404): a NUL in a path or query reaches PostgreSQL as a 500 otherwise.
     app.before_request(check_request_text)
     app.register_blueprint(bp)
+    ui.init_app(app, state)
 
     @app.teardown_appcontext
     def _close(_exc):

@@ -89,7 +89,8 @@ def cmd_serve(args) -> int:
         if token:
             print(f"Created org 'default'. Its API token (shown once, keep it):\n{token}", flush=True)
         engine = start_embedded(st, dispatcher=not args.no_dispatcher, worker=not args.no_worker)
-        print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs)", flush=True)
+        print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs); "
+              f"web console at http://{args.host}:{args.port}/ui/", flush=True)
         try:
             server.run()
         finally:

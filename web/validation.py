@@ -159,19 +159,31 @@ def json_body() -> dict:
     return data
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def check_request_text() -> None:
-    """Refuse a path or query string holding NUL or lone surrogates (a before_request hook for every route)."""
+    """Refuse a path, query string or console form holding NUL or lone surrogates (a before_request hook for every route).
+
+    API bodies are JSON whatever their Content-Type (json_body checks them): curl -d labels JSON as a
+    form, and reading it as one would turn a literal %00 in a JSON string into a NUL.
+    """
     rule = text_rule(request.path)
     if rule:
         raise BadRequest(f"path: {rule}")
-    for name, values in request.args.lists():
-        rule = text_rule(name)
-        if rule:
-            raise BadRequest(f"query: parameter names {rule}")
-        for value in values:
-            rule = text_rule(value)
+    fields = [("query", request.args)]
+    if request.blueprint != "api" and request.mimetype in FORM_TYPES:
+        request.get_data(cache=True)  # the form is then parsed from this copy, so the body stays readable
+        fields.append(("form", request.form))
+    for where, values in fields:
+        for name, items in values.lists():
+            rule = text_rule(name)
             if rule:
-                raise BadRequest(f"{name}: {rule}")
+                raise BadRequest(f"{where}: field names {rule}")
+            for value in items:
+                rule = text_rule(value)
+                if rule:
+                    raise BadRequest(f"{name}: {rule}")
 
 
 def check_fields(data: dict, writable: set[str], read_only: set[str], aliases: dict[str, str] | None = None) -> dict:
