@@ -56,12 +56,10 @@ def secret_strings(value):
         yield value
     elif isinstance(value, dict):
         for item in value.values():
-            for leaf in secret_strings(item):
-                yield leaf
+            yield from secret_strings(item)
     elif isinstance(value, (list, tuple, set)):
         for item in value:
-            for leaf in secret_strings(item):
-                yield leaf
+            yield from secret_strings(item)
 
 
 def secret_forms(value):

@@ -157,7 +157,7 @@ NO_LOG_MARK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
 def _marked(value):
     if isinstance(value, dict):
-        return dict((k, _marked(v)) for k, v in value.items())
+        return {k: _marked(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_marked(v) for v in value]
     return value if value is None or isinstance(value, bool) else NO_LOG_MARK
