@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
-# Debian packages the tests start for real (sshd targets, Chromium); installed when missing.
+# Debian packages the tests start for real (sshd targets, Chromium, setpriv); installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install install-test system-test-deps bench screenshots clean
@@ -33,6 +33,10 @@ system-test-deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		echo "installing chromium (the console tests drive a real browser)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v setpriv >/dev/null; then \
+		echo "installing util-linux (setpriv: the start-up tests run the service as root without its file override)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq util-linux >/dev/null; \
 	fi
 
 run: install

@@ -69,8 +69,11 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
 
     from . import errors, ui
     from .api import bp
+    from .validation import check_request_text
 
     errors.register(app)
+    # Before routing to any view (or 404): a NUL in a path or query reaches PostgreSQL as a 500 otherwise.
+    app.before_request(check_request_text)
     app.register_blueprint(bp)
     ui.init_app(app, state)
 

@@ -8,7 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 
-class ConfigError(Exception):
+class StartupError(Exception):
+    """The service cannot start (a port in use, a database it cannot write); the message says why, in one line."""
+
+
+class ConfigError(StartupError):
     """A setting that cannot be used; the message names the variable."""
 
 

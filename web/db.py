@@ -4,11 +4,35 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import scrub  # noqa: F401 - installs the hook that cleans and redacts rows as they are written
+from .config import StartupError
+
 BUSY_TIMEOUT_MS = 30_000
+# A write that changes nothing, on a table every migrated database has: it needs write access to the
+# file (SQLite) or a read-write transaction with UPDATE rights (PostgreSQL), and leaves no trace.
+_WRITE_PROBE = text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
+
+
+class DatabaseUnavailable(StartupError):
+    """The database cannot be opened or written; the message names it (without its password) and the reason."""
+
+
+def describe(url: str, exc: BaseException) -> str:
+    """One line saying which database failed and the driver's reason, without SQL, parameters or password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse is shown without its credentials
+        shown = url.split("@")[-1]
+    reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    detail = " ".join(str(reason).split()) or type(reason).__name__
+    return f"{shown}: {detail}"
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
@@ -53,6 +77,25 @@ class Database:
             self.reader = self.writer = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         self._read = sessionmaker(self.reader, expire_on_commit=False)
         self._write = sessionmaker(self.writer, expire_on_commit=False)
+
+    def check_writable(self) -> None:
+        """Refuse, with DatabaseUnavailable, a migrated database this process cannot reach or write.
+
+        Covers a read-only SQLite file or directory (WAL needs to create files beside the database),
+        an unreachable PostgreSQL, and a read-only one (a standby, default_transaction_read_only).
+        """
+        try:
+            with self.writer.connect() as conn:
+                with conn.begin() as transaction:
+                    conn.execute(_WRITE_PROBE)
+                    transaction.rollback()
+        except DBAPIError as exc:
+            raise self.unavailable(exc) from None
+
+    def unavailable(self, exc: BaseException) -> DatabaseUnavailable:
+        """The start-up error for a failure to open or write this database."""
+        hint = " (check the permissions of the database file and of its directory)" if self.is_sqlite else ""
+        return DatabaseUnavailable(f"cannot use the database {describe(self.url, exc)}{hint}")
 
     def session(self, write: bool = False) -> Session:
         return (self._write if write else self._read)()

@@ -25,6 +25,8 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from .validation import is_host, is_ssh_user
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "playbooks"
 POWER_STATES = ("started", "stopped", "restarted", "absent")
 EXEC_TYPES = ("executable", "ansible")
@@ -159,6 +161,10 @@ def render_script(exec_type: str, script: str, params: str, targets: list[SshTar
 def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> dict[str, dict]:
     hosts: dict[str, dict] = {}
     for index, target in enumerate(targets):
+        # Both reach ssh's command line: the worker checks them, this keeps any other caller honest.
+        if not is_host(target.host) or not is_ssh_user(target.user):
+            raise RenderError(f"machine {target.key}: host {target.host!r} or user {target.user!r} "
+                              "is not a plain host name or address and user name")
         # The machine key reads well in Ansible's output; the index keeps names unique when a
         # machine appears twice or its key is not a plain name.
         name = target.key if _SAFE_HOSTNAME.match(target.key) else f"m{index}"

@@ -23,11 +23,13 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import yaml
+
+from .scrub import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +258,10 @@ def _mark_unsafe(value):
 
 
 def _unsafe_yaml(data: dict) -> str:
-    return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True)
+    # No line folding: a value split over lines could not be recognised (and redacted) should
+    # Ansible ever quote this file in an error.
+    return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True,
+                     width=float("inf"))
 
 
 def _inventory_hosts(inventory: dict) -> dict[str, dict]:
@@ -284,6 +289,7 @@ class _Capped:
 
     def add(self, text: str) -> None:
         if text:
+            text = clean_text(text)
             self.parts.append(text)
             self.size += len(text)
             if self.size > 4 * self.cap + 4096:
@@ -378,7 +384,7 @@ class _Recorder:
 
     def output_tail(self) -> str:
         lines = (t.replace("\r", "").strip() for t in self.tail)
-        return "\n".join(line for line in lines if line)[-ERROR_TAIL_CHARS:]
+        return clean_text("\n".join(line for line in lines if line)[-ERROR_TAIL_CHARS:])
 
     def _host_result(self, kind: str, data: dict, display: str) -> None:
         host = data.get("host")
@@ -500,6 +506,10 @@ class _Recorder:
     def _deliver(self, pair: tuple[str, str], result: MachineResult) -> None:
         if pair in self.results:
             return
+        # Ansible hands output that is not UTF-8 on as lone surrogates (surrogateescape), which no
+        # database stores: the readable part is kept, the rest becomes U+FFFD.
+        result = replace(result, stdout=clean_text(result.stdout), stderr=clean_text(result.stderr),
+                         error=clean_text(result.error), state=clean_text(result.state))
         self.results[pair] = result
         if self.on_result is not None and self.callback_error is None:
             try:
@@ -513,7 +523,8 @@ def _pair(hostvars: dict) -> tuple[str, str]:
 
 
 def _text(value) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))
+    """Output as valid UTF-8 text, cleaned before any cap so that what is cut is counted in bytes of UTF-8."""
+    return clean_text(value if isinstance(value, str) else ("" if value is None else str(value)))
 
 
 def _msg(res: dict, default: str) -> str:

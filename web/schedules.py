@@ -1,8 +1,8 @@
 """Schedule rules: merge a client's fields onto the stored ones, check them as a whole, and compute next_run_at."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +14,7 @@ from .errors import BadRequest, Conflict
 from .models import Cloud, Machine, Schedule, Script
 from .schemas import ScheduleIn
 from .timemath import TimeSpecError, Timing, format_instant
-from .validation import check_fields, validate
+from .validation import check_fields, loads, validate
 
 ALIASES = {"cronjob_type": "schedule_type", "cronjob_entry": "schedule_entry", "task_enabled": "enabled"}
 READ_ONLY = {"id", "active", "next_run_at", "total_run_count", "last_run_at", "created_at", "updated_at"}
@@ -61,16 +61,10 @@ def checked(fn, *args, **kwargs):
 def _entry_value(raw, schedule_type: str):
     """Undo the JSON.stringify Mist's clients apply to entries; a one_off may be {"entry": date}."""
     if isinstance(raw, str) and schedule_type in ("interval", "crontab"):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise BadRequest(f"schedule_entry: must be a JSON object for a {schedule_type} schedule") from None
+        raw = loads(raw, "schedule_entry")  # the body's rules (finite numbers, storable text) hold inside it too
     if schedule_type == "one_off":
         if isinstance(raw, str) and raw.lstrip().startswith("{"):
-            try:
-                raw = json.loads(raw)
-            except ValueError:
-                raise BadRequest("schedule_entry: not valid JSON") from None
+            raw = loads(raw, "schedule_entry")
         if isinstance(raw, dict):
             if set(raw) != {"entry"}:
                 raise BadRequest("schedule_entry: a one_off entry is a date or {\"entry\": <date>}")
@@ -191,15 +185,18 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
     if current is None:
         schedule = Schedule(id=new_id(), org_id=org_id, total_run_count=0, created_at=now, updated_at=now,
                             **{c: values[c] for c in COLUMNS})
-        schedule.next_run_at = next_run_at(schedule, now)
+        schedule.next_run_at = first_run_at(schedule, now)  # before add: a 400 leaves the session as it was
         session.add(schedule)
         run = on_schedule_created(session, schedule, now)
     else:
+        # Computed on the merged values before the stored row changes, for the same reason.
+        fire = first_run_at(SimpleNamespace(**values, created_at=current.created_at,
+                                            total_run_count=current.total_run_count), now)
         schedule = current
         for column in COLUMNS:
             setattr(schedule, column, values[column])
         schedule.updated_at = now
-        schedule.next_run_at = next_run_at(schedule, now)
+        schedule.next_run_at = fire
     try:
         session.commit()
     except IntegrityError:
@@ -257,6 +254,8 @@ def preview_times(given: dict, after_raw, count: int, now: datetime, min_interva
     probe = Unsaved(given, created_at or after, min_interval)
     if is_exhausted(probe):
         return []
+    if after_raw is None:
+        first_run_at(probe, after)  # from now, a preview refuses what a create would refuse
     times = timemath.preview(timing(probe), after, count)
     return times if probe.max_run_count is None else times[: probe.max_run_count]
 
@@ -300,6 +299,19 @@ def next_run_at(s, after: datetime) -> datetime | None:
     if is_exhausted(s):
         return None
     return timemath.next_fire(timing(s), after)
+
+
+def first_run_at(s, now: datetime) -> datetime | None:
+    """next_run_at of a schedule a request creates or edits; 400 when its next fire would be after year 9999.
+
+    With no expiry, an enabled interval or crontab schedule that is not used up always fires again, unless
+    its next fire falls past the last instant a date can hold (the time math then finds none).
+    """
+    fire = next_run_at(s, now)
+    if fire is None and not is_exhausted(s) and s.expires is None and s.schedule_type != "one_off":
+        raise BadRequest("schedule_entry: its next fire time would be after 9999-12-31T23:59:59Z, "
+                         "the last instant cloudcron supports")
+    return fire
 
 
 def to_json(s) -> dict:

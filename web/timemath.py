@@ -392,7 +392,10 @@ def _next_crontab(timing: Timing, after: datetime) -> datetime | None:
     # start inside a repeated hour skips matches: those of that hour's first occurrence.
     while True:
         with cron.lock:
-            cursor = cron.iterator.get_next(datetime, start_time=cursor)
+            try:
+                cursor = cron.iterator.get_next(datetime, start_time=cursor)
+            except ValueError:  # croniter stepping past year 9999 ("year 10000 is out of range")
+                raise OverflowError("no crontab match before year 10000") from None
         fire = local_to_utc(cursor, tz)
         if fire > after:
             return fire

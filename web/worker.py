@@ -7,9 +7,12 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select, update
 
+from .backoff import Backoff
 from .machines import ProviderError, private_key, resolve, ssh_address
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
 from .runs import add_event
+from .scrub import run_secrets
+from .validation import SSH_USER_RULE, is_ssh_user
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +76,10 @@ def prepare(state, run_id: str, now: datetime):
             ssh: list = []
             for m in targets.machines:
                 address, key = ssh_address(m), private_key(session, box, m)
-                if not address or not key:
-                    why = "no address to reach it over SSH" if not address else "no SSH key (set key_id on the machine)"
+                if not address or not key or not is_ssh_user(m.ssh_user or "root"):
+                    why = ("no address to reach it over SSH" if not address
+                           else "no SSH key (set key_id on the machine)" if not key
+                           else f"ssh_user {m.ssh_user!r} {SSH_USER_RULE}")
                     failed.append((m.id, m.cloud_id, m.machine_id, why))
                     continue
                 ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
@@ -120,13 +125,19 @@ def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
 
 
 def _heartbeat(state, run_id: str, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_EVERY):
+    # A failed beat is tried again sooner (1, 2, 4 ... s, never later than the usual beat), logged in full once.
+    errors = Backoff(f"heartbeat of run {run_id}", log, first=1.0, cap=HEARTBEAT_EVERY)
+    wait = HEARTBEAT_EVERY
+    while not stop.wait(wait):
         try:
             with state.db.transaction() as session:
                 session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
                                 .values(heartbeat_at=utcnow()))
         except Exception:
-            log.exception("heartbeat for run %s failed", run_id)
+            wait = errors.failed()
+        else:
+            errors.succeeded()
+            wait = HEARTBEAT_EVERY
 
 
 def finish(state, run_id: str, exec_status: str | None, error: str | None) -> str:
@@ -164,12 +175,20 @@ def _summary(rows) -> str | None:
 
 
 def execute_run(state, run_id: str) -> str | None:
-    """Do one run from start to end; returns its final status, or None when another worker has it."""
-    from .runner import execute
+    """Do one run from start to end; returns its final status, or None when another worker has it.
 
+    Secrets decrypted for the run (credentials, SSH keys) never appear in what it stores: see scrub.run_secrets.
+    """
     now = utcnow()
     if not claim(state, run_id, now):
         return None
+    with run_secrets():
+        return _execute_claimed(state, run_id, now)
+
+
+def _execute_claimed(state, run_id: str, now: datetime) -> str:
+    from .runner import execute
+
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(state, run_id, stop), daemon=True, name=f"heartbeat-{run_id[:8]}")
     beat.start()

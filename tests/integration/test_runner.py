@@ -186,6 +186,18 @@ def test_output_over_the_cap_keeps_head_and_tail_with_a_marker(sshd_hosts, tmp_p
     _assert_nothing_left(base)
 
 
+def test_output_that_is_not_utf8_reaches_the_caller_as_valid_text(sshd_hosts, tmp_path):
+    # Ansible hands such bytes on as lone surrogates, which no database stores.
+    script = "#!/bin/sh\nprintf 'caf\\351 \\303\\251\\000\\n'\nprintf 'x\\377' >&2\nexit 4\n"
+    seen = []
+    rendered = render_script("executable", script, "", _targets(sshd_hosts[:1]))
+    result = execute(rendered, base_dir=tmp_path / "runs", timeout=240, on_result=lambda *call: seen.append(call))
+    res = result.results[(RUN, f"{0:032x}")]
+    assert (res.status, res.rc) == ("failed", 4)
+    assert (res.stdout, res.stderr) == ("caf\ufffd \u00e9\ufffd\n", "x\ufffd")
+    assert seen[0][2] == res
+
+
 def test_cap_text_leaves_short_text_alone_and_never_splits_characters():
     assert cap_text("short", 100) == "short"
     capped = cap_text("é" * 5000, 1000)
