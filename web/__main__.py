@@ -65,6 +65,7 @@ def cmd_serve(args) -> int:
     from .migrate import upgrade
 
     st = _state()
+    st.sandbox.announce()
     upgrade(st.db)
     token = first_start(st)
     if token:

@@ -58,6 +58,7 @@ def run_worker(state, workers: int = 2) -> int:
     """python -m web worker: a Huey consumer of run ids until SIGINT/SIGTERM."""
     from .migrate import upgrade
 
+    state.sandbox.announce()
     upgrade(state.db)
     start_worker_side(state)
     log.info("worker started with %d slot(s) on %s", workers, state.config.queue_url.split("@")[-1])

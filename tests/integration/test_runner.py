@@ -12,6 +12,7 @@ import pytest
 
 from web.playbooks import CloudTargets, SshTarget, render_power, render_script
 from web.runner import PRIVATE_PREFIX, cap_text, execute, purge_leftovers
+from web.sandbox import detect
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,6 +26,12 @@ echo "stdout from $port: $2"
 echo "stderr from $port" >&2
 if [ "$port" = "$1" ]; then exit 3; fi
 """
+
+
+@pytest.fixture(params=["sandboxed", "unsandboxed"])
+def sandbox(request):
+    """Each run both inside bubblewrap (which this machine must provide) and without it."""
+    return detect("required") if request.param == "sandboxed" else None
 
 
 def _targets(hosts, run_id=RUN):
@@ -60,14 +67,15 @@ def _assert_nothing_left(base_dir: Path) -> None:
     assert _processes_using(base_dir) == []  # no playbook, worker or ssh master survives
 
 
-def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path):
+def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path, sandbox):
     base = tmp_path / "runs"
     failing = sshd_hosts[1].port
     targets = _targets(sshd_hosts) + [SshTarget(RUN, "f" * 32, "127.0.0.1", _closed_port(), "root", sshd_hosts[0].private_key)]
     # The second parameter would be 42 if Ansible templated what users send.
     rendered = render_script("executable", PORT_SCRIPT, f"{failing} '{{{{ 6 * 7 }}}}'", targets)
     seen = []
-    result = execute(rendered, base_dir=base, timeout=240, on_result=lambda *call: seen.append(call))
+    result = execute(rendered, base_dir=base, timeout=240, on_result=lambda *call: seen.append(call),
+                     sandbox=sandbox)
 
     assert result.status == "finished" and result.error is None
     assert sorted((run_id, key) for run_id, key, _ in seen) == sorted(rendered.expected)  # once each
@@ -87,7 +95,7 @@ def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path):
     _assert_nothing_left(base)
 
 
-def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkeypatch):
+def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkeypatch, sandbox):
     base = tmp_path / "runs"
     # A worker secret in the environment must not reach the playbook.
     monkeypatch.setenv("CLOUDCRON_SECRET_KEY", "worker-secret-value")
@@ -104,7 +112,7 @@ def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkey
     rendered = render_script("ansible", tasks, "", _targets(sshd_hosts))
     ghost = (RUN, "0" * 31 + "9")
     rendered.expected.append(ghost)  # a machine the playbook never mentions
-    result = execute(rendered, base_dir=base, timeout=240)
+    result = execute(rendered, base_dir=base, timeout=240, sandbox=sandbox)
 
     assert result.status == "finished"
     for i, host in enumerate(sshd_hosts):
@@ -150,7 +158,7 @@ def test_a_playbook_ansible_cannot_load_is_an_error_for_every_machine(sshd_hosts
     _assert_nothing_left(base)
 
 
-def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path):
+def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path, sandbox):
     base = tmp_path / "runs"
     pid_dir = tmp_path / "remote-pids"
     pid_dir.mkdir()
@@ -158,7 +166,7 @@ def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path):
     script = f"#!/bin/sh\necho $$ > {pid_dir}/${{SSH_CONNECTION##* }}\nexec sleep 600\n"
     rendered = render_script("executable", script, "", _targets(sshd_hosts))
     try:
-        result = execute(rendered, base_dir=base, timeout=8)
+        result = execute(rendered, base_dir=base, timeout=8, sandbox=sandbox)
         assert result.status == "timed_out" and "timed out" in result.error
         assert set(result.results) == set(rendered.expected)
         assert {r.status for r in result.results.values()} == {"timed_out"}
@@ -208,7 +216,7 @@ def test_when_recording_a_result_fails_the_run_stops_and_leaves_nothing(sshd_hos
     _assert_nothing_left(base)
 
 
-def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path):
+def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path, sandbox):
     base = tmp_path / "runs"
     ids = moto_server.create_machines(2)
     missing = "i-0000000000000dead"
@@ -217,7 +225,7 @@ def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path):
     seen = []
     # No collections_path: the runner links this checkout in as cloudcron.scheduler itself.
     result = execute(render_power("stopped", [cloud]), base_dir=base, timeout=240,
-                     on_result=lambda *call: seen.append(call))
+                     on_result=lambda *call: seen.append(call), sandbox=sandbox)
 
     assert result.status == "finished"
     assert len(seen) == 3
@@ -231,12 +239,13 @@ def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path):
     _assert_nothing_left(base)
 
 
-def test_power_run_with_bad_credentials_fails_every_machine_of_that_cloud(moto_server, tmp_path, collections_path):
+def test_power_run_with_bad_credentials_fails_every_machine_of_that_cloud(moto_server, tmp_path, collections_path,
+                                                                         sandbox):
     base = tmp_path / "runs"
     ids = moto_server.create_machines(1)
     cloud = CloudTargets(RUN, "ec2", {"key": "testing"}, dict(moto_server.options), {ids[0]: "d" * 32})
     result = execute(render_power("stopped", [cloud]), base_dir=base, timeout=240,
-                     collections_path=str(collections_path))
+                     collections_path=str(collections_path), sandbox=sandbox)
     (res,) = result.results.values()
     assert res.status == "failed" and res.error
     assert moto_server.state(ids[0]) == "running"

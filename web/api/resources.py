@@ -296,10 +296,19 @@ def list_scripts():
     return list_response(query, script_json, (Script.created_at.desc(), Script.id.desc()))
 
 
+def _check_exec_type(values: dict) -> None:
+    # Ansible scripts are tenant code on the worker: refused where runs cannot be sandboxed.
+    if values.get("exec_type") == "ansible":
+        refusal = state().sandbox.ansible_refusal()
+        if refusal:
+            raise BadRequest(f"exec_type: {refusal}")
+
+
 @bp.post("/scripts")
 def create_script():
     values = _fields(ScriptIn, STAMPS)
     _require(values, "name", "script")
+    _check_exec_type(values)
     now = utcnow()
     script = Script(id=new_id(), org_id=org_id(), name=values["name"], description=values.get("description"),
                     script=values["script"], exec_type=values.get("exec_type") or "executable",
@@ -318,6 +327,8 @@ def get_script(id_):
 def edit_script(id_):
     script = get_owned(Script, id_, "script")
     values = _fields(ScriptIn, STAMPS)
+    if script.exec_type != "ansible":
+        _check_exec_type(values)
     for field in ("name", "description", "script", "exec_type"):
         if field in values and (values[field] is not None or field == "description"):
             setattr(script, field, values[field])
