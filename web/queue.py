@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlparse
 
 from huey import RedisHuey, SqliteHuey
 from huey.consumer import Consumer
@@ -20,7 +19,11 @@ def make_huey(config: Config):
         # Blocking reads: a worker wakes the moment a run id arrives.
         huey = RedisHuey("cloudcron", url=url, results=False, blocking=True, read_timeout=1, utc=True)
     else:
-        path = urlparse(url).path if url.startswith("sqlite:////") else url[len("sqlite:///"):]
+        from .db import private_sqlite_file, sqlite_file
+
+        path = sqlite_file(url) or ""
+        if path:
+            private_sqlite_file(path)
         huey = SqliteHuey("cloudcron", filename=path, results=False, utc=True, timeout=30)
     huey.execute_run = huey.task(name="execute_run", retries=0)(_execute_run)
     return huey
