@@ -112,9 +112,9 @@ def remote_time_limit(timeout: float) -> int:
     A little under the run's timeout: the time to connect and copy the script comes before
     the limit starts, and after it the script module still has to remove its copy of the
     script from the machine before the run's deadline stops the playbook. The margin is a
-    quarter of the timeout, at least 10 s and at most 60 s, and never more than half of it.
+    quarter of the timeout, at least 15 s and at most 60 s, and never more than half of it.
     """
-    margin = min(max(timeout / 4, 10.0), 60.0, timeout / 2)
+    margin = min(max(timeout / 4, 15.0), 60.0, timeout / 2)
     return max(1, int(timeout - margin))
 
 

@@ -183,8 +183,14 @@ def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str
 
     for relpath, (content, mode) in rendered.files.items():
         _write(private, relpath, content, mode)
+    sandboxed = sandbox is not None and sandbox.available
+    inventory = rendered.inventory
+    if not sandboxed:
+        # Ansible puts a local connection's module files (AnsiballZ, with the credentials in them)
+        # in ~<user>/.ansible/tmp, whatever HOME says: there, they would outlive a killed worker.
+        inventory = _with_local_vars(inventory, {"ansible_remote_tmp": str(private / "home" / ".ansible" / "tmp")})
     _write(private, PLAYBOOK_FILE, rendered.playbook, 0o600)
-    _write(private, INVENTORY_FILE, _unsafe_yaml(rendered.inventory), 0o600)
+    _write(private, INVENTORY_FILE, _unsafe_yaml(inventory), 0o600)
     # ansible-runner passes env/extravars as -e @file: a file, not the command line, so the
     # secrets in it never show in the process list.
     _write(private, "env/extravars", _unsafe_yaml(rendered.extravars or {}), 0o600)
@@ -213,7 +219,7 @@ def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str
     env = _run_env(config.env, private, collections_path)
     if rendered.task_timeout:
         env["ANSIBLE_TASK_TIMEOUT"] = str(int(rendered.task_timeout))
-    if sandbox is not None and sandbox.available:
+    if sandboxed:
         from .sandbox import home_in_sandbox
 
         view = sandbox.view(private, extra_read_only=_collection_dirs(env["ANSIBLE_COLLECTIONS_PATH"]))
@@ -227,6 +233,20 @@ def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str
     config.env = env
     # ansible-runner resolves ansible-playbook (or bwrap) through the job's PATH.
     return Runner(config, event_handler=recorder.on_event, cancel_callback=recorder.should_stop)
+
+
+def _with_local_vars(inventory: dict, extra: dict) -> dict:
+    """A copy of a YAML-style inventory whose local-connection hosts also carry `extra`."""
+    def group(g: dict) -> dict:
+        g = dict(g or {})
+        if g.get("hosts"):
+            g["hosts"] = {name: {**(v or {}), **extra} if (v or {}).get("ansible_connection") == "local" else v
+                          for name, v in g["hosts"].items()}
+        if g.get("children"):
+            g["children"] = {name: group(child) for name, child in g["children"].items()}
+        return g
+
+    return {name: group(g) for name, g in inventory.items()}
 
 
 def _collection_dirs(collections_path: str) -> list[str]:
