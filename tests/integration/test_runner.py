@@ -179,6 +179,44 @@ def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path, sandbox):
                 pass
 
 
+def test_a_script_past_its_time_limit_is_stopped_on_the_machine_and_its_copy_removed(sshd_hosts, tmp_path, sandbox):
+    base = tmp_path / "runs"
+    host = sshd_hosts[0]
+    seen = tmp_path / "remote"
+    # The sshd host is this machine: the script leaves its pid and its own path where the test finds them.
+    script = f"#!/bin/sh\necho \"$$ $0\" > {seen}\nsleep 120\necho never\n"
+    targets = [SshTarget(RUN, "a" * 32, host.host, host.port, host.user, host.private_key, time_limit=3)]
+    result = execute(render_script("executable", script, "", targets), base_dir=base, timeout=240, sandbox=sandbox)
+    (res,) = result.results.values()
+    assert (res.status, res.rc) in (("timed_out", 124), ("timed_out", 137)), res
+    assert "time limit of 3 s" in res.error and "never" not in res.stdout
+    assert result.status == "timed_out" and "time limit" in result.error
+    pid, path = seen.read_text().split()
+    assert not os.path.exists(f"/proc/{pid}") and not os.path.exists(path)
+    _assert_nothing_left(base)
+
+
+def test_a_script_exiting_124_by_itself_is_a_failure_not_a_timeout(sshd_hosts, tmp_path):
+    host = sshd_hosts[0]
+    targets = [SshTarget(RUN, "a" * 32, host.host, host.port, host.user, host.private_key, time_limit=60)]
+    result = execute(render_script("executable", "#!/bin/sh\nexit 124\n", "", targets), base_dir=tmp_path / "runs",
+                     timeout=240)
+    (res,) = result.results.values()
+    assert (res.status, res.rc, result.status) == ("failed", 124, "finished"), res
+
+
+def test_an_ansible_script_task_is_stopped_at_the_time_limit(sshd_hosts, tmp_path, sandbox):
+    host = sshd_hosts[0]
+    targets = [SshTarget(RUN, "a" * 32, host.host, host.port, host.user, host.private_key, time_limit=3)]
+    rendered = render_script("ansible", "- ansible.builtin.raw: sleep 30\n", "", targets)
+    assert rendered.task_timeout == 3
+    result = execute(rendered, base_dir=tmp_path / "runs", timeout=240, sandbox=sandbox)
+    (res,) = result.results.values()
+    # Ansible's own task timeout; its wording changed across ansible-core versions.
+    assert res.status == "failed" and "3" in res.error, res
+    assert "timed out" in res.error.lower() or "time frame" in res.error
+
+
 def test_output_over_the_cap_keeps_head_and_tail_with_a_marker(sshd_hosts, tmp_path):
     base = tmp_path / "runs"
     script = "#!/bin/sh\necho FIRST\nhead -c 200000 /dev/zero | tr '\\0' x\necho\necho LAST\n" \
