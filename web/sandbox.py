@@ -28,8 +28,10 @@ import logging
 import os
 import pwd
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,10 +191,19 @@ def secret_paths(config: Config) -> tuple[str, ...]:
 
 
 def _python_paths() -> list[str]:
-    """The interpreter, its standard library, the virtualenv and every import path, as real paths."""
+    """The interpreter, its standard library, the virtualenv and its site-packages, as real paths.
+
+    Not sys.path as a whole: `python -m` puts the working directory there, which may be / or a home.
+    """
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
-    paths += [p for p in sys.path if p and os.path.isabs(p)]
-    return [os.path.realpath(p) for p in paths if os.path.exists(p)]
+    paths += [sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")]
+    paths += site.getsitepackages()
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        paths.append(site.getusersitepackages())
+    # PYTHONPATH reaches ansible-playbook too (the runner keeps it): what it names must be there.
+    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
+    real = (os.path.realpath(p) for p in paths if p and os.path.exists(p))
+    return [p for p in real if p != "/"]
 
 
 def _homes() -> list[str]:

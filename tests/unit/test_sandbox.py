@@ -175,3 +175,16 @@ open("written", "w").write("from inside")
     assert (private / "written").read_text() == "from inside"
     assert (home / "worker-dotfile").read_text() == "worker-home-secret"  # hidden, not harmed
     assert not Path(home / "written").exists()
+
+
+def test_a_runs_view_never_shows_the_root_or_the_workers_working_directory(tmp_path, monkeypatch):
+    # `python -m web worker` started from / or from a home puts that directory first in sys.path.
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(sys, "path", ["/", str(home), *sys.path])
+    private = tmp_path / "runs" / "cloudcron-run-x"
+    private.mkdir(parents=True)
+    view = run_view(private, [])
+    assert "/" not in view.read_only and str(home) not in view.read_only
+    assert str(home) in view.private
