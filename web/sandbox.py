@@ -5,7 +5,8 @@ all execute on the worker, with the worker's rights. Inside the sandbox (bwrap, 
 package `bubblewrap`) they see:
 
 - the system (/usr, /etc, /bin, /lib...), the Python and virtualenv running cloudcron and the
-  collection's checkout, read-only;
+  collection's checkout, read-only; files in /etc that other users may not read (shadow, SSH
+  host keys, TLS keys, services' passwords) are hidden;
 - the run's own private directory, read-write (nothing else of the data directory);
 - a private /tmp and a private home, empty tmpfs that vanish with the run: Ansible's
   ~/.ansible/tmp, where AnsiballZ files hold the cloud credentials, lives there;
@@ -23,12 +24,12 @@ bwrap's argument list out. `run_view` builds the View of one run from the filesy
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import pwd
 import shutil
 import site
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -45,8 +46,10 @@ log = logging.getLogger(__name__)
 UNSAFE_VARIABLE = "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE"
 # The system a playbook needs, shown read-only (a symlink such as /bin -> usr/bin stays a symlink).
 SYSTEM_PATHS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# Files under SYSTEM_PATHS that hold the host's own secrets; a sandboxed root could read them.
-SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh/ssh_host_*_key")
+# Shown directories whose files only some users may read (shadow, SSH host keys, TLS keys, service
+# configurations with passwords): what others may not read is hidden, since a sandboxed root owns
+# root's files. /usr holds no such files and is too large to walk for every run.
+SCANNED_SYSTEM_PATHS = ("/etc",)
 # Namespaces and limits of every sandbox. The network namespace is kept: runs reach clouds and machines.
 NAMESPACE_ARGS = ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try")
 # No user namespace inside the sandbox: one would give the tenant capabilities there again.
@@ -246,7 +249,8 @@ def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str
     homes = [h for h in _homes() if h not in needed]
     home = homes[0] if homes else PRIVATE_HOME_FALLBACK
     secrets = [os.path.realpath(p) for p in hidden]
-    secrets += [p for pattern in SYSTEM_SECRETS for p in sorted(glob.glob(pattern))]
+    for path in SCANNED_SYSTEM_PATHS:
+        secrets += not_world_readable(path)
     hidden_dirs, hidden_files = [], []
     for path in dict.fromkeys(secrets):
         if path == private or not os.path.lexists(path) or not _within(path, shown):
@@ -255,6 +259,33 @@ def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str
     return View(read_only=tuple(read_only), read_write=(private,), symlinks=tuple(symlinks),
                 private=("/tmp", *homes), hidden_dirs=tuple(hidden_dirs), hidden_files=tuple(hidden_files),
                 workdir=private, userns=userns)
+
+
+def not_world_readable(root: str) -> list[str]:
+    """Files under `root` that other users may not read, and directories they may not enter (not descended)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        entered = []
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode) and mode & 0o005 != 0o005:
+                found.append(path)
+            elif stat.S_ISDIR(mode):
+                entered.append(name)
+        dirnames[:] = entered
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and not mode & 0o004:
+                found.append(path)
+    return found
 
 
 def home_in_sandbox(view: View) -> str:

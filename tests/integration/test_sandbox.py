@@ -93,6 +93,7 @@ PROBES = [
     ("ENV", "env | tr '\\n' ' '"),
     ("PROCESSES", "ls /proc | grep -c '^[0-9]'"),
     ("PASSWD", "head -1 /etc/passwd"),
+    ("HOST_KEYS", "cat /etc/ssh/ssh_host_*_key /etc/shadow"),
     ("OWN", "grep -m1 'name: cloudcron' main.yml"),
 ]
 PROBE = "".join(f"""
@@ -188,6 +189,7 @@ def test_an_ansible_script_reaches_none_of_the_workers_secrets(tmp_path, sshd_ho
         assert "No such file" in section(text, "DELEGATED")
         assert other.name not in section(text, "RUNS") and section(text, "RUNS").startswith("cloudcron-run-")
         assert "PRIVATE KEY" not in section(text, "OTHER") and "No such file" in section(text, "OTHER")
+        assert "PRIVATE KEY" not in section(text, "HOST_KEYS") and "root:" not in section(text, "HOST_KEYS")
         for label in ("PARENT_ENV", "INIT_ENV", "WORKER_ENV", "ENV"):
             assert "CLOUDCRON_" not in section(text, label), label
         host_processes = len([p for p in os.listdir("/proc") if p.isdigit()])

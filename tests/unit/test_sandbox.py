@@ -16,6 +16,7 @@ from web.sandbox import (
     bwrap_args,
     detect,
     home_in_sandbox,
+    not_world_readable,
     run_view,
     secret_paths,
 )
@@ -102,15 +103,29 @@ def test_a_runs_view_hides_the_data_dir_inside_the_checkout_and_shows_its_own_di
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     view = run_view(private, [str(data), str(data / "secret.key"), str(outside_key), str(tmp_path / "gone.db")])
     assert str(checkout) in view.read_only and view.read_write == (str(private),)
-    assert view.hidden_dirs == (str(data),)
+    assert [p for p in view.hidden_dirs if not p.startswith("/etc/")] == [str(data)]
     assert str(outside_key) in view.hidden_files and str(tmp_path / "gone.db") not in view.hidden_files
     assert "/tmp" in view.private and str(tmp_path / "home") in view.private
     assert home_in_sandbox(view) == str(tmp_path / "home")
     assert os.path.realpath(sys.prefix) in view.read_only or any(
         os.path.realpath(sys.prefix).startswith(p + "/") for p in view.read_only)
-    if os.path.exists("/etc/shadow"):
+    if os.path.exists("/etc/shadow") and not os.stat("/etc/shadow").st_mode & 0o004:
         assert "/etc/shadow" in view.hidden_files
     assert view.workdir == str(private)
+
+
+def test_what_other_users_may_not_read_is_found_and_private_dirs_are_not_entered(tmp_path):
+    (tmp_path / "public.conf").write_text("x")
+    (tmp_path / "private.key").write_text("x")
+    (tmp_path / "private.key").chmod(0o600)
+    (tmp_path / "ssl" / "private").mkdir(parents=True)
+    (tmp_path / "ssl" / "private" / "tls.key").write_text("x")
+    (tmp_path / "ssl" / "private").chmod(0o700)
+    (tmp_path / "ssl" / "certs").mkdir()
+    (tmp_path / "ssl" / "certs" / "ca.pem").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "private.key")
+    assert sorted(not_world_readable(str(tmp_path))) == sorted([str(tmp_path / "private.key"),
+                                                                str(tmp_path / "ssl" / "private")])
 
 
 def test_detect_reports_a_missing_bwrap_and_one_that_cannot_build_the_sandbox(tmp_path):
