@@ -246,8 +246,8 @@ def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str
         if not _within(path, read_only):
             read_only.append(path)
     shown = read_only + [private]
+    # The worker's home becomes the run's, empty; unless the checkout or Python is that very directory.
     homes = [h for h in _homes() if h not in needed]
-    home = homes[0] if homes else PRIVATE_HOME_FALLBACK
     secrets = [os.path.realpath(p) for p in hidden]
     for path in SCANNED_SYSTEM_PATHS:
         secrets += not_world_readable(path)
