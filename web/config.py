@@ -25,6 +25,7 @@ class Config:
     sandbox: str = "auto"
     # CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE: run Ansible scripts even where runs are not sandboxed
     unsafe_unsandboxed_ansible: bool = False
+    ui_session_lifetime: timedelta = timedelta(hours=12)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -98,6 +99,9 @@ def load_config(env=None, **overrides) -> Config:
     sandbox = (env.get("CLOUDCRON_SANDBOX") or "auto").strip().lower()
     if sandbox not in SANDBOX_MODES:
         raise ConfigError(f"CLOUDCRON_SANDBOX: '{env.get('CLOUDCRON_SANDBOX')}' is not one of {', '.join(SANDBOX_MODES)}")
+    session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
+    if session_hours > 24 * 366:
+        raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
     return Config(
         data_dir=data_dir,
         database_url=database_url,
@@ -106,6 +110,7 @@ def load_config(env=None, **overrides) -> Config:
         min_interval=timedelta(seconds=min_interval),
         sandbox=sandbox,
         unsafe_unsandboxed_ansible=_flag(env, "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE"),
+        ui_session_lifetime=timedelta(hours=session_hours),
     )
 
 

@@ -63,6 +63,12 @@ def test_each_variable_overrides_its_default(tmp_path):
     assert config.min_interval == timedelta(seconds=2.5)
 
 
+def test_the_console_session_lifetime_is_in_hours(tmp_path):
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).ui_session_lifetime == timedelta(hours=12)
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_UI_SESSION_HOURS": "0.5"})
+    assert config.ui_session_lifetime == timedelta(minutes=30)
+
+
 def test_a_plain_postgresql_url_uses_the_shipped_driver(tmp_path):
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DATABASE_URL": "postgresql://cc@db/cc"})
     assert config.database_url == "postgresql+psycopg://cc@db/cc"
@@ -90,6 +96,9 @@ def bad_values(tmp_path):
         ("CLOUDCRON_SANDBOX", "bwrap"),
         ("CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE", "please"),
         ("CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE", "2"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "a day"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "0"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "100000"),
     ]
 
 
