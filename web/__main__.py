@@ -78,6 +78,7 @@ def cmd_serve(args) -> int:
     from .queue import check_queue
 
     st = _state()
+    st.sandbox.announce()
     prepare(st.db)
     check_queue(st)  # the API enqueues runs too (run now, run_immediately)
     app = create_app(state=st)

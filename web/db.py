@@ -1,6 +1,9 @@
 """Engines and sessions. SQLite runs in WAL mode with a busy timeout so several processes can write."""
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,6 +16,40 @@ from . import scrub  # noqa: F401 - installs the hook that cleans and redacts ro
 from .config import StartupError
 
 BUSY_TIMEOUT_MS = 30_000
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+log = logging.getLogger(__name__)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a sqlite:/// URL (database or queue); None for other URLs and in-memory databases."""
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1].split("?", 1)[0]
+    return None if path in ("", ":memory:") else path
+
+
+def private_sqlite_file(path: str | Path) -> None:
+    """Make a SQLite file (database or queue) and its WAL/SHM files readable by the owner only (0600).
+
+    SQLite creates a new database with the umask (usually 0644) and gives its WAL and SHM files
+    the database file's mode, so creating the file 0600 before SQLite opens it covers all three.
+    Files an older version created are tightened too.
+    """
+    path = str(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    for suffix in SQLITE_SUFFIXES:
+        try:
+            mode = os.stat(path + suffix).st_mode
+            if stat.S_IMODE(mode) & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError as exc:  # another user's file: leave it, the operator chose that
+            log.warning("cannot make %s private: %s", path + suffix, exc.strerror)
+
+
 # A write that changes nothing, on a table every migrated database has: it needs write access to the
 # file (SQLite) or a read-write transaction with UPDATE rights (PostgreSQL), and leaves no trace.
 _WRITE_PROBE = text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
@@ -68,9 +105,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path = sqlite_file(url)
+            if path:
+                private_sqlite_file(path)
             self.reader = _sqlite_engine(url, "BEGIN")
             self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE")
         else:

@@ -59,6 +59,7 @@ def run_worker(state, workers: int = 2) -> int:
     from .migrate import prepare
     from .queue import check_queue
 
+    state.sandbox.announce()
     prepare(state.db)
     check_queue(state)
     start_worker_side(state)

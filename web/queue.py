@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from urllib.parse import urlparse
 
 from huey import RedisHuey, SqliteHuey
 from huey.consumer import Consumer, Scheduler, Worker
@@ -11,6 +10,7 @@ from redis.exceptions import RedisError
 
 from .backoff import Backoff
 from .config import Config, StartupError
+from .db import private_sqlite_file, sqlite_file
 
 log = logging.getLogger(__name__)
 _STATE = None  # the worker's State, bound by bind(); Huey tasks are module-level functions
@@ -23,13 +23,12 @@ def make_huey(config: Config):
         # Blocking reads: a worker wakes the moment a run id arrives.
         huey = RedisHuey("cloudcron", url=url, results=False, blocking=True, read_timeout=1, utc=True)
     else:
-        huey = SqliteHuey("cloudcron", filename=_sqlite_path(url), results=False, utc=True, timeout=30)
+        path = sqlite_file(url) or ""
+        if path:
+            private_sqlite_file(path)
+        huey = SqliteHuey("cloudcron", filename=path, results=False, utc=True, timeout=30)
     huey.execute_run = huey.task(name="execute_run", retries=0)(_execute_run)
     return huey
-
-
-def _sqlite_path(url: str) -> str:
-    return urlparse(url).path if url.startswith("sqlite:////") else url[len("sqlite:///"):]
 
 
 def check_queue(state) -> None:
@@ -41,7 +40,7 @@ def check_queue(state) -> None:
         if url.startswith(("redis://", "rediss://")):
             huey.storage.conn.ping()
             return
-        conn = sqlite3.connect(_sqlite_path(url), timeout=30, isolation_level=None)
+        conn = sqlite3.connect(sqlite_file(url) or "", timeout=30, isolation_level=None)
         try:
             # A write that leaves no trace: it needs the file and its directory writable (WAL files).
             conn.execute("BEGIN IMMEDIATE")

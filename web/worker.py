@@ -36,7 +36,7 @@ def claim(state, run_id: str, now: datetime) -> bool:
 
 def prepare(state, run_id: str, now: datetime):
     """Resolve targets and render the playbook; machines that cannot be reached are failed at once."""
-    from .playbooks import CloudTargets, RenderError, SshTarget, render_power, render_script
+    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit, render_power, render_script
 
     box = state.box
     with state.db.transaction() as session:
@@ -48,6 +48,10 @@ def prepare(state, run_id: str, now: datetime):
         script = session.get(Script, schedule.script_id) if schedule.script_id else None
         if schedule.script_id and script is None:
             return None, f"script '{schedule.script_id}' no longer exists"
+        if script is not None and script.exec_type == "ansible":
+            refusal = state.sandbox.ansible_refusal()
+            if refusal:
+                return None, refusal
         try:
             targets = resolve(session, box, schedule, now, need_addresses=script is not None)
         except ProviderError as exc:
@@ -83,7 +87,8 @@ def prepare(state, run_id: str, now: datetime):
                     failed.append((m.id, m.cloud_id, m.machine_id, why))
                     continue
                 ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
-                                     user=m.ssh_user or "root", private_key=key))
+                                     user=m.ssh_user or "root", private_key=key,
+                                     time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
             if ssh:
                 try:
                     rendered = render_script(script.exec_type, script.script, schedule.params or "", ssh)
@@ -202,6 +207,7 @@ def _execute_claimed(state, run_id: str, now: datetime) -> str:
         result = execute(
             rendered, base_dir=state.config.work_dir, timeout=meta["timeout"], output_cap=state.config.output_cap,
             on_result=lambda rid, key, res: _record(state, rid, key, res, meta["script"]),
+            sandbox=state.sandbox,
         )
         return finish(state, run_id, result.status, result.error)
     except Exception as exc:

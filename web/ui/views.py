@@ -521,7 +521,7 @@ def _script_form(current: Script | None):
         body = {k: (v if v != "" else None) for k, v in values.items()}
         try:
             script = resources.store_script(s, g.org_id, resources.fields(ScriptIn, body, resources.STAMPS),
-                                            current, utcnow())
+                                            current, utcnow(), lambda: state().sandbox.ansible_refusal())
             return redirect(url_for("ui.script_page", id_=script.id))
         except APIError as exc:
             s.rollback()
