@@ -78,13 +78,13 @@ def cmd_serve(args) -> int:
     from .queue import check_queue
 
     st = _state()
-    st.sandbox.announce()
     prepare(st.db)
     check_queue(st)  # the API enqueues runs too (run now, run_immediately)
     app = create_app(state=st)
     # Bound before anything starts: a port in use stops here, before the dispatcher, the worker or a
     # first-start token.
     server = listen(app, args.host, args.port, args.threads)
+    st.sandbox.announce()  # only once start-up can no longer be refused: a refusal is one line
     try:
         token = first_start(st)
         if token:

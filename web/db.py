@@ -30,11 +30,12 @@ def sqlite_file(url: str) -> str | None:
 
 
 def private_sqlite_file(path: str | Path) -> None:
-    """Make a SQLite file (database or queue) and its WAL/SHM files readable by the owner only (0600).
+    """Make a SQLite file (database or queue) and its WAL/SHM files the owner's only (0600 when new).
 
     SQLite creates a new database with the umask (usually 0644) and gives its WAL and SHM files
     the database file's mode, so creating the file 0600 before SQLite opens it covers all three.
-    Files an older version created are tightened too.
+    Files an older version created lose their group and other rights, and gain none: a file the
+    operator made read-only stays read-only, so the start-up write check still refuses it.
     """
     path = str(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -43,7 +44,7 @@ def private_sqlite_file(path: str | Path) -> None:
         try:
             mode = os.stat(path + suffix).st_mode
             if stat.S_IMODE(mode) & 0o077:
-                os.chmod(path + suffix, 0o600)
+                os.chmod(path + suffix, stat.S_IMODE(mode) & ~0o077)  # never adds a right: read-only stays read-only
         except FileNotFoundError:
             pass
         except PermissionError as exc:  # another user's file: leave it, the operator chose that

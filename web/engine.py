@@ -59,9 +59,9 @@ def run_worker(state, workers: int = 2) -> int:
     from .migrate import prepare
     from .queue import check_queue
 
-    state.sandbox.announce()
     prepare(state.db)
     check_queue(state)
+    state.sandbox.announce()
     start_worker_side(state)
     log.info("worker started with %d slot(s) on %s", workers, state.config.queue_url.split("@")[-1])
     consumer(state.huey, workers=workers, embedded=False).run()
