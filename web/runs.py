@@ -3,13 +3,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .crypto import new_id
-from .models import Event, Run, Schedule
+from .models import Event, Run, RunMachine, Schedule
 from .timemath import format_instant
 
 FINAL = ("succeeded", "failed", "partial", "skipped", "missed", "interrupted", "timed_out")
+ACTIVE = ("queued", "running")
+# Why a run was interrupted, as its schedule_interrupted event says (data.reason).
+WORKER_LOST = "worker_lost"   # no heartbeat: the worker was killed, crashed or could not write
+SHUTDOWN = "shutdown"         # the worker was stopped (SIGTERM) and its drain period ended first
 
 
 def create_run(session: Session, schedule: Schedule, trigger: str, scheduled_for: datetime | None,
@@ -23,6 +28,24 @@ def create_run(session: Session, schedule: Schedule, trigger: str, scheduled_for
     if status != "queued":  # a queued run gets its events from the worker; claims stay cheap
         add_event(session, run, "schedule_" + status, now, {"trigger": trigger, **({"error": error} if error else {})})
     return run
+
+
+def interrupt(session: Session, run: Run, now: datetime, reason: str, error: str) -> None:
+    """End a running run as `interrupted`: its machines still running end too, and an event says why.
+
+    reason is WORKER_LOST or SHUTDOWN; the caller holds the run row (in its write transaction)."""
+    run.status = "interrupted"
+    run.finished_at = now
+    run.error = error
+    session.execute(update(RunMachine).where(RunMachine.run_id == run.id, RunMachine.status == "running")
+                    .values(status="interrupted", error=error))
+    add_event(session, run, "schedule_interrupted", now, {"reason": reason, "error": error})
+
+
+def active_run(session: Session, schedule_id: str) -> Run | None:
+    """A queued or running run of the schedule (the oldest), or None."""
+    return session.scalars(select(Run).where(Run.schedule_id == schedule_id, Run.status.in_(ACTIVE))
+                           .order_by(Run.created_at, Run.id).limit(1)).first()
 
 
 def add_event(session: Session, run: Run, type_: str, now: datetime, data: dict | None = None,

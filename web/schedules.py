@@ -15,7 +15,7 @@ from .timemath import TimeSpecError, Timing, format_instant
 from .validation import check_fields, validate
 
 ALIASES = {"cronjob_type": "schedule_type", "cronjob_entry": "schedule_entry", "task_enabled": "enabled"}
-READ_ONLY = {"id", "active", "next_run_at", "total_run_count", "last_run_at", "created_at", "updated_at"}
+READ_ONLY = {"id", "active", "next_run_at", "total_run_count", "last_run_at", "last_error", "created_at", "updated_at"}
 WRITABLE = set(ScheduleIn.model_fields)
 DEFAULTS = {
     "description": None,
@@ -248,6 +248,7 @@ def to_json(s) -> dict:
         "next_run_at": format_instant(s.next_run_at),
         "total_run_count": s.total_run_count,
         "last_run_at": format_instant(s.last_run_at),
+        "last_error": s.last_error,
         "created_at": format_instant(s.created_at),
         "updated_at": format_instant(s.updated_at),
     }

@@ -77,6 +77,7 @@ def edit_schedule(id_):
         setattr(schedule, column, values[column])
     schedule.updated_at = now
     schedule.next_run_at = schedules.next_run_at(schedule, now)
+    schedule.last_error = None  # the edit passed every check: next_run_at is computed again
     return _commit(schedule)
 
 
