@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,9 @@ class State:
     schedule_listeners: list = field(default_factory=list)
 
     _huey: object = None
+    _listings: object = None
+    _executions: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def schedule_changed(self, when):
         for listener in self.schedule_listeners:
@@ -45,6 +49,27 @@ class State:
 
             self._huey = make_huey(self.config)
         return self._huey
+
+    @property
+    def listings(self):
+        """The bounded pool that lists providers for API requests (web.listings.ListingPool)."""
+        with self._lock:
+            if self._listings is None:
+                from .listings import ListingPool
+
+                self._listings = ListingPool(self.config.listing_slots, self.config.listings_per_org,
+                                             self.config.provider_timeout)
+            return self._listings
+
+    @property
+    def executions(self):
+        """The runs this process is executing, which a drain waits for (web.worker.Executions)."""
+        with self._lock:
+            if self._executions is None:
+                from .worker import Executions
+
+                self._executions = Executions()
+            return self._executions
 
     def enqueue(self, run_ids) -> None:
         from .queue import enqueue

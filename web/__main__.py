@@ -59,25 +59,47 @@ def first_start(st) -> str | None:
 
 
 def cmd_serve(args) -> int:
-    from waitress import serve
+    import signal
+
+    from waitress import create_server
 
     from . import create_app
     from .migrate import upgrade
 
     st = _state()
+    if st.config.listing_slots >= args.threads:
+        raise ConfigError(f"CLOUDCRON_LISTING_SLOTS: must be below --threads ({args.threads}) so that requests other "
+                          f"than provider listings always find a thread, got {st.config.listing_slots}")
     upgrade(st.db)
     token = first_start(st)
     if token:
         print(f"Created org 'default'. Its API token (shown once, keep it):\n{token}", flush=True)
     app = create_app(state=st)
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident="cloudcron")
     from .engine import start_embedded
 
     engine = start_embedded(st, dispatcher=not args.no_dispatcher, worker=not args.no_worker)
+
+    def stop_serving(signum, _frame):
+        # Raised in the main thread, inside waitress's loop, which ends on SystemExit.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        logging.getLogger("web").info("received %s: draining", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop_serving)
     print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs)", flush=True)
     try:
-        serve(app, host=args.host, port=args.port, threads=args.threads, ident="cloudcron", _quiet=True)
+        server.run()
+    except SystemExit:
+        pass
     finally:
-        engine.stop()
+        # The API stops first (no new requests, the port is free again), then runs in progress drain.
+        server.close()
+        interrupted = engine.drain(st.config.drain_seconds)
+        if interrupted:
+            logging.getLogger("web").warning("%d run(s) interrupted at shutdown", interrupted)
     return 0
 
 

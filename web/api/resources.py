@@ -52,12 +52,25 @@ def cloud_json(c: Cloud) -> dict:
 def _check_provider(provider: str) -> None:
     if provider == "other":
         return
-    from plugins.module_utils._libcloud import provider_names
+    from plugins.module_utils._libcloud import TEST_PROVIDERS, provider_names
 
+    if provider in TEST_PROVIDERS:
+        raise BadRequest(f"provider: '{provider}' is libcloud's test driver, not a cloud; use a real provider "
+                         "(for example ec2, gce, openstack) or other for SSH hosts")
     names = provider_names()
     if provider not in names:
         raise BadRequest(f"provider: '{provider}' is not a libcloud compute provider "
                          "(for example ec2, gce, openstack, azure_arm, digitalocean, or other for SSH hosts)")
+
+
+def _check_options(options) -> None:
+    """Driver options may not point at what the service never contacts (CLOUDCRON_DENIED_NETWORKS, non-HTTP URLs)."""
+    from plugins.module_utils._libcloud import check_endpoint_options
+
+    try:
+        check_endpoint_options(options or {}, state().config.denied_networks)
+    except ValueError as exc:
+        raise BadRequest(str(exc).replace("(denied networks)", "(CLOUDCRON_DENIED_NETWORKS)")) from None
 
 
 @bp.get("/clouds")
@@ -73,6 +86,7 @@ def create_cloud():
     values = _fields(CloudIn, STAMPS)
     _require(values, "title", "provider")
     _check_provider(values["provider"])
+    _check_options(values.get("options"))
     now = utcnow()
     cloud = Cloud(id=new_id(), org_id=org_id(), title=values["title"], provider=values["provider"],
                   options=values.get("options") or {}, created_at=now, updated_at=now,
@@ -96,6 +110,7 @@ def edit_cloud(id_):
     if values.get("title"):
         cloud.title = values["title"]
     if "options" in values:
+        _check_options(values["options"])
         cloud.options = values["options"] or {}
     if values.get("credentials") is not None:
         cloud.credentials_enc = state().box.seal(values["credentials"])
@@ -141,16 +156,34 @@ def _check_key(key_id) -> None:
             raise BadRequest(f"key_id: no key '{key_id}' in this org")
 
 
+TRUNCATED_HEADER = "X-Machines-Truncated"
+
+
 @bp.get("/clouds/<cid>/machines")
 def list_machines(cid):
-    cloud = get_owned(Cloud, cid, "cloud")
-    if cloud.provider != "other":
-        from ..machines import refresh_machines
+    """A libcloud cloud's machines as its provider lists them now (read, then stored with stable ids).
 
-        refresh_machines(db(), state().box, cloud, utcnow())
-        db().commit()
-    query = select(Machine).where(Machine.cloud_id == cloud.id)
-    return list_response(query, machine_json, (Machine.created_at.desc(), Machine.id.desc()))
+    The provider is asked with no transaction open, on the listing pool (429 when this org's or
+    everyone's listing slots are taken); what it answered is written in one short transaction."""
+    cloud = get_owned(Cloud, cid, "cloud")
+    listing = None
+    if cloud.provider != "other":
+        from ..machines import ProviderLimits, cloud_spec, fetch_nodes, store_nodes
+
+        st = state()
+        spec = cloud_spec(st.box, cloud)
+        db().rollback()  # end the read transaction: nothing of the database is held while the provider answers
+        limits = ProviderLimits.of(st.config)
+        listing = st.listings.run(spec.org_id, lambda: fetch_nodes(spec, limits), what=f"cloud '{spec.id}'")
+        with st.db.transaction() as session:
+            store_nodes(session, spec, listing, utcnow())
+    query = select(Machine).where(Machine.cloud_id == cid)
+    resp = list_response(query, machine_json, (Machine.created_at.desc(), Machine.id.desc()))
+    if listing is not None and listing.truncated:
+        # The answer stays a JSON array (Mist's clients expect one): the cut is told in a header.
+        resp.headers[TRUNCATED_HEADER] = (f"{len(listing.nodes)} of {listing.listed} machines kept "
+                                          "(CLOUDCRON_MAX_MACHINES_PER_CLOUD)")
+    return resp
 
 
 @bp.post("/clouds/<cid>/machines")
