@@ -80,7 +80,7 @@ def stop_on_signals(stop: threading.Event) -> None:
         if stop.is_set():
             log.warning("received %s again; already stopping", signal.Signals(signum).name)
             return
-        log.info("received %s: draining", signal.Signals(signum).name)
+        log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -164,3 +164,24 @@ def test_drain_marks_a_run_that_does_not_stop_interrupted(env):
     run = _run(env, run_id)
     assert run.status == "interrupted" and run.error.startswith("shutdown:")
     env.state.executions.end(execution)
+
+
+def test_a_run_whose_listing_is_cut_records_it_as_an_event(env, moto_server):
+    from web.models import Event
+
+    moto_server.create_machines(3, tags={"team": "cut"})
+    cid = new_id()
+    with env.state.db.transaction() as s:
+        s.add(Cloud(id=cid, org_id=env.org_id, title="moto", provider="ec2", options=dict(moto_server.options),
+                    credentials_enc=env.state.box.seal(dict(moto_server.credentials)), created_at=T0, updated_at=T0))
+    env.state.config.max_machines_per_cloud = 2
+    run_id = _one_run(env, machines_per_cloud=[], selectors=[{"type": "tags", "include": {"team": "cut"}}])
+    assert claim(env.state, run_id, T0)
+    prepared, error = prepare(env.state, run_id, T0)
+    assert error is None
+    with env.state.db.session() as s:
+        [event] = s.scalars(select(Event).where(Event.run_id == run_id, Event.type == "machines_truncated")).all()
+        stored = s.scalars(select(Machine).where(Machine.cloud_id == cid)).all()
+    assert event.cloud_id == cid and event.data["kept"] == 2 and event.data["listed"] >= 3
+    assert "CLOUDCRON_MAX_MACHINES_PER_CLOUD" in event.data["error"]
+    assert len(stored) == 2
