@@ -89,7 +89,8 @@ def cmd_serve(args) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop_serving)
-    print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs)", flush=True)
+    print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs); "
+          f"web console at http://{args.host}:{args.port}/ui/", flush=True)
     try:
         server.run()
     except SystemExit:

@@ -36,6 +36,7 @@ class Config:
     listings_per_org: int = 2
     # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
     drain_seconds: float = 25.0
+    ui_session_lifetime: timedelta = timedelta(hours=12)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -134,6 +135,9 @@ def load_config(env=None, **overrides) -> Config:
             f"CLOUDCRON_QUEUE_URL: '{_redact(queue_url)}' is not supported; use sqlite:///PATH or redis://HOST:PORT/DB"
         )
     min_interval = _positive_float(env, "CLOUDCRON_MIN_INTERVAL", 1.0)
+    session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
+    if session_hours > 24 * 366:
+        raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
     return Config(
         data_dir=data_dir,
         database_url=database_url,
@@ -146,6 +150,7 @@ def load_config(env=None, **overrides) -> Config:
         listing_slots=_count(env, "CLOUDCRON_LISTING_SLOTS", 4),
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
+        ui_session_lifetime=timedelta(hours=session_hours),
     )
 
 

@@ -1,4 +1,4 @@
-"""Provider listings for API requests, on a bounded pool with a per-org limit.
+"""Provider listings for API and console requests, on a bounded pool with a per-org limit.
 
 A listing may take as long as the provider timeout (CLOUDCRON_PROVIDER_TIMEOUT). The web server has
 a fixed number of request threads, so listings must never be able to take them all: at most
@@ -28,7 +28,7 @@ class TooManyListings(TooManyRequests):
 
 
 class ListingPool:
-    """Runs provider listings for API requests: `slots` threads in all, `per_org` listings per org at once.
+    """Runs provider listings for web requests: `slots` threads in all, `per_org` listings per org at once.
 
     run(org_id, fn) returns fn()'s result, raises what fn raised, TooManyListings (429) when a limit is
     reached, or ProviderError (502) when fn has not finished after `wait` seconds.

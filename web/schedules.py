@@ -5,10 +5,12 @@ import json
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import timemath
-from .errors import BadRequest
+from .crypto import new_id
+from .errors import BadRequest, Conflict
 from .models import Cloud, Machine, Schedule, Script
 from .schemas import ScheduleIn
 from .timemath import TimeSpecError, Timing, format_instant
@@ -163,6 +165,67 @@ def _check_targets(session: Session, org_id: str, given: dict, merged: dict) -> 
                     raise BadRequest(f"selectors.{i}.ids: machine '{missing[0]}' is not a machine of this org")
 
 
+def _check_name_free(session: Session, org_id: str, name: str, except_id: str | None = None) -> None:
+    existing = session.scalar(select(Schedule.id).where(Schedule.org_id == org_id, Schedule.name == name))
+    if existing is not None and existing != except_id:
+        raise Conflict(f"name: a schedule named '{name}' already exists")
+
+
+def store(state, session: Session, org_id: str, given: dict, current: Schedule | None, now: datetime) -> Schedule:
+    """Create (current=None) or edit a schedule of `org_id` from a client's parsed fields, the one way every writer does.
+
+    `given` is what parse_fields returns (only the fields the client sent; None clears a field).
+    The fields are merged onto `current` (or the defaults) and checked as a whole (build), the name
+    must be free in the org, next_run_at is recomputed (an edit clears last_error), and a new enabled schedule with
+    run_immediately gets its immediate run. Then the session is committed, the dispatcher woken
+    (state.schedule_changed) and the immediate run enqueued: queue I/O only after the commit.
+    Raises BadRequest (400) naming the field and the rule, Conflict (409) on a duplicate name;
+    nothing is written when it raises. Returns the stored schedule.
+    """
+    from .runs import on_schedule_created
+
+    values = build(session, org_id, given, current, now, state.config.min_interval)
+    if current is None or values["name"] != current.name:
+        _check_name_free(session, org_id, values["name"], except_id=current.id if current else None)
+    run = None
+    if current is None:
+        schedule = Schedule(id=new_id(), org_id=org_id, total_run_count=0, created_at=now, updated_at=now,
+                            **{c: values[c] for c in COLUMNS})
+        schedule.next_run_at = next_run_at(schedule, now)
+        session.add(schedule)
+        run = on_schedule_created(session, schedule, now)
+    else:
+        schedule = current
+        for column in COLUMNS:
+            setattr(schedule, column, values[column])
+        schedule.updated_at = now
+        schedule.next_run_at = next_run_at(schedule, now)
+        schedule.last_error = None  # the edit passed every check and next_run_at was computed again
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"name: a schedule named '{schedule.name}' already exists") from None
+    state.schedule_changed(schedule.next_run_at)
+    if run is not None:
+        state.enqueue([run.id])
+    return schedule
+
+
+def delete(session: Session, schedule: Schedule) -> None:
+    """Delete a schedule and commit; its runs and logs stay (a run's record outlives its schedule)."""
+    session.delete(schedule)
+    session.commit()
+
+
+def query_for_org(org_id: str, name: str | None = None):
+    """The select of an org's schedules, optionally the one with exactly this name (the API's ?name=)."""
+    query = select(Schedule).where(Schedule.org_id == org_id)
+    if name is not None:
+        query = query.where(Schedule.name == name)
+    return query
+
+
 class Unsaved:
     """A schedule body that is not stored (a preview): the attributes the time math reads."""
 
@@ -181,17 +244,35 @@ class Unsaved:
         self.total_run_count = 0
 
 
-def preview_times(given: dict, after_raw, count: int, now: datetime, min_interval: timedelta) -> list[datetime]:
-    """The next `count` fire times of a schedule body after `after_raw` (default now), as next_run_at would go."""
+def preview_times(given: dict, after_raw, count: int, now: datetime, min_interval: timedelta,
+                  created_at: datetime | None = None) -> list[datetime]:
+    """The next `count` fire times of a schedule body after `after_raw` (default now), as next_run_at would go.
+
+    An interval without start_after is anchored at `created_at`: a stored schedule's creation time
+    when it is being edited, else the start of the preview (a schedule created now).
+    """
     if not given.get("schedule_type") or given.get("schedule_entry") is None:
         raise BadRequest("schedule_type, schedule_entry: are required for a preview")
     tz = given.get("timezone") or "UTC"
     after = now if after_raw is None else checked(timemath.parse_instant, after_raw, tz, field="after")
-    probe = Unsaved(given, after, min_interval)
+    probe = Unsaved(given, created_at or after, min_interval)
     if is_exhausted(probe):
         return []
     times = timemath.preview(timing(probe), after, count)
     return times if probe.max_run_count is None else times[: probe.max_run_count]
+
+
+def upcoming(s, after: datetime, count: int) -> list[datetime]:
+    """A stored schedule's next `count` fire times after `after`, as next_run_at goes (none when inactive).
+
+    Bounded by what is left of max_run_count. The same time math as next_run_at and the preview.
+    """
+    if is_exhausted(s):
+        return []
+    times = timemath.preview(timing(s), after, count)
+    if s.max_run_count is not None:
+        times = times[: max(s.max_run_count - (s.total_run_count or 0), 0)]
+    return times
 
 
 def timing(s) -> Timing:

@@ -65,6 +65,12 @@ def test_provider_listing_and_drain_settings_are_read_from_the_environment(tmp_p
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DENIED_NETWORKS": "none"}).denied_networks == ()
 
 
+def test_the_console_session_lifetime_is_in_hours(tmp_path):
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).ui_session_lifetime == timedelta(hours=12)
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_UI_SESSION_HOURS": "0.5"})
+    assert config.ui_session_lifetime == timedelta(minutes=30)
+
+
 def test_a_plain_postgresql_url_uses_the_shipped_driver(tmp_path):
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DATABASE_URL": "postgresql://cc@db/cc"})
     assert config.database_url == "postgresql+psycopg://cc@db/cc"
@@ -98,6 +104,9 @@ def bad_values(tmp_path):
         ("CLOUDCRON_LISTINGS_PER_ORG", "two"),
         ("CLOUDCRON_DRAIN_SECONDS", "-5"),
         ("CLOUDCRON_DRAIN_SECONDS", "nan"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "a day"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "0"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "100000"),
     ]
 
 
