@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,9 @@ class State:
 
     _huey: object = None
     _sandbox: object = None
+    _listings: object = None
+    _executions: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def schedule_changed(self, when):
         for listener in self.schedule_listeners:
@@ -60,6 +64,27 @@ class State:
             self._sandbox = detect(self.config.sandbox, self.config.unsafe_unsandboxed_ansible,
                                    hidden=secret_paths(self.config))
         return self._sandbox
+
+    @property
+    def listings(self):
+        """The bounded pool that lists providers for API requests (web.listings.ListingPool)."""
+        with self._lock:
+            if self._listings is None:
+                from .listings import ListingPool
+
+                self._listings = ListingPool(self.config.listing_slots, self.config.listings_per_org,
+                                             self.config.provider_timeout)
+            return self._listings
+
+    @property
+    def executions(self):
+        """The runs this process is executing, which a drain waits for (web.worker.Executions)."""
+        with self._lock:
+            if self._executions is None:
+                from .worker import Executions
+
+                self._executions = Executions()
+            return self._executions
 
     def enqueue(self, run_ids) -> None:
         from .queue import enqueue

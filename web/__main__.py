@@ -72,12 +72,17 @@ def listen(app, host: str, port: int, threads: int):
 
 
 def cmd_serve(args) -> int:
+    import signal
+
     from . import create_app
     from .engine import start_embedded
     from .migrate import prepare
     from .queue import check_queue
 
     st = _state()
+    if st.config.listing_slots >= args.threads:
+        raise ConfigError(f"CLOUDCRON_LISTING_SLOTS: must be below --threads ({args.threads}) so that requests other "
+                          f"than provider listings always find a thread, got {st.config.listing_slots}")
     prepare(st.db)
     check_queue(st)  # the API enqueues runs too (run now, run_immediately)
     app = create_app(state=st)
@@ -90,14 +95,31 @@ def cmd_serve(args) -> int:
         if token:
             print(f"Created org 'default'. Its API token (shown once, keep it):\n{token}", flush=True)
         engine = start_embedded(st, dispatcher=not args.no_dispatcher, worker=not args.no_worker)
-        print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs); "
-              f"web console at http://{args.host}:{args.port}/ui/", flush=True)
-        try:
-            server.run()
-        finally:
-            engine.stop()
-    finally:
+    except BaseException:
         server.close()
+        raise
+
+    def stop_serving(signum, _frame):
+        # Raised in the main thread, inside waitress's loop, which ends on SystemExit.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        logging.getLogger("web").info("received %s: draining", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop_serving)
+    print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs); "
+          f"web console at http://{args.host}:{args.port}/ui/", flush=True)
+    try:
+        server.run()
+    except SystemExit:
+        pass
+    finally:
+        # The API stops first (no new requests, the port is free again), then runs in progress drain.
+        server.close()
+        interrupted = engine.drain(st.config.drain_seconds)
+        if interrupted:
+            logging.getLogger("web").warning("%d run(s) interrupted at shutdown", interrupted)
     return 0
 
 

@@ -1,11 +1,16 @@
 """Settings from the environment: defaults first, then CLOUDCRON_* variables; bad values stop start-up."""
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+
+# Ranges no provider endpoint may resolve to unless the operator says otherwise: link-local (which holds
+# the cloud metadata service at 169.254.169.254) and EC2's IPv6 metadata address.
+DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
 
 
 class StartupError(Exception):
@@ -29,6 +34,16 @@ class Config:
     sandbox: str = "auto"
     # CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE: run Ansible scripts even where runs are not sandboxed
     unsafe_unsandboxed_ansible: bool = False
+    # Provider calls (libcloud): the most seconds one call may take, retries included, whatever a cloud's
+    # options.timeout says; how many machines one listing keeps; which addresses are never contacted.
+    provider_timeout: float = 30.0
+    max_machines_per_cloud: int = 10_000
+    denied_networks: tuple = DEFAULT_DENIED_NETWORKS
+    # Listings for API requests: threads for all orgs together, and listings one org may have in flight.
+    listing_slots: int = 4
+    listings_per_org: int = 2
+    # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
+    drain_seconds: float = 25.0
     ui_session_lifetime: timedelta = timedelta(hours=12)
     extra: dict = field(default_factory=dict)
 
@@ -67,6 +82,49 @@ def _flag(env, name) -> bool:
     if raw in _FALSE:
         return False
     raise ConfigError(f"{name}: '{env.get(name)}' is not a yes/no value; use 1 or 0")
+
+
+def _count(env, name, default, minimum=1):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: '{raw}' is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got '{raw}'")
+    return value
+
+
+def _seconds(env, name, default):
+    """A number of seconds, 0 allowed."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: '{raw}' is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: must be 0 or more seconds, got '{raw}'")
+    return value
+
+
+def _networks(env, name, default):
+    """Address ranges, comma- or space-separated CIDR; 'none' for no range at all."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() == "none":
+        return ()
+    out = []
+    for item in raw.replace(",", " ").split():
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: '{item}' is not an address range such as 169.254.0.0/16 or fe80::/10") from None
+    return tuple(out)
 
 
 def load_config(env=None, **overrides) -> Config:
@@ -114,6 +172,12 @@ def load_config(env=None, **overrides) -> Config:
         min_interval=timedelta(seconds=min_interval),
         sandbox=sandbox,
         unsafe_unsandboxed_ansible=_flag(env, "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE"),
+        provider_timeout=_positive_float(env, "CLOUDCRON_PROVIDER_TIMEOUT", 30.0),
+        max_machines_per_cloud=_count(env, "CLOUDCRON_MAX_MACHINES_PER_CLOUD", 10_000),
+        denied_networks=_networks(env, "CLOUDCRON_DENIED_NETWORKS", DEFAULT_DENIED_NETWORKS),
+        listing_slots=_count(env, "CLOUDCRON_LISTING_SLOTS", 4),
+        listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
+        drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
         ui_session_lifetime=timedelta(hours=session_hours),
     )
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from . import schedules, timemath
 from .backoff import Backoff, one_line
 from .crypto import new_id
-from .models import Run, Schedule
-from .runs import add_event, create_run
+from .models import Event, Run, Schedule
+from .runs import WORKER_LOST, create_run, interrupt
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ SPIN_FLOOR = 0.005          # a due row another dispatcher holds (SKIP LOCKED) i
 CHECKPOINT_EVERY = 0.05     # SQLite: how often the WAL is checkpointed beside the claims (s)
 WAL_RESET_FRAMES = 8192     # SQLite: past this many WAL frames (~32 MB), reset the WAL even if writers wait
 ERROR_BACKOFF_CAP = 30.0    # the longest wait between tries while a tick or checkpoint keeps failing (s)
+# A schedule whose fire cannot be computed (a stored time zone this machine cannot load, a corrupt entry)
+# is tried again this much later; meanwhile it carries the error (last_error) and every other schedule fires.
+ERROR_BACKOFF = timedelta(hours=1)
+ERROR_CHARS = 500
 
 # The claim is the hot path (10,000 schedules a minute is ~170 claims a second), so it runs statements
 # built once, on the tables, over a Core connection (on SQLite, compiled once and run on the DBAPI
@@ -54,8 +58,12 @@ _HEAD_SQLITE = _HEAD.limit(BATCH + 1)
 _DUE_LOCKED = _HEAD.where(_S.c.next_run_at <= bindparam("now")).limit(BATCH).with_for_update(of=_S, skip_locked=True)
 _NEXT_DUE = select(func.min(_S.c.next_run_at)).where(_S.c.next_run_at.is_not(None))
 _INSERT_RUNS = insert(_R)
+# A fire computed: the error of an earlier attempt no longer holds.
 _ADVANCE = update(_S).where(_S.c.id == bindparam("b_id")).values(
-    next_run_at=bindparam("b_next"), total_run_count=bindparam("b_count"), last_run_at=bindparam("b_last"))
+    next_run_at=bindparam("b_next"), total_run_count=bindparam("b_count"), last_run_at=bindparam("b_last"),
+    last_error=None)
+_QUARANTINE = update(_S).where(_S.c.id == bindparam("b_id")).values(
+    next_run_at=bindparam("b_next"), last_error=bindparam("b_error"))
 
 
 class _SqliteStatement:
@@ -86,6 +94,19 @@ class _SqliteStatement:
     def row(self, raw) -> dict:
         return {k: (p(v) if p is not None and v is not None else v) for k, p, v in zip(self.keys, self.results, raw)}
 
+    def row_or_error(self, raw) -> tuple[dict, str | None]:
+        """row(), or the columns that convert (the others None) and why the row cannot be read."""
+        try:
+            return self.row(raw), None
+        except Exception as exc:  # noqa: BLE001 - a corrupt stored value: reported on the schedule
+            out = {}
+            for k, p, v in zip(self.keys, self.results, raw):
+                try:
+                    out[k] = p(v) if p is not None and v is not None else v
+                except Exception:  # noqa: BLE001
+                    out[k] = None
+            return out, f"the stored schedule cannot be read ({_describe(exc)})"
+
 
 _INSERT_RUN = insert(_R).values({k: bindparam(k) for k in (
     "id", "org_id", "schedule_id", "trigger", "scheduled_for", "created_at", "enqueued_at", "status")})
@@ -104,12 +125,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS] + "..."
+
+
 class _Due:
     """A due schedule's timing columns, as schedules.next_run_at and runs.create_run read them."""
 
-    def __init__(self, row):
+    def __init__(self, row, error: str | None = None):
         self.__dict__.update(row if isinstance(row, dict) else row._mapping)
         self.ended: list[tuple[str, datetime, str]] = []  # (status, scheduled_for, error) of runs not run
+        self.error = error  # why its fire could not be decided: it is quarantined, not fired
 
 
 class Dispatcher:
@@ -158,11 +185,11 @@ class Dispatcher:
                 cursor = conn.connection.dbapi_connection.cursor()
                 due, next_due = [], None
                 for raw in cursor.execute(head.sql, head.params({})):  # read lazily: stops at the first not due
-                    row = head.row(raw)
-                    if row["next_run_at"] > now or len(due) == BATCH:
+                    row, unreadable = head.row_or_error(raw)
+                    if row["next_run_at"] is not None and (row["next_run_at"] > now or len(due) == BATCH):
                         next_due = row["next_run_at"]
                         break
-                    due.append(_Due(row))
+                    due.append(_Due(row, unreadable))
                 cursor.close()
             else:
                 due = [_Due(row) for row in conn.execute(_DUE_LOCKED, {"now": now})]
@@ -172,8 +199,12 @@ class Dispatcher:
                 busy = {s.id for s in due if s.busy and s.concurrency == "forbid"}
                 runs: list[dict] = []
                 advances: list[dict] = []
+                quarantined: list[dict] = []
                 for schedule in due:
-                    run = self._fire(schedule, now, busy)
+                    run = self._fire_contained(schedule, now, busy)
+                    if schedule.error is not None:
+                        quarantined.append(self._quarantine(schedule, now))
+                        continue
                     if run is not None:
                         runs.append(run)
                         queued.append(run["id"])
@@ -187,12 +218,21 @@ class Dispatcher:
                     cursor = conn.connection.dbapi_connection.cursor()
                     if runs:
                         cursor.executemany(insert_run.sql, [insert_run.params(r) for r in runs])
-                    cursor.executemany(advance.sql, [advance.params(a) for a in advances])
+                    if advances:
+                        cursor.executemany(advance.sql, [advance.params(a) for a in advances])
                     cursor.close()
                 else:
                     if runs:
                         conn.execute(_INSERT_RUNS, runs)
-                    conn.execute(_ADVANCE, advances)
+                    if advances:
+                        conn.execute(_ADVANCE, advances)
+                if quarantined:  # rare: through SQLAlchemy, in the same transaction
+                    conn.execute(_QUARANTINE, quarantined)
+                    if session is None:
+                        session = Session(bind=conn)
+                    for q in quarantined:
+                        session.add(Event(org_id=q["org_id"], time=now, type="schedule_error", schedule_id=q["b_id"],
+                                          data={"error": q["b_error"], "retry_at": timemath.format_instant(q["b_next"])}))
                 if session is not None:
                     session.flush()
                     session.close()
@@ -213,6 +253,29 @@ class Dispatcher:
         else:
             with self._own.begin():
                 yield self._own
+
+    def _fire_contained(self, schedule: _Due, now: datetime, busy: set[str]) -> dict | None:
+        """_fire() for one schedule, contained: when it raises, the schedule gets an error and fires nothing.
+
+        One row that cannot be computed must never roll back the claim of every other schedule."""
+        if schedule.error is not None:
+            return None
+        counters = (schedule.total_run_count, schedule.last_run_at)
+        try:
+            return self._fire(schedule, now, busy)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it belongs to this schedule only
+            schedule.total_run_count, schedule.last_run_at = counters
+            schedule.ended = []
+            schedule.error = f"cannot compute the next fire ({_describe(exc)})"
+            return None
+
+    def _quarantine(self, schedule: _Due, now: datetime) -> dict:
+        """The row values of a schedule whose fire failed: tried again after ERROR_BACKOFF, with its error."""
+        schedule.next_run_at = now + ERROR_BACKOFF
+        log.warning("schedule %s: %s; trying again at %s", schedule.id, schedule.error,
+                    timemath.format_instant(schedule.next_run_at))
+        return {"b_id": schedule.id, "b_next": schedule.next_run_at, "b_error": schedule.error,
+                "org_id": schedule.org_id}
 
     def _fire(self, schedule: _Due, now: datetime, busy: set[str]) -> dict | None:
         """Decide one due schedule's fire: returns the queued run's row (None when nothing runs), puts
@@ -259,10 +322,8 @@ class Dispatcher:
                 select(Run).where(Run.status == "running", Run.heartbeat_at < now - STALE_HEARTBEAT).limit(BATCH)
             ).all()
             for run in dead:
-                run.status = "interrupted"
-                run.finished_at = now
-                run.error = "the worker running this stopped answering (killed or crashed)"
-                add_event(session, run, "schedule_interrupted", now, {"error": run.error})
+                interrupt(session, run, now, WORKER_LOST,
+                          "the worker running this stopped answering (killed, crashed or unable to write)")
         if lost:
             log.info("re-enqueueing %d queued run(s)", len(lost))
             self.enqueue(lost)

@@ -39,6 +39,22 @@ class Embedded:
         for t in self._threads:
             t.join(timeout=5)
 
+    def drain(self, grace: float) -> int:
+        """SIGTERM: the dispatcher stops claiming, the worker stops taking runs and gives the ones in progress
+        `grace` seconds before stopping them (recorded interrupted, reason shutdown). Returns how many were."""
+        self.stop_flag.set()
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        for t in self._threads:
+            t.join(timeout=5)
+        interrupted = 0
+        if self.consumer is not None:
+            from .worker import drain
+
+            interrupted = drain(self.state, grace, stop_taking=self.consumer.stop_flag.set)
+            self.consumer.stop(graceful=False)
+        return interrupted
+
 
 def start_worker_side(state) -> None:
     """Bind the queue task to this state and remove private run directories a crashed worker left."""
@@ -54,17 +70,47 @@ def start_embedded(state, dispatcher: bool = True, worker: bool = True) -> Embed
     return Embedded(state, dispatcher, worker)
 
 
+HEALTH_CHECK_EVERY = 10.0  # seconds between checks that the consumer's threads are alive (Huey's own interval)
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (main thread only); a second one is ignored while the drain goes on."""
+
+    def handler(signum, _frame):
+        if stop.is_set():
+            log.warning("received %s again; already stopping", signal.Signals(signum).name)
+            return
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
 def run_worker(state, workers: int = 2) -> int:
-    """python -m web worker: a Huey consumer of run ids until SIGINT/SIGTERM."""
+    """python -m web worker: a Huey consumer of run ids until SIGINT/SIGTERM, which drain it.
+
+    The drain: no new run is taken, runs in progress get CLOUDCRON_DRAIN_SECONDS to finish, the rest
+    are stopped and recorded interrupted with the reason shutdown; then the process exits."""
     from .migrate import prepare
     from .queue import check_queue
+    from .worker import drain
 
     prepare(state.db)
     check_queue(state)
     state.sandbox.announce()
     start_worker_side(state)
     log.info("worker started with %d slot(s) on %s", workers, state.config.queue_url.split("@")[-1])
-    consumer(state.huey, workers=workers, embedded=False).run()
+    # Huey's own run() would stop at SIGTERM without waiting for runs: the signals are ours.
+    stop = threading.Event()
+    stop_on_signals(stop)
+    worker = consumer(state.huey, workers=workers, embedded=True)
+    worker.start()
+    while not stop.wait(HEALTH_CHECK_EVERY):
+        worker.check_worker_health()
+    interrupted = drain(state, state.config.drain_seconds, stop_taking=worker.stop_flag.set)
+    worker.stop(graceful=False)
+    log.info("worker stopped%s", f"; {interrupted} run(s) interrupted" if interrupted else "")
     return 0
 
 
@@ -76,8 +122,7 @@ def run_dispatcher(state) -> int:
     prepare(state.db)
     check_queue(state)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     dispatcher = Dispatcher(state, state.enqueue)
     state.schedule_listeners.append(dispatcher.wake)
     dispatcher.run(stop)

@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 class APIError(Exception):
     status = 500
+    headers: dict = {}  # extra answer headers (Retry-After on a 429)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -37,12 +38,22 @@ class TooLarge(APIError):
     status = 413
 
 
+class TooManyRequests(APIError):
+    """A limit on work in progress was reached; answered at once with Retry-After (seconds)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(int(retry_after))}
+
+
 def register(app):
     """Install the handlers that turn every failure into a JSON error body."""
 
     @app.errorhandler(APIError)
     def _api_error(exc: APIError):
-        return jsonify(error=exc.message), exc.status
+        return jsonify(error=exc.message), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -158,6 +158,9 @@ class Schedule(Base):
     total_run_count: Mapped[int] = mapped_column(Integer, default=0)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why the last attempt to compute its fire failed (the dispatcher then retries later); null once one
+    # succeeds or the schedule is edited.
+    last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

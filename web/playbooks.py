@@ -131,8 +131,12 @@ def _time_limit_wrapper(limit: int) -> str:
             f"exec timeout -k {REMOTE_KILL_AFTER} {int(limit)} \"$0\" \"$@\"; fi; exec \"$0\" \"$@\"'")
 
 
-def render_power(state: str, clouds: list[CloudTargets]) -> Rendered:
-    """Render one task per cloud that calls cloudcron.scheduler.machine with the given state."""
+def render_power(state: str, clouds: list[CloudTargets], call_timeout: float | None = None,
+                 denied_networks: list[str] | tuple | None = None) -> Rendered:
+    """Render one task per cloud that calls cloudcron.scheduler.machine with the given state.
+
+    call_timeout (seconds) and denied_networks (CIDR strings) are the server's provider limits, passed
+    to the module; left out, the module's defaults apply."""
     if state not in POWER_STATES:
         raise RenderError(f"state must be one of {', '.join(POWER_STATES)}, not {state!r}")
     if not clouds:
@@ -153,6 +157,10 @@ def render_power(state: str, clouds: list[CloudTargets]) -> Rendered:
             "cloudcron_machine_ids": list(cloud.machines),
             "cloudcron_state": state,
         }
+        if call_timeout is not None:
+            hosts[name]["cloudcron_call_timeout"] = float(call_timeout)
+        if denied_networks is not None:
+            hosts[name]["cloudcron_denied_networks"] = list(denied_networks)
         credentials[name] = dict(cloud.credentials or {})
         expected.extend((cloud.run_id, key) for key in cloud.machines.values())
     return Rendered(

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .config import DEFAULT_DENIED_NETWORKS
 from .crypto import Box, new_id
 from .errors import BadRequest, Conflict
 from .keys import derive_public, generate_private
@@ -59,23 +60,44 @@ def cloud_json(c: Cloud) -> dict:
 
 
 def check_provider(provider: str) -> None:
-    """BadRequest unless `provider` is a libcloud compute provider name or `other` (declared SSH hosts)."""
+    """BadRequest unless `provider` is a libcloud compute provider name or `other` (declared SSH hosts).
+
+    libcloud's test driver (`dummy`) is not a cloud and is refused by name."""
     if provider == "other":
         return
-    from plugins.module_utils._libcloud import provider_names
+    from plugins.module_utils._libcloud import TEST_PROVIDERS, provider_names
 
+    if provider in TEST_PROVIDERS:
+        raise BadRequest(f"provider: '{provider}' is libcloud's test driver, not a cloud; use a real provider "
+                         "(for example ec2, gce, openstack) or other for SSH hosts")
     if provider not in provider_names():
         raise BadRequest(f"provider: '{provider}' is not a libcloud compute provider "
                          "(for example ec2, gce, openstack, azure_arm, digitalocean, or other for SSH hosts)")
 
 
-def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime) -> Cloud:
+def check_options(options, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
+    """BadRequest unless a cloud's driver options point only where the service may go.
+
+    Every URL-like option must be http or https; `host` and the hosts of those URLs, when address
+    literals, must be outside `denied_networks` (CIDR strings, CLOUDCRON_DENIED_NETWORKS). Host names
+    are checked when a call connects, where they resolve then."""
+    from plugins.module_utils._libcloud import check_endpoint_options
+
+    try:
+        check_endpoint_options(options or {}, denied_networks)
+    except ValueError as exc:
+        raise BadRequest(str(exc).replace("(denied networks)", "(CLOUDCRON_DENIED_NETWORKS)")) from None
+
+
+def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime,
+                 denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
     """Add a cloud from CloudIn fields (title, provider, credentials, options); credentials are sealed with `box`.
 
-    Creating a cloud does not contact the provider.
+    Creating a cloud does not contact the provider; its options are checked (check_options).
     """
     require(values, "title", "provider")
     check_provider(values["provider"])
+    check_options(values.get("options"), denied_networks)
     cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
                   options=values.get("options") or {}, created_at=now, updated_at=now,
                   credentials_enc=box.seal(values.get("credentials") or {}))
@@ -131,32 +153,33 @@ def declare_machine(session: Session, org_id: str, cloud: Cloud, values: dict, n
     return machine
 
 
-def refresh_cloud(db, box: Box, org_id: str, cloud_id: str, now: datetime) -> list[Machine]:
+def refresh_cloud(state, org_id: str, cloud_id: str, now: datetime):
     """Read a libcloud cloud's machines from its provider and store them: read, commit, call, then write briefly.
 
-    `db` is the Database (each step opens its own short session, so no transaction is open while
-    the provider is asked). NotFound when the cloud is not the org's; ProviderError (502) when
-    the provider cannot be reached. An `other` cloud has nothing to read: its rows are returned.
+    Each step opens its own short session (the caller must hold no transaction), so none is open while
+    the provider is asked. The call runs on state.listings, the bounded pool with a per-org limit:
+    TooManyListings (429) when the org's or everyone's slots are taken. NotFound when the cloud is not
+    the org's; ProviderError (502) when the provider cannot be reached, refuses, times out or resolves
+    into a denied network. Returns the Listing (see its `truncated`), or None for an `other` cloud,
+    which has nothing to read.
     """
     from .errors import NotFound
-    from .machines import fetch_nodes, store_nodes
+    from .machines import ProviderLimits, cloud_spec, fetch_nodes, store_nodes
 
-    with db.session() as session:
+    with state.db.session() as session:
         cloud = session.get(Cloud, cloud_id)
         if cloud is None or cloud.org_id != org_id:
             raise NotFound(f"cloud '{cloud_id}' not found")
-        session.expunge(cloud)
-    if cloud.provider == "other":
-        with db.session() as session:
-            return session.scalars(machines_query(cloud_id)).all()
-    nodes = fetch_nodes(box, cloud)
-    with db.transaction() as session:
-        cloud = session.get(Cloud, cloud_id)
-        if cloud is None:  # deleted while the provider answered
+        if cloud.provider == "other":
+            return None
+        spec = cloud_spec(state.box, cloud)
+    limits = ProviderLimits.of(state.config)
+    listing = state.listings.run(org_id, lambda: fetch_nodes(spec, limits), what=f"cloud '{cloud_id}'")
+    with state.db.transaction() as session:
+        if session.get(Cloud, cloud_id) is None:  # deleted while the provider answered
             raise NotFound(f"cloud '{cloud_id}' not found")
-        rows = store_nodes(session, cloud, nodes, now)
-        session.expunge_all()
-    return rows
+        store_nodes(session, spec, listing, now)
+    return listing
 
 
 # ---------------------------------------------------------------- keys

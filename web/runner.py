@@ -27,6 +27,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -70,7 +71,7 @@ _OUTPUT_EVENTS = {"verbose", "error", "warning", "system_warning", "deprecated"}
 class MachineResult:
     """What one machine's part of a run came to."""
 
-    status: str  # "succeeded" | "failed" | "unreachable" | "timed_out"
+    status: str  # "succeeded" | "failed" | "unreachable" | "timed_out" | "interrupted"
     rc: int | None = None
     stdout: str = ""
     stderr: str = ""
@@ -84,18 +85,21 @@ class MachineResult:
 class ExecResult:
     """How the playbook run ended, and every expected machine's result keyed by (run_id, key)."""
 
-    status: str  # "finished" | "timed_out" | "error"
+    status: str  # "finished" | "timed_out" | "cancelled" | "error"
     error: str | None
     results: dict[tuple[str, str], MachineResult] = field(default_factory=dict)
 
 
 def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int = 256 * 1024,
             on_result: Callable[[str, str, MachineResult], None] | None = None,
-            collections_path: str | None = None, sandbox=None) -> ExecResult:
+            collections_path: str | None = None, sandbox=None,
+            cancel: threading.Event | None = None) -> ExecResult:
     """Run the rendered playbook in a fresh private dir, report results as they come, remove the dir.
 
     sandbox: a web.sandbox.Sandbox; when it is available the playbook runs inside bubblewrap,
     otherwise (or with None) directly, with its home and temporary directory in the private dir.
+    Setting `cancel` stops the playbook (within POLL_SECONDS); the outcome is then "cancelled" and the
+    machines still without a result are reported "interrupted".
     """
     from ansible_runner.exceptions import AnsibleRunnerException, ConfigurationError
 
@@ -104,7 +108,7 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
     private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=base_dir))
     lock_fd = _lock(private)
     recorder = _Recorder(rendered, output_cap, on_result,
-                         deadline=None if timeout is None else time.monotonic() + timeout)
+                         deadline=None if timeout is None else time.monotonic() + timeout, cancel=cancel)
     try:
         try:
             runner = _prepare(rendered, private, recorder, collections_path, sandbox)
@@ -113,7 +117,9 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
             log.warning("could not run the playbook: %s", exc)
             outcome = ExecResult("error", f"could not run the playbook: {exc}")
         else:
-            if recorder.timed_out:
+            if recorder.cancelled:
+                outcome = ExecResult("cancelled", "the run was stopped before it finished")
+            elif recorder.timed_out:
                 outcome = ExecResult("timed_out", f"the run timed out after {timeout:g} s")
             elif recorder.remote_timed_out:
                 # A script stopped at its time limit on a machine: the run's timeout, a little early.
@@ -127,6 +133,8 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
                                      or f"ansible-playbook ended with status {rc} ({status})")
         if outcome.status == "finished":
             recorder.fail_rest("no result was reported for this machine")
+        elif outcome.status == "cancelled":
+            recorder.fail_rest(outcome.error, status="interrupted")
         else:
             recorder.fail_rest(outcome.error, status="timed_out" if outcome.status == "timed_out" else "failed")
         if recorder.callback_error is not None:
@@ -385,8 +393,11 @@ class _HostLog:
 class _Recorder:
     """Turns ansible-runner events into per-machine results and hands each one on once."""
 
-    def __init__(self, rendered, output_cap: int, on_result, deadline: float | None):
+    def __init__(self, rendered, output_cap: int, on_result, deadline: float | None,
+                 cancel: threading.Event | None = None):
         self.cap = output_cap
+        self.cancel = cancel
+        self.cancelled = False
         self.on_result = on_result
         self.deadline = deadline
         self.result_task = rendered.result_task
@@ -406,9 +417,11 @@ class _Recorder:
     # ansible-runner calls these two from its read loop; an exception escaping them would leave
     # ansible-playbook running, so both catch everything and stop the run instead.
     def should_stop(self) -> bool:
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.cancel is not None and self.cancel.is_set():
+            self.cancelled = True
+        elif self.deadline is not None and time.monotonic() > self.deadline:
             self.timed_out = True
-        return self.timed_out or self.callback_error is not None
+        return self.cancelled or self.timed_out or self.callback_error is not None
 
     def on_event(self, event: dict) -> bool:
         try:

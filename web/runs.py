@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .crypto import new_id
@@ -11,6 +11,10 @@ from .models import Event, Run, RunMachine, Schedule
 from .timemath import format_instant
 
 FINAL = ("succeeded", "failed", "partial", "skipped", "missed", "interrupted", "timed_out")
+ACTIVE = ("queued", "running")
+# Why a run was interrupted, as its schedule_interrupted event says (data.reason).
+WORKER_LOST = "worker_lost"   # no heartbeat: the worker was killed, crashed or could not write
+SHUTDOWN = "shutdown"         # the worker was stopped (SIGTERM) and its drain period ended first
 
 
 def create_run(session: Session, schedule: Schedule, trigger: str, scheduled_for: datetime | None,
@@ -24,6 +28,24 @@ def create_run(session: Session, schedule: Schedule, trigger: str, scheduled_for
     if status != "queued":  # a queued run gets its events from the worker; claims stay cheap
         add_event(session, run, "schedule_" + status, now, {"trigger": trigger, **({"error": error} if error else {})})
     return run
+
+
+def interrupt(session: Session, run: Run, now: datetime, reason: str, error: str) -> None:
+    """End a running run as `interrupted`: its machines still running end too, and an event says why.
+
+    reason is WORKER_LOST or SHUTDOWN; the caller holds the run row (in its write transaction)."""
+    run.status = "interrupted"
+    run.finished_at = now
+    run.error = error
+    session.execute(update(RunMachine).where(RunMachine.run_id == run.id, RunMachine.status == "running")
+                    .values(status="interrupted", error=error))
+    add_event(session, run, "schedule_interrupted", now, {"reason": reason, "error": error})
+
+
+def active_run(session: Session, schedule_id: str) -> Run | None:
+    """A queued or running run of the schedule (the oldest), or None."""
+    return session.scalars(select(Run).where(Run.schedule_id == schedule_id, Run.status.in_(ACTIVE))
+                           .order_by(Run.created_at, Run.id).limit(1)).first()
 
 
 def add_event(session: Session, run: Run, type_: str, now: datetime, data: dict | None = None,
@@ -44,7 +66,21 @@ def start_now(session: Session, schedule: Schedule, trigger: str, now: datetime)
 
 
 def run_now(state, session: Session, schedule: Schedule, now: datetime) -> Run:
-    """A manual run of `schedule` ("run now"): written, committed, then enqueued (queue I/O after the commit)."""
+    """A manual run of `schedule` ("run now"): written, committed, then enqueued (queue I/O after the commit).
+
+    With concurrency forbid, Conflict (409) naming the run while one is queued or running. The check
+    and the insert hold the schedule row: `session` must be a writer (on SQLite its BEGIN IMMEDIATE
+    is the lock; on PostgreSQL SELECT ... FOR UPDATE, which the dispatcher's claim skips), so parallel
+    calls make one run."""
+    from .errors import Conflict
+
+    schedule = session.scalars(select(Schedule).where(Schedule.id == schedule.id).with_for_update()
+                               .execution_options(populate_existing=True)).one()
+    if schedule.concurrency == "forbid":
+        running = active_run(session, schedule.id)
+        if running is not None:
+            raise Conflict(f"concurrency: run '{running.id}' of this schedule is still {running.status} "
+                           "(concurrency: forbid); wait for it to end, or set concurrency to allow")
     run = start_now(session, schedule, "manual", now)
     session.commit()
     state.enqueue([run.id])

@@ -17,7 +17,7 @@ from .timemath import TimeSpecError, Timing, format_instant
 from .validation import check_fields, loads, validate
 
 ALIASES = {"cronjob_type": "schedule_type", "cronjob_entry": "schedule_entry", "task_enabled": "enabled"}
-READ_ONLY = {"id", "active", "next_run_at", "total_run_count", "last_run_at", "created_at", "updated_at"}
+READ_ONLY = {"id", "active", "next_run_at", "total_run_count", "last_run_at", "last_error", "created_at", "updated_at"}
 WRITABLE = set(ScheduleIn.model_fields)
 DEFAULTS = {
     "description": None,
@@ -170,7 +170,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
 
     `given` is what parse_fields returns (only the fields the client sent; None clears a field).
     The fields are merged onto `current` (or the defaults) and checked as a whole (build), the name
-    must be free in the org, next_run_at is recomputed, and a new enabled schedule with
+    must be free in the org, next_run_at is recomputed (an edit clears last_error), and a new enabled schedule with
     run_immediately gets its immediate run. Then the session is committed, the dispatcher woken
     (state.schedule_changed) and the immediate run enqueued: queue I/O only after the commit.
     Raises BadRequest (400) naming the field and the rule, Conflict (409) on a duplicate name;
@@ -197,6 +197,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
             setattr(schedule, column, values[column])
         schedule.updated_at = now
         schedule.next_run_at = fire
+        schedule.last_error = None  # the edit passed every check and next_run_at was computed again
     try:
         session.commit()
     except IntegrityError:
@@ -340,6 +341,7 @@ def to_json(s) -> dict:
         "next_run_at": format_instant(s.next_run_at),
         "total_run_count": s.total_run_count,
         "last_run_at": format_instant(s.last_run_at),
+        "last_error": s.last_error,
         "created_at": format_instant(s.created_at),
         "updated_at": format_instant(s.updated_at),
     }

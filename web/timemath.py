@@ -64,16 +64,31 @@ def _zone(name: str):
 
 
 def check_timezone(name, field="timezone") -> str:
-    """Return `name` if it is a known IANA time zone, else raise TimeSpecError."""
+    """Return `name` if it is an IANA time zone of the tzdata package that loads here, else raise TimeSpecError.
+
+    The tzdata package's list, not the system's: every machine that runs cloudcron can load those
+    (tzdata is a dependency), while names such as 'localtime' or 'posixrules' are files of one
+    system's zone directory that another machine, or a later release, may not have."""
     if not isinstance(name, str) or not name.strip():
         raise TimeSpecError(field, f"{field}: must be an IANA time zone name such as 'Europe/Athens' or 'UTC'")
+    known = name in _tzdata_zones()
     try:
-        ZoneInfo(name)
+        if known:
+            ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
+        known = False
+    if not known:
         raise TimeSpecError(
             field, f"{field}: '{_shown(name)}' is not a known IANA time zone; use a name such as 'Europe/Athens' or 'UTC'"
-        ) from None
+        )
     return name
+
+
+@lru_cache(maxsize=1)
+def _tzdata_zones() -> frozenset:
+    from importlib.resources import files
+
+    return frozenset(files("tzdata").joinpath("zones").read_text(encoding="utf-8").split())
 
 
 def _require_aware(dt: datetime, name: str) -> datetime:

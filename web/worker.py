@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 
 from sqlalchemy import select, update
 
 from .backoff import Backoff
-from .machines import ProviderError, private_key, resolve, ssh_address
+from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, fetch_nodes, private_key,
+                       resolve, ssh_address, store_nodes)
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
-from .runs import add_event
+from .runs import SHUTDOWN, WORKER_LOST, add_event, interrupt
 from .scrub import run_secrets
 from .validation import SSH_USER_RULE, is_ssh_user
 
@@ -34,17 +36,112 @@ def claim(state, run_id: str, now: datetime) -> bool:
         return result.rowcount == 1
 
 
-def prepare(state, run_id: str, now: datetime):
-    """Resolve targets and render the playbook; machines that cannot be reached are failed at once."""
-    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit, render_power, render_script
+class Execution:
+    """One run this process executes; stop() makes its playbook stop and the run end `interrupted`."""
 
-    box = state.box
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.cancel = threading.Event()
+        self.reason: str | None = None
+        self.error: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.cancel.is_set()
+
+    def stop(self, reason: str, error: str) -> None:
+        if not self.cancel.is_set():
+            self.reason, self.error = reason, error
+            self.cancel.set()
+
+
+class Executions:
+    """The runs a process is executing, so that a SIGTERM can drain them: no new ones, wait, then stop the rest."""
+
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._active: dict[int, Execution] = {}  # by id(): a duplicate message may carry the same run id
+        self.draining = threading.Event()
+
+    def begin(self, run_id: str) -> Execution | None:
+        """Register a run about to be claimed; None once draining (the run is left for another worker)."""
+        with self._lock:
+            if self.draining.is_set():
+                return None
+            execution = Execution(run_id)
+            self._active[id(execution)] = execution
+            return execution
+
+    def end(self, execution: Execution) -> None:
+        with self._lock:
+            self._active.pop(id(execution), None)
+            self._lock.notify_all()
+
+    def active(self) -> list[Execution]:
+        with self._lock:
+            return list(self._active.values())
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no run is executing, at most `timeout` seconds; True when none is."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+            return True
+
+
+def _read_plan(state, run_id: str, now: datetime):
+    """Step one of prepare, one short transaction: the run's schedule, and the clouds to list (specs)."""
     with state.db.transaction() as session:
         run = session.get(Run, run_id)
+        if run is None or run.status != "running":
+            return None, "the run is no longer running"
         schedule = session.get(Schedule, run.schedule_id)
         if schedule is None:
             return None, "the schedule was deleted before its run started"
         add_event(session, run, "schedule_started", now, {"trigger": run.trigger})
+        if schedule.script_id and session.get(Script, schedule.script_id) is None:
+            return None, f"script '{schedule.script_id}' no longer exists"
+        clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
+        to_list = clouds_to_list(schedule, clouds, need_addresses=schedule.script_id is not None)
+        return [cloud_spec(state.box, clouds[c]) for c in to_list], None
+
+
+def prepare(state, run_id: str, now: datetime, execution: Execution | None = None):
+    """Resolve targets and render the playbook; machines that cannot be reached are failed at once.
+
+    Read -> call -> write: the schedule and its clouds are read in one short transaction, the providers
+    whose machines the run needs are listed with no transaction open, and what they said, the targets
+    and the per-machine rows are written in a second short transaction. Returns ((rendered or None, meta),
+    None), or (None, error) when the run cannot go on."""
+    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit, render_power, render_script
+
+    box = state.box
+    specs, error = _read_plan(state, run_id, now)
+    if error is not None:
+        return None, error
+    limits = ProviderLimits.of(state.config)
+    listings, listing_errors = [], {}
+    for spec in specs:
+        if execution is not None and execution.stopped:
+            return None, execution.error
+        try:
+            listings.append((spec, fetch_nodes(spec, limits)))
+        except ProviderError as exc:
+            listing_errors[spec.id] = exc.message
+    if execution is not None and execution.stopped:
+        return None, execution.error
+
+    with state.db.transaction() as session:
+        run = session.get(Run, run_id)
+        if run.status != "running":  # interrupted meanwhile: nothing more is written for it
+            return None, "the run is no longer running"
+        schedule = session.get(Schedule, run.schedule_id)
+        if schedule is None:
+            return None, "the schedule was deleted before its run started"
         script = session.get(Script, schedule.script_id) if schedule.script_id else None
         if schedule.script_id and script is None:
             return None, f"script '{schedule.script_id}' no longer exists"
@@ -52,10 +149,14 @@ def prepare(state, run_id: str, now: datetime):
             refusal = state.sandbox.ansible_refusal()
             if refusal:
                 return None, refusal
-        try:
-            targets = resolve(session, box, schedule, now, need_addresses=script is not None)
-        except ProviderError as exc:
-            return None, exc.message
+        for spec, listing in listings:
+            store_nodes(session, spec, listing, now)
+            if listing.truncated:
+                add_event(session, run, "machines_truncated", now, {
+                    "error": f"cloud '{spec.id}' listed {listing.listed} machines; only the first "
+                             f"{len(listing.nodes)} by id were kept (CLOUDCRON_MAX_MACHINES_PER_CLOUD)",
+                    "listed": listing.listed, "kept": len(listing.nodes)}, spec.id)
+        targets = resolve(session, schedule, now, need_addresses=script is not None, listing_errors=listing_errors)
         failed: list[tuple[str, str, str, str]] = []  # key, cloud_id, machine_id, error
         for cloud_id, machine_id, why in targets.missing:
             failed.append((f"{cloud_id}:{machine_id}", cloud_id, machine_id, why))
@@ -75,7 +176,7 @@ def prepare(state, run_id: str, now: datetime):
                                  credentials=box.open(clouds[cid].credentials_enc) if clouds[cid].credentials_enc else {},
                                  options=clouds[cid].options or {}, machines=machines)
                     for cid, machines in groups.items()
-                ])
+                ], call_timeout=limits.timeout, denied_networks=limits.denied_networks)
         else:
             ssh: list = []
             for m in targets.machines:
@@ -111,7 +212,7 @@ def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
     now = utcnow()
     with state.db.transaction() as session:
         row = session.scalar(select(RunMachine).where(RunMachine.run_id == run_id, RunMachine.machine_key == key))
-        if row is None:
+        if row is None or row.status != "running":  # ended already (the run was interrupted): keep that
             return
         row.status, row.rc, row.error, row.duration = result.status, result.rc, result.error, result.duration
         row.stdout, row.stderr = result.stdout, result.stderr
@@ -129,27 +230,47 @@ def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
         add_event(session, run, type_, now, data, row.cloud_id, row.machine_id)
 
 
-def _heartbeat(state, run_id: str, stop: threading.Event) -> None:
+def _heartbeat(state, execution: Execution, stop: threading.Event) -> None:
+    """Keep the run's heartbeat fresh; when the run is no longer `running` (the sweep marked it interrupted
+    after missed heartbeats), stop executing it rather than carry on."""
+    run_id = execution.run_id
     # A failed beat is tried again sooner (1, 2, 4 ... s, never later than the usual beat), logged in full once.
     errors = Backoff(f"heartbeat of run {run_id}", log, first=1.0, cap=HEARTBEAT_EVERY)
     wait = HEARTBEAT_EVERY
     while not stop.wait(wait):
         try:
             with state.db.transaction() as session:
-                session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
-                                .values(heartbeat_at=utcnow()))
+                beat = session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+                                       .values(heartbeat_at=utcnow()))
+                status = "running" if beat.rowcount == 1 else session.scalar(select(Run.status).where(Run.id == run_id))
         except Exception:
             wait = errors.failed()
-        else:
-            errors.succeeded()
-            wait = HEARTBEAT_EVERY
+            continue
+        errors.succeeded()
+        wait = HEARTBEAT_EVERY
+        if status != "running" and not stop.is_set():
+            log.warning("run %s was marked %s while this worker ran it; stopping it", run_id, status)
+            execution.stop(WORKER_LOST, f"the run was marked {status} while a worker still ran it")
+            return
 
 
-def finish(state, run_id: str, exec_status: str | None, error: str | None) -> str:
-    """Set the run's final status from its machines' results."""
+def finish(state, run_id: str, exec_status: str | None, error: str | None,
+           execution: Execution | None = None) -> str:
+    """Set the run's final status from its machines' results; a stopped execution ends `interrupted`."""
     now = utcnow()
     with state.db.transaction() as session:
         run = session.get(Run, run_id)
+        if run.status != "running":
+            # Ended elsewhere (the sweep interrupted it): only machines still marked running are closed.
+            session.execute(update(RunMachine).where(RunMachine.run_id == run_id, RunMachine.status == "running")
+                            .values(status="interrupted", error=run.error or "the run ended before this machine"))
+            return run.status
+        stopped = execution is not None and execution.stopped and exec_status not in ("finished", "timed_out")
+        if exec_status == "cancelled" or stopped:
+            reason = execution.reason if execution is not None and execution.reason else SHUTDOWN
+            interrupt(session, run, now, reason, (execution.error if execution is not None else None) or error
+                      or "the run was stopped before it finished")
+            return run.status
         rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id)).all()
         for row in rows:
             if row.status == "running":
@@ -164,11 +285,10 @@ def finish(state, run_id: str, exec_status: str | None, error: str | None) -> st
             status = "partial"
         else:
             status = "failed"
-        if run.status == "running":
-            run.status = status
-            run.finished_at = now
-            run.error = error or (None if status == "succeeded" else _summary(rows))
-            add_event(session, run, "schedule_finished", now, {"status": status, **({"error": run.error} if run.error else {})})
+        run.status = status
+        run.finished_at = now
+        run.error = error or (None if status == "succeeded" else _summary(rows))
+        add_event(session, run, "schedule_finished", now, {"status": status, **({"error": run.error} if run.error else {})})
         return run.status
 
 
@@ -182,36 +302,74 @@ def _summary(rows) -> str | None:
 def execute_run(state, run_id: str) -> str | None:
     """Do one run from start to end; returns its final status, or None when another worker has it.
 
-    Secrets decrypted for the run (credentials, SSH keys) never appear in what it stores: see scrub.run_secrets.
-    """
-    now = utcnow()
-    if not claim(state, run_id, now):
-        return None
-    with run_secrets():
-        return _execute_claimed(state, run_id, now)
-
-
-def _execute_claimed(state, run_id: str, now: datetime) -> str:
+    While this process drains (SIGTERM) no run is started: the message goes back on the queue. Secrets
+    decrypted for the run (credentials, SSH keys) never appear in what it stores: see scrub.run_secrets."""
     from .runner import execute
 
+    executions = state.executions
+    execution = executions.begin(run_id)
+    if execution is None:
+        state.enqueue([run_id])
+        return None
+    try:
+        now = utcnow()
+        if not claim(state, run_id, now):
+            return None
+        with run_secrets():
+            return _execute_claimed(state, execution, now, execute)
+    finally:
+        executions.end(execution)
+
+
+def _execute_claimed(state, execution: Execution, now: datetime, execute) -> str:
+    run_id = execution.run_id
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(state, run_id, stop), daemon=True, name=f"heartbeat-{run_id[:8]}")
+    beat = threading.Thread(target=_heartbeat, args=(state, execution, stop), daemon=True,
+                            name=f"heartbeat-{run_id[:8]}")
     beat.start()
     try:
-        prepared, error = prepare(state, run_id, now)
+        prepared, error = prepare(state, run_id, now, execution)
         if prepared is None:
-            return finish(state, run_id, "error", error)
+            return finish(state, run_id, "error", error, execution)
         rendered, meta = prepared
         if rendered is None:
-            return finish(state, run_id, None, None)
+            return finish(state, run_id, None, None, execution)
         result = execute(
             rendered, base_dir=state.config.work_dir, timeout=meta["timeout"], output_cap=state.config.output_cap,
-            on_result=lambda rid, key, res: _record(state, rid, key, res, meta["script"]),
+            on_result=lambda rid, key, res: _record(state, rid, key, res, meta["script"]), cancel=execution.cancel,
             sandbox=state.sandbox,
         )
-        return finish(state, run_id, result.status, result.error)
+        return finish(state, run_id, result.status, result.error, execution)
     except Exception as exc:
         log.exception("run %s failed", run_id)
-        return finish(state, run_id, "error", f"internal error: {exc.__class__.__name__}: {exc}")
+        return finish(state, run_id, "error", f"internal error: {exc.__class__.__name__}: {exc}", execution)
     finally:
         stop.set()
+
+
+def drain(state, grace: float, stop_taking=None, settle: float = 15.0) -> int:
+    """Stop taking runs, let the ones in progress finish for `grace` seconds, then stop the rest.
+
+    stop_taking() is called first (the queue consumer stops pulling messages). Runs still executing
+    after the grace period are stopped (their playbooks end, their private directories go) and
+    recorded `interrupted` with the reason `shutdown`; any not ended `settle` seconds later are
+    marked so directly. Returns how many runs were interrupted."""
+    executions = state.executions
+    executions.draining.set()
+    if stop_taking is not None:
+        stop_taking()
+    if executions.wait_idle(grace):
+        return 0
+    left = executions.active()
+    error = f"shutdown: the worker was stopped and the run did not finish within {grace:g} s (CLOUDCRON_DRAIN_SECONDS)"
+    log.warning("stopping %d run(s) still in progress after %g s", len(left), grace)
+    for execution in left:
+        execution.stop(SHUTDOWN, error)
+    executions.wait_idle(settle)
+    stuck = [e.run_id for e in executions.active()]
+    if stuck:
+        now = utcnow()
+        with state.db.transaction() as session:
+            for run in session.scalars(select(Run).where(Run.id.in_(stuck), Run.status == "running")):
+                interrupt(session, run, now, SHUTDOWN, error)
+    return len(left)

@@ -3,23 +3,51 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Power actions on cloud machines through libcloud, shared by the machine module and the service.
 
-Internal to the cloudcron.scheduler collection. Only libcloud and the standard library are
-imported so that the service can use this file as plugins.module_utils._libcloud too.
+Internal to the cloudcron.scheduler collection. Only libcloud (with the requests and urllib3 it
+is built on) and the standard library are imported so that the service can use this file as
+plugins.module_utils._libcloud too.
+
+Provider endpoints are chosen by users, so every connection libcloud opens goes through a guard:
+the host name is resolved, the addresses in the denied networks are refused, and the socket is
+opened to the checked address itself (a second resolution could answer differently). Each call
+is bounded in time (retries included), and an error is reported by its HTTP status or network
+reason only: a provider's answer body is never repeated.
 """
 
 from __future__ import annotations
 
 import inspect
+import ipaddress
+import re
+import signal
+import socket
+import threading
 import time
+from contextlib import contextmanager
 
 from ._redact import Redactor
 
 try:
+    from http.client import responses as _HTTP_REASONS
+
+    from libcloud.common import azure as _lc_azure
+    from libcloud.common import azure_arm as _lc_azure_arm
+    from libcloud.common import base as _lc_base
     from libcloud.common.exceptions import BaseHTTPError
-    from libcloud.common.types import InvalidCredsError
+    from libcloud.common.types import InvalidCredsError, LibcloudError
     from libcloud.compute.providers import DRIVERS
     from libcloud.compute.providers import get_driver as _driver_class
     from libcloud.compute.types import NodeState
+    from libcloud.http import LibcloudConnection
+    from requests.adapters import HTTPAdapter
+    from requests.exceptions import Timeout as _RequestsTimeout
+    from urllib3.connection import HTTPConnection as _U3HTTPConnection
+    from urllib3.connection import HTTPSConnection as _U3HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool as _U3HTTPPool
+    from urllib3.connectionpool import HTTPSConnectionPool as _U3HTTPSPool
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+    from urllib3.poolmanager import PoolManager
+    from urllib3.util.connection import create_connection as _u3_create_connection
 except ImportError as exc:  # the module reports this through missing_required_lib
     HAS_LIBCLOUD = False
     LIBCLOUD_IMPORT_ERROR = exc
@@ -35,6 +63,18 @@ DEFAULT_TIMEOUT = 60
 # Transient failures (network, throttling, 5xx) get this many more attempts, each after
 # the given pause. Bounded on purpose: a run must end and be recorded.
 RETRY_DELAYS = (1.0, 4.0)
+
+# libcloud's drivers for its own tests: not clouds. The dummy driver makes as many fake machines as
+# its "credentials" number says, in memory.
+TEST_PROVIDERS = frozenset(["dummy"])
+
+# Addresses no provider endpoint may resolve to unless configured otherwise: link-local, which holds
+# the cloud metadata service (169.254.169.254), and EC2's IPv6 metadata address.
+DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+
+# The only schemes a URL-like option may use.
+URL_SCHEMES = ("http", "https")
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.S)
 
 # Provider states that already satisfy the request, by requested state.
 _ALREADY = {
@@ -67,15 +107,23 @@ class LibcloudActionError(ValueError):
         self.permanent = permanent
 
 
+class DeniedAddressError(Exception):
+    """A provider endpoint resolved only to addresses in the denied networks; nothing was sent to it."""
+
+
+class CallTimeout(Exception):
+    """A cloud call ran past its time limit."""
+
+
 def _require_libcloud():
     if not HAS_LIBCLOUD:
         raise ImportError("apache-libcloud is required: %s" % LIBCLOUD_IMPORT_ERROR)
 
 
 def provider_names() -> list[str]:
-    """Return the libcloud compute provider names get_driver accepts, sorted."""
+    """Return the libcloud compute provider names get_driver accepts (its test drivers left out), sorted."""
     _require_libcloud()
-    return sorted(getattr(name, "value", name) for name in DRIVERS)
+    return sorted(n for n in (getattr(name, "value", name) for name in DRIVERS) if n not in TEST_PROVIDERS)
 
 
 def _accepts(cls, name):
@@ -86,9 +134,243 @@ def _accepts(cls, name):
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def get_driver(provider: str, credentials: dict, options: dict):
-    """Build a libcloud NodeDriver for provider from its constructor credentials and extra options."""
+# ---------------------------------------------------------------- endpoint policy
+
+class Policy:
+    """What one driver may contact and for how long: denied networks, and seconds per call (None: unbounded)."""
+
+    def __init__(self, denied_networks=None, call_timeout=None):
+        self.denied = parse_networks(DEFAULT_DENIED_NETWORKS if denied_networks is None else denied_networks)
+        self.call_timeout = call_timeout
+
+    def refuses(self, address):
+        """Whether an ip_address (or its text) lies in a denied network; IPv4-mapped IPv6 counts as its IPv4."""
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.denied)
+
+
+def parse_networks(networks):
+    """CIDR strings (or networks) as ip_network objects; a bad one raises ValueError naming it."""
+    out = []
+    for net in networks or ():
+        try:
+            out.append(net if hasattr(net, "network_address") else ipaddress.ip_network(str(net).strip(), strict=False))
+        except ValueError:
+            raise ValueError("%r is not an address range such as 169.254.0.0/16" % (net,)) from None
+    return tuple(out)
+
+
+_CURRENT = threading.local()
+
+
+@contextmanager
+def _policy(policy):
+    previous = getattr(_CURRENT, "policy", None)
+    _CURRENT.policy = policy
+    try:
+        yield
+    finally:
+        _CURRENT.policy = previous
+
+
+def _current_policy():
+    policy = getattr(_CURRENT, "policy", None)
+    return policy if policy is not None else _DEFAULT_POLICY
+
+
+_DEFAULT_POLICY = Policy()
+
+
+def _literal_ip(host):
+    text = host.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1:text.index("]")]
+    text = text.split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _url_like(value):
+    """The scheme of a string that reads as a URL (scheme://..., or file:/mailto: style), else None.
+
+    host:port ("example.com:8443", "localhost:8443") is not a URL."""
+    m = _SCHEME.match(value)
+    if m is None or _literal_ip(value) is not None:  # fd00:ec2::254 is an address, not scheme "fd00"
+        return None
+    scheme, rest = m.group(1), m.group(2)
+    if rest.startswith("//"):
+        return scheme.lower()
+    if "." in scheme or rest.strip().isdigit():
+        return None
+    return scheme.lower()
+
+
+def check_endpoint_options(options, denied_networks=None, prefix="options", secrets=False):
+    """Refuse driver options that point at what the service never contacts; raises ValueError naming the option.
+
+    A URL-like string anywhere in the options must be http or https; `host` and the host of such
+    URLs, when an address literal, must be outside the denied networks. Host names are checked when a
+    call connects (they may resolve anywhere), by the connection guard. With secrets=True (credentials,
+    which are constructor arguments too) only strings with "://" or a "file:" prefix count as URLs,
+    since a secret may hold a colon; the message never shows a value."""
+    policy = denied_networks if isinstance(denied_networks, Policy) else Policy(denied_networks)
+
+    def literal(path, host):
+        ip = _literal_ip(host)
+        if ip is not None and policy.refuses(ip):
+            raise ValueError("%s: %s is in a network cloudcron does not contact (denied networks)" % (path, ip))
+
+    def walk(path, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk("%s.%s" % (path, key), item)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk("%s.%d" % (path, index), item)
+        elif isinstance(value, str):
+            scheme = _url_like(value)
+            if secrets and scheme is not None and "://" not in value and scheme != "file":
+                scheme = None
+            if scheme is not None:
+                if scheme not in URL_SCHEMES:
+                    raise ValueError("%s: the scheme '%s' is not allowed; provider endpoints are http or https URLs"
+                                     % (path, scheme))
+                host = re.sub(r"^[^@/]*@", "", value.split("//", 1)[1]).split("/", 1)[0].split("?", 1)[0]
+                if host.startswith("["):
+                    literal(path, host)
+                else:
+                    literal(path, host.rsplit(":", 1)[0])
+            elif path.rsplit(".", 1)[-1] == "host" and not secrets:
+                literal(path, value)
+
+    walk(prefix, options or {})
+
+
+def _guarded_socket(conn):
+    """Open conn's socket to the first resolved address outside the denied networks (urllib3's errors kept)."""
+    policy = _current_policy()
+    host, port = conn._dns_host, conn.port  # pylint: disable=protected-access
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise NameResolutionError(conn.host, conn, e) from e
+    refused = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = sockaddr[0]
+        if policy.refuses(address.split("%", 1)[0]):
+            refused.append(address)
+            continue
+        try:
+            return _u3_create_connection((address, port), conn.timeout, source_address=conn.source_address,
+                                         socket_options=conn.socket_options)
+        except socket.timeout as e:
+            raise ConnectTimeoutError(conn, "Connection to %s timed out. (connect timeout=%s)" % (conn.host, conn.timeout)) from e
+        except OSError as e:
+            raise NewConnectionError(conn, "Failed to establish a new connection: %s" % e) from e
+    raise DeniedAddressError("refused to connect to %s: it resolves to %s, in a network cloudcron does not contact"
+                             % (host, ", ".join(sorted(set(refused))) or "no address"))
+
+
+_GUARD = {}
+_GUARD_LOCK = threading.Lock()
+
+
+def _install_guard():
+    """Make every connection libcloud opens a guarded one (the class attribute libcloud's own debug mode swaps)."""
     _require_libcloud()
+    with _GUARD_LOCK:
+        if _GUARD:
+            return
+
+        class GuardedHTTPConnection(_U3HTTPConnection):
+            def _new_conn(self):
+                return _guarded_socket(self)
+
+        class GuardedHTTPSConnection(_U3HTTPSConnection):
+            def _new_conn(self):
+                return _guarded_socket(self)
+
+        class GuardedHTTPPool(_U3HTTPPool):
+            ConnectionCls = GuardedHTTPConnection
+
+        class GuardedHTTPSPool(_U3HTTPSPool):
+            ConnectionCls = GuardedHTTPSConnection
+
+        pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+        class GuardedAdapter(HTTPAdapter):
+            """requests' adapter with guarded pools; client certificates as libcloud's SignedHTTPSAdapter."""
+
+            def __init__(self, cert_file=None, key_file=None):
+                self.cert_file, self.key_file = cert_file, key_file
+                super().__init__()
+
+            def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
+                if self.cert_file or self.key_file:
+                    pool_kwargs.update(cert_file=self.cert_file, key_file=self.key_file)
+                super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+                self.poolmanager.pool_classes_by_scheme = dict(pools)
+
+            def proxy_manager_for(self, proxy, **proxy_kwargs):
+                manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+                if isinstance(manager, PoolManager) and not proxy.lower().startswith("socks"):
+                    manager.pool_classes_by_scheme = dict(pools)  # the proxy's address is the one checked
+                return manager
+
+        class GuardedConnection(LibcloudConnection):
+            def __init__(self, host, port, secure=None, **kwargs):
+                self._signing = (kwargs.get("cert_file"), kwargs.get("key_file"))
+                super().__init__(host, port, secure=secure, **kwargs)
+                adapter = GuardedAdapter(*self._signing)
+                self.session.mount("https://", adapter)
+                self.session.mount("http://", adapter)
+
+            def _setup_signing(self, cert_file=None, key_file=None):
+                self._signing = (cert_file, key_file)
+
+        for holder in (_lc_base.Connection, _lc_azure.AzureActiveDirectoryConnection, _lc_azure_arm.AzureResourceManagementConnection):
+            if getattr(holder, "conn_class", None) is LibcloudConnection:
+                holder.conn_class = GuardedConnection
+        _GUARD["connection"] = GuardedConnection
+
+
+@contextmanager
+def _time_limit(seconds):
+    """Raise CallTimeout in the main thread after `seconds` (a module's process); elsewhere the caller bounds the wait."""
+    usable = (seconds is not None and threading.current_thread() is threading.main_thread()
+              and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None) and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    if not usable:
+        yield
+        return
+
+    def _expired(_signum, _frame):
+        raise CallTimeout("timed out after %g s" % seconds)
+
+    signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def get_driver(provider: str, credentials: dict, options: dict, call_timeout=None, denied_networks=None):
+    """Build a libcloud NodeDriver for provider from its constructor credentials and extra options.
+
+    call_timeout (seconds) bounds every call made through this module with the driver, retries
+    included, and lowers options["timeout"] (each socket operation) to it. denied_networks (CIDR
+    strings; default DEFAULT_DENIED_NETWORKS) are never connected to. Raises ValueError for an
+    unknown or test provider and for options that are refused; LibcloudActionError when a driver
+    that talks to its cloud while being built fails.
+    """
+    _require_libcloud()
+    if provider in TEST_PROVIDERS:
+        raise ValueError("provider %r is libcloud's test driver, not a cloud" % (provider,))
     if provider not in provider_names():
         raise ValueError("unknown provider %r; expected one of the libcloud compute providers" % (provider,))
     credentials = dict(credentials or {})
@@ -96,22 +378,34 @@ def get_driver(provider: str, credentials: dict, options: dict):
     both = sorted(set(credentials) & set(options))
     if both:
         raise ValueError("driver options repeat credential fields: %s" % ", ".join(both))
+    policy = Policy(denied_networks, call_timeout)
+    check_endpoint_options(options, policy)
+    check_endpoint_options(credentials, policy, prefix="credentials", secrets=True)
     cls = _driver_class(provider)
-    if "timeout" not in options and _accepts(cls, "timeout"):
-        options["timeout"] = DEFAULT_TIMEOUT
+    if "timeout" in options:
+        given = options["timeout"]
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or not given > 0:
+            raise ValueError("options.timeout: must be a number of seconds greater than 0")
+        if call_timeout is not None:
+            options["timeout"] = min(given, call_timeout)
+    elif _accepts(cls, "timeout"):
+        options["timeout"] = DEFAULT_TIMEOUT if call_timeout is None else min(DEFAULT_TIMEOUT, call_timeout)
+    _install_guard()
     try:
-        driver = cls(**credentials, **options)
+        with _policy(policy), _time_limit(call_timeout):
+            driver = cls(**credentials, **options)
     except TypeError as exc:
         # The message names the parameter, never its value, so it is safe to pass on.
         raise ValueError("bad credentials or driver options for %s: %s" % (provider, exc)) from None
     except ValueError:
         raise
     except Exception as exc:  # some drivers authenticate while being built
-        detail = Redactor(credentials.values()).redact(str(exc) or type(exc).__name__)
-        message = "could not connect to %s: %s: %s" % (provider, type(exc).__name__, detail)
+        detail = Redactor(credentials.values()).redact(_reason(exc, call_timeout))
+        message = "could not connect to %s: %s" % (provider, detail)
         raise LibcloudActionError(message, permanent=not _is_transient(exc)) from None
     # Every credential, not only key and secret: drivers take tokens, passwords and URLs under other names.
-    driver._cloudcron_redactor = Redactor(credentials.values())
+    driver._cloudcron_redactor = Redactor(credentials.values())  # pylint: disable=protected-access
+    driver._cloudcron_policy = policy  # pylint: disable=protected-access
     return driver
 
 
@@ -136,9 +430,14 @@ def _tags_of(node):
     return {}
 
 
+def _machine_id(node):
+    # Some providers answer numbers (0 included), some nothing at all; ids are stored and compared as text.
+    return "" if node.id is None else str(node.id)
+
+
 def _describe(node):
     return {
-        "machine_id": node.id,
+        "machine_id": _machine_id(node),
         "name": node.name,
         "state": _state_of(node),
         "public_ips": list(node.public_ips or []),
@@ -156,7 +455,7 @@ def _redactor_of(driver):
 
 
 def _is_transient(exc):
-    if isinstance(exc, InvalidCredsError):
+    if isinstance(exc, (InvalidCredsError, DeniedAddressError, CallTimeout)):
         return False
     if isinstance(exc, BaseHTTPError):
         return exc.code == 429 or (isinstance(exc.code, int) and exc.code >= 500)
@@ -164,23 +463,79 @@ def _is_transient(exc):
     return isinstance(exc, OSError)
 
 
+def _http_status(exc):
+    for attr in ("code", "http_code"):
+        code = getattr(exc, attr, None)
+        if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
+            return code
+    return None
+
+
+def _os_reason(exc):
+    """The operating system's words for a network failure somewhere in exc's chain (never a URL or a body)."""
+    seen = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "cannot resolve the host name"
+        if isinstance(current, NewConnectionError):
+            pass  # a subclass of ConnectTimeoutError whatever the cause: look at the cause
+        elif isinstance(current, (socket.timeout, _RequestsTimeout, ConnectTimeoutError)):
+            return "timed out"
+        if isinstance(current, OSError) and getattr(current, "strerror", None):
+            return current.strerror
+        todo.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
+        todo.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+    return None
+
+
+def _reason(exc, call_timeout=None):
+    """A short account of a failed call: an HTTP status line, a network reason or the error's kind.
+
+    Never the provider's answer body: an endpoint is whatever a user pointed a cloud at."""
+    if isinstance(exc, (DeniedAddressError, CallTimeout)):
+        return str(exc)
+    status = _http_status(exc)
+    if isinstance(exc, InvalidCredsError):
+        return "authentication failed" + (" (HTTP %d)" % status if status else "")
+    if status is not None:
+        return ("HTTP %d %s" % (status, _HTTP_REASONS.get(status, ""))).rstrip()
+    if isinstance(exc, OSError):
+        why = _os_reason(exc)
+        if why == "timed out" and call_timeout is not None:
+            why = "timed out after %g s" % call_timeout
+        return "%s: %s" % (type(exc).__name__, why) if why else type(exc).__name__
+    if isinstance(exc, LibcloudError):
+        return "%s (the provider's answer could not be used)" % type(exc).__name__
+    return type(exc).__name__
+
+
 def _call(driver, what, func, *args):
-    """Run one cloud call, retrying transient failures a bounded number of times."""
+    """Run one cloud call within the driver's policy, retrying transient failures while its time allows."""
+    policy = getattr(driver, "_cloudcron_policy", None) or _DEFAULT_POLICY
+    limit = policy.call_timeout
+    deadline = None if limit is None else time.monotonic() + limit
     for attempt in range(len(RETRY_DELAYS) + 1):
         try:
-            return func(*args)
+            with _policy(policy), _time_limit(None if deadline is None else deadline - time.monotonic()):
+                return func(*args)
         except Exception as exc:  # libcloud drivers raise all kinds; classify, do not crash
             transient = _is_transient(exc)
             if transient and attempt < len(RETRY_DELAYS):
-                time.sleep(RETRY_DELAYS[attempt])
-                continue
-            if isinstance(exc, InvalidCredsError):
-                reason = "authentication failed"
+                pause = RETRY_DELAYS[attempt]
+                if deadline is None or time.monotonic() + pause < deadline:
+                    time.sleep(pause)
+                    continue
+            if deadline is not None and time.monotonic() >= deadline and not isinstance(exc, DeniedAddressError):
+                reason = "timed out after %g s" % limit
             else:
-                reason = type(exc).__name__
+                reason = _reason(exc, limit)
             # Provider error messages sometimes echo what they were sent.
-            detail = _redactor_of(driver).redact(str(exc) or type(exc).__name__)
-            message = "%s: %s: %s" % (what, reason, detail)
+            message = "%s: %s" % (what, _redactor_of(driver).redact(reason))
             raise LibcloudActionError(message, permanent=not transient) from None
     raise AssertionError("unreachable")
 
@@ -208,7 +563,7 @@ def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = Fals
     if not wanted:
         return []
     try:
-        nodes = {node.id: node for node in _call(driver, "listing machines failed", driver.list_nodes)}
+        nodes = {_machine_id(node): node for node in _call(driver, "listing machines failed", driver.list_nodes)}
     except LibcloudActionError as exc:
         return [_result(m, False, True, None, str(exc)) for m in wanted]
 

@@ -48,9 +48,24 @@ options:
       - Extra keyword arguments for the driver, for example C(region), C(host), C(port), C(secure)
         or C(signature_version).
       - A C(timeout) in seconds for each API call defaults to 60 when the driver accepts one.
+      - A URL in any option must be C(http) or C(https); a C(host) that is an address in O(denied_networks) is refused.
       - Keep secrets in O(credentials); these options may appear in output.
     type: dict
     default: {}
+  call_timeout:
+    description:
+      - The most seconds one cloud call (the listing, or one machine's action) may take, retries included.
+      - Lowers the C(timeout) of O(driver_options) to it when that is larger.
+      - Unset, calls are bounded only by the driver's C(timeout) and the retries.
+    type: float
+  denied_networks:
+    description:
+      - Address ranges (CIDR) the module never connects to, checked on the address a host name resolves to.
+      - The default refuses link-local addresses, which hold cloud metadata services, and EC2's IPv6 metadata address.
+      - An empty list allows every address.
+    type: list
+    elements: str
+    default: ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]
   machine_ids:
     description:
       - Provider ids of the machines to act on, for example EC2 instance ids. Repeated ids are acted on once.
@@ -144,6 +159,7 @@ results:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.cloudcron.scheduler.plugins.module_utils._libcloud import (
+    DEFAULT_DENIED_NETWORKS,
     HAS_LIBCLOUD,
     LIBCLOUD_IMPORT_ERROR,
     POWER_STATES,
@@ -185,6 +201,8 @@ def main():
             provider=dict(type="str", required=True),
             credentials=dict(type="dict", required=True, no_log=True),
             driver_options=dict(type="dict", default={}),
+            call_timeout=dict(type="float"),
+            denied_networks=dict(type="list", elements="str", default=list(DEFAULT_DENIED_NETWORKS)),
             machine_ids=dict(type="list", elements="str", required=True),
             state=dict(type="str", required=True, choices=list(POWER_STATES)),
         ),
@@ -194,9 +212,12 @@ def main():
         module.fail_json(msg=missing_required_lib("apache-libcloud"), exception=str(LIBCLOUD_IMPORT_ERROR))
 
     params = module.params
+    if params["call_timeout"] is not None and not params["call_timeout"] > 0:
+        module.fail_json(msg="call_timeout: must be greater than 0")
     redactor, invocation = hide_credentials(module)
     try:
-        driver = get_driver(params["provider"], params["credentials"], params["driver_options"])
+        driver = get_driver(params["provider"], params["credentials"], params["driver_options"],
+                            call_timeout=params["call_timeout"], denied_networks=params["denied_networks"])
     except ValueError as exc:
         # Every machine gets its outcome, so a run records one result per machine either way.
         results = [

@@ -246,6 +246,7 @@ schedule:
     next_run_at: "2030-01-07T17:00:00Z"
     total_run_count: 0
     last_run_at: null
+    last_error: null
     created_at: "2029-12-31T10:00:00Z"
     updated_at: "2029-12-31T10:00:00Z"
 changed_fields:

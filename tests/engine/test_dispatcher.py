@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from web import make_state
-from web.dispatcher import Dispatcher
+from web.dispatcher import ERROR_BACKOFF, Dispatcher
 from web.models import Run, Schedule
 from web.worker import claim as worker_claim
 
@@ -184,3 +184,97 @@ def test_the_claim_stores_times_in_the_same_form_as_the_orm(env, database_url):
     assert form.fullmatch(created) and form.fullmatch(next_run) and form.fullmatch(scheduled)
     with env.state.db.session() as s:  # a range filter on the stored text finds the run at its exact time
         assert s.scalar(select(Run.id).where(Run.scheduled_for >= T0, Run.scheduled_for <= T0)) is not None
+
+
+# ------------------------------------------------------------------ one bad schedule never stops the others
+
+def _poison(env, sid, **values):
+    """Write values straight into a stored schedule, as a bad migration or an older release could have."""
+    with env.state.db.transaction() as s:
+        s.execute(update(Schedule).where(Schedule.id == sid).values(**values))
+
+
+def events_of(env, schedule_id, type_):
+    from web.models import Event
+
+    with env.state.db.session() as s:
+        return s.scalars(select(Event).where(Event.schedule_id == schedule_id, Event.type == type_)).all()
+
+
+def test_a_schedule_whose_zone_cannot_be_loaded_is_quarantined_and_the_others_fire(env):
+    bad = env.add(now=T0 - timedelta(minutes=1), schedule_type="crontab", schedule_entry={"minute": "*"},
+                  timezone="Europe/Athens", concurrency="allow")
+    good = [env.add(now=T0 - timedelta(minutes=1), concurrency="allow") for _ in range(3)]
+    _poison(env, bad, timezone="Not/A_Zone", next_run_at=T0)
+    d, _ = dispatcher(env)
+    now = T0 + timedelta(seconds=1)
+    queued = d.claim(now)
+    assert len(queued) == 3 and all(len(runs_of(env, g)) == 1 for g in good)
+    sch = env.schedule(bad)
+    assert runs_of(env, bad) == [] and sch.total_run_count == 0
+    assert sch.next_run_at == now + ERROR_BACKOFF
+    assert "cannot compute the next fire" in sch.last_error and "Not/A_Zone" in sch.last_error
+    [event] = events_of(env, bad, "schedule_error")
+    assert event.data["error"] == sch.last_error and event.org_id == env.org_id
+    # The next claims fire the healthy schedules again and leave the quarantined one alone.
+    assert len(d.claim(T0 + timedelta(minutes=1))) == 3
+    assert env.schedule(bad).next_run_at == now + ERROR_BACKOFF
+
+
+def test_a_quarantined_schedule_that_computes_again_fires_and_its_error_is_cleared(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), schedule_type="crontab", schedule_entry={"minute": "*"})
+    _poison(env, sid, timezone="Not/A_Zone", next_run_at=T0)
+    d, _ = dispatcher(env)
+    d.claim(T0)
+    assert env.schedule(sid).last_error
+    _poison(env, sid, timezone="UTC", next_run_at=T0 + timedelta(minutes=1))  # an operator repaired the row
+    assert len(d.claim(T0 + timedelta(minutes=1))) == 1
+    sch = env.schedule(sid)
+    assert sch.last_error is None and sch.next_run_at == T0 + timedelta(minutes=2)
+
+
+def test_a_corrupt_entry_is_quarantined_and_the_others_fire(env):
+    bad = env.add(now=T0 - timedelta(minutes=1))
+    good = env.add(now=T0 - timedelta(minutes=1))
+    _poison(env, bad, schedule_entry={"every": "often"})  # valid JSON, not an interval
+    d, _ = dispatcher(env)
+    assert len(d.claim(T0)) == 1 and len(runs_of(env, good)) == 1
+    assert env.schedule(bad).last_error and env.schedule(bad).next_run_at == T0 + ERROR_BACKOFF
+
+
+def test_a_row_that_cannot_even_be_read_is_quarantined_on_sqlite(env, database_url):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's json column cannot hold text that is not JSON")
+    import sqlite3
+
+    bad = env.add(now=T0 - timedelta(minutes=1))
+    good = env.add(now=T0 - timedelta(minutes=1))
+    raw = sqlite3.connect(database_url.split("///", 1)[1])
+    with raw:
+        raw.execute("UPDATE schedules SET schedule_entry = '{not json' WHERE id = ?", (bad,))
+    raw.close()
+    d, _ = dispatcher(env)
+    assert len(d.claim(T0)) == 1 and len(runs_of(env, good)) == 1
+    raw = sqlite3.connect(database_url.split("///", 1)[1])
+    last_error, next_run = raw.execute("SELECT last_error, next_run_at FROM schedules WHERE id = ?", (bad,)).fetchone()
+    raw.close()
+    assert "cannot be read" in last_error and next_run.startswith((T0 + ERROR_BACKOFF).strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def test_the_sweep_ends_the_machines_of_an_interrupted_run(env):
+    from web.models import RunMachine
+
+    sid = env.add(now=T0 - timedelta(minutes=1))
+    d, _ = dispatcher(env)
+    [run_id] = d.claim(T0)
+    assert worker_claim(env.state, run_id, T0)
+    with env.state.db.transaction() as s:
+        s.add(RunMachine(run_id=run_id, machine_key="m1", cloud_id=env.cloud_id, machine_id="i-1", status="running"))
+        s.add(RunMachine(run_id=run_id, machine_key="m2", cloud_id=env.cloud_id, machine_id="i-2", status="succeeded"))
+    assert d.sweep(T0 + timedelta(minutes=5)) == (0, 1)
+    with env.state.db.session() as s:
+        machines = {m.machine_key: m for m in s.scalars(select(RunMachine).where(RunMachine.run_id == run_id))}
+    assert machines["m1"].status == "interrupted" and "stopped answering" in machines["m1"].error
+    assert machines["m2"].status == "succeeded"
+    [event] = events_of(env, sid, "schedule_interrupted")
+    assert event.data["reason"] == "worker_lost"

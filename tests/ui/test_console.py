@@ -341,3 +341,47 @@ def test_a_schedules_timeline_stops_at_its_max_run_count(console, api, schedule_
     assert status == 200
     page = text(console.get(f"/ui/schedules/{sch['id']}"))
     assert page.count('<li><time datetime="') == 3
+
+
+def test_run_now_in_the_console_honours_concurrency_forbid(console, api, schedule, state):
+    state.enqueue = lambda ids: None  # no worker: the first run stays queued
+    sid = schedule["id"]
+    assert console.post(f"/ui/schedules/{sid}/run").status_code == 302
+    [run] = api.get(f"schedules/{sid}/runs")[1]
+    resp = console.post(f"/ui/schedules/{sid}/run")
+    assert resp.status_code == 409 and run["id"] in text(resp)
+    assert len(api.get(f"schedules/{sid}/runs")[1]) == 1
+
+
+def test_the_console_refuses_what_the_api_refuses_in_a_clouds_provider_and_options(console, api):
+    import json
+
+    for provider, options, named in (("dummy", {}, "provider"),
+                                     ("ec2", {"host": "169.254.169.254"}, "options.host"),
+                                     ("openstack", {"ex_force_auth_url": "file:///etc/passwd"}, "options.ex_force_auth_url")):
+        resp = console.post("/ui/clouds", {"title": "x", "provider": provider, "options": json.dumps(options)})
+        assert resp.status_code == 400 and named in text(resp), (provider, options)
+    assert api.get("clouds")[1] == []
+
+
+def test_a_console_refresh_over_the_orgs_listing_limit_is_refused_at_once(console, api, state):
+    import threading
+
+    from tests.harness.endpoints import BlackHole
+    from tests.harness.service import wait_until
+    from web.listings import ListingPool
+
+    state.config.provider_timeout = 3
+    state._listings = ListingPool(slots=3, per_org=1, wait=3)
+    with BlackHole() as hole:
+        status, cloud = api.post("clouds", {"title": "slow", "provider": "ec2",
+                                            "credentials": {"key": "AKIDEXAMPLE", "secret": "x" * 20},
+                                            "options": hole.options()})
+        path = f"/ui/clouds/{cloud['id']}"
+        token = console.csrf(path)
+        slow = threading.Thread(target=console.post, args=(path + "/refresh", {"csrf_token": token}))
+        slow.start()
+        wait_until(lambda: hole.accepted >= 1, 30, interval=0.02, what="the refresh to reach the black hole")
+        resp = console.post(path + "/refresh", {"csrf_token": token})
+        assert resp.status_code == 429 and "CLOUDCRON_LISTINGS_PER_ORG" in text(resp)
+        slow.join(timeout=60)

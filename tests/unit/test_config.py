@@ -63,6 +63,27 @@ def test_each_variable_overrides_its_default(tmp_path):
     assert config.min_interval == timedelta(seconds=2.5)
 
 
+def test_provider_listing_and_drain_settings_have_safe_defaults(tmp_path):
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)})
+    assert config.provider_timeout == 30.0
+    assert config.max_machines_per_cloud == 10_000
+    # Link-local holds the metadata service (169.254.169.254); fd00:ec2::254 is EC2's IPv6 one.
+    assert config.denied_networks == ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+    assert config.listing_slots < 8 and config.listings_per_org < config.listing_slots  # waitress has 8 threads
+    assert config.drain_seconds == 25.0
+
+
+def test_provider_listing_and_drain_settings_are_read_from_the_environment(tmp_path):
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_PROVIDER_TIMEOUT": "5.5",
+                          "CLOUDCRON_MAX_MACHINES_PER_CLOUD": "250", "CLOUDCRON_LISTING_SLOTS": "3",
+                          "CLOUDCRON_LISTINGS_PER_ORG": "1", "CLOUDCRON_DRAIN_SECONDS": "0",
+                          "CLOUDCRON_DENIED_NETWORKS": "169.254.0.0/16 10.0.0.1,fd00::/8"})
+    assert (config.provider_timeout, config.max_machines_per_cloud) == (5.5, 250)
+    assert (config.listing_slots, config.listings_per_org, config.drain_seconds) == (3, 1, 0.0)
+    assert config.denied_networks == ("169.254.0.0/16", "10.0.0.1/32", "fd00::/8")
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DENIED_NETWORKS": "none"}).denied_networks == ()
+
+
 def test_the_console_session_lifetime_is_in_hours(tmp_path):
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).ui_session_lifetime == timedelta(hours=12)
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_UI_SESSION_HOURS": "0.5"})
@@ -96,6 +117,16 @@ def bad_values(tmp_path):
         ("CLOUDCRON_SANDBOX", "bwrap"),
         ("CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE", "please"),
         ("CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE", "2"),
+        ("CLOUDCRON_PROVIDER_TIMEOUT", "0"),
+        ("CLOUDCRON_PROVIDER_TIMEOUT", "soon"),
+        ("CLOUDCRON_MAX_MACHINES_PER_CLOUD", "0"),
+        ("CLOUDCRON_MAX_MACHINES_PER_CLOUD", "1e4"),
+        ("CLOUDCRON_DENIED_NETWORKS", "169.254.0.0/16, metadata"),
+        ("CLOUDCRON_DENIED_NETWORKS", "10.0.0.0/33"),
+        ("CLOUDCRON_LISTING_SLOTS", "0"),
+        ("CLOUDCRON_LISTINGS_PER_ORG", "two"),
+        ("CLOUDCRON_DRAIN_SECONDS", "-5"),
+        ("CLOUDCRON_DRAIN_SECONDS", "nan"),
         ("CLOUDCRON_UI_SESSION_HOURS", "a day"),
         ("CLOUDCRON_UI_SESSION_HOURS", "0"),
         ("CLOUDCRON_UI_SESSION_HOURS", "100000"),
@@ -177,6 +208,14 @@ def test_migrate_with_a_bad_value_exits_non_zero_naming_the_variable(tmp_path, n
     assert name in result.stderr and "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert not (tmp_path / "data" / "cloudcron.db").exists()
+
+
+def test_serve_refuses_as_many_listing_slots_as_request_threads(tmp_path):
+    result = run_web({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), "CLOUDCRON_LISTING_SLOTS": "8"},
+                     "serve", "--port", "1", "--threads", "8")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("cloudcron: configuration error: CLOUDCRON_LISTING_SLOTS:")
+    assert "Traceback" not in result.stderr
 
 
 def test_migrate_with_a_bad_secret_key_file_exits_non_zero_naming_it(tmp_path):

@@ -49,9 +49,9 @@ def test_it_rejects_an_unknown_provider():
 
 
 def test_it_rejects_options_the_driver_does_not_take():
-    # libcloud's dummy driver takes one argument only; EC2's swallows unknown ones.
+    # Equinix Metal's driver names its arguments; EC2's swallows unknown ones.
     with pytest.raises(ValueError, match="not_an_option"):
-        _libcloud.get_driver("dummy", {"creds": 0}, {"not_an_option": 1})
+        _libcloud.get_driver("equinixmetal", {"key": "k"}, {"not_an_option": 1})
 
 
 def test_it_rejects_options_that_repeat_a_credential(moto_server):
@@ -148,3 +148,76 @@ def test_a_short_credential_is_hidden_only_where_it_is_a_whole_word(monkeypatch)
     assert result["failed"] is True
     assert result["msg"].startswith("listing machines failed: "), result["msg"]
     assert "********ing" not in result["msg"]
+class _JsonProvider:
+    """A driver whose provider answers ids such as "0", numbers, or none: what libcloud hands back as Nodes.
+
+    (libcloud's Node keeps a falsy id as None: a provider's numeric 0 arrives as no id at all.)"""
+
+    def __init__(self, ids):
+        from libcloud.compute.base import Node
+        from libcloud.compute.types import NodeState
+
+        self.nodes = [Node(id=i, name=f"n{i}", state=NodeState.RUNNING, public_ips=[], private_ips=[], driver=None)
+                      for i in ids]
+
+    def list_nodes(self):
+        return self.nodes
+
+
+def test_machine_ids_are_text_even_when_a_provider_answers_0_or_nothing():
+    assert [n["machine_id"] for n in _libcloud.list_nodes(_JsonProvider(["0", 7, None, 0]))] == ["0", "7", "", ""]
+    (result,) = _libcloud.power(_JsonProvider(["0"]), ["0"], "started")
+    assert result["failed"] is False and result["msg"] == "machine 0 is already running"
+
+
+def test_libclouds_test_driver_is_not_a_provider():
+    assert "dummy" not in _libcloud.provider_names()
+    with pytest.raises(ValueError, match="test driver"):
+        _libcloud.get_driver("dummy", {"creds": 3}, {})
+
+
+@pytest.mark.parametrize("value, allowed", [
+    ("http://ec2.example.com/", True), ("HTTPS://ec2.example.com:8443/x", True), ("ec2.example.com:8443", True),
+    ("localhost:8443", True), ("us-east-1", True), ("2001:db8::1", True),
+    ("file:///etc/passwd", False), ("file:relative", False), ("ftp://x/", False), ("qemu:///system", False),
+    ("http://169.254.169.254/", False), ("https://[fd00:ec2::254]/", False), ("http://user@169.254.1.1:80", False),
+])
+def test_url_like_options_must_be_http_to_an_allowed_address(value, allowed):
+    if allowed:
+        _libcloud.check_endpoint_options({"url": value})
+    else:
+        with pytest.raises(ValueError, match="^options.url: "):
+            _libcloud.check_endpoint_options({"url": value})
+
+
+def test_a_secret_with_a_colon_is_not_taken_for_a_url():
+    _libcloud.check_endpoint_options({"secret": "abc:def/ghi"}, prefix="credentials", secrets=True)
+    with pytest.raises(ValueError, match="^credentials.uri: the scheme 'qemu[+]ssh'"):
+        _libcloud.check_endpoint_options({"uri": "qemu+ssh://root@host/system"}, prefix="credentials", secrets=True)
+
+
+def test_every_connection_goes_to_a_checked_address(moto_server):
+    # The moto server listens on 127.0.0.1: with loopback denied, a name that resolves there is refused
+    # before anything is sent, while the same driver allowed loopback lists machines.
+    options = dict(moto_server.options, host="localhost")
+    denied = _libcloud.get_driver("ec2", moto_server.credentials, options, denied_networks=["127.0.0.0/8", "::1/128"])
+    with pytest.raises(_libcloud.LibcloudActionError, match="refused to connect to localhost.*127.0.0.1") as caught:
+        _libcloud.list_nodes(denied)
+    assert caught.value.permanent
+    allowed = _libcloud.get_driver("ec2", moto_server.credentials, options, denied_networks=[])
+    assert isinstance(_libcloud.list_nodes(allowed), list)
+
+
+def test_the_call_timeout_bounds_retries_and_lowers_the_drivers_timeout():
+    import time
+
+    from tests.harness.endpoints import BlackHole
+
+    with BlackHole() as hole:
+        driver = _libcloud.get_driver("ec2", {"key": "AKIDEXAMPLE", "secret": "x" * 20}, hole.options(timeout=3600),
+                                      call_timeout=1.5)
+        started = time.monotonic()
+        with pytest.raises(_libcloud.LibcloudActionError, match="timed out after 1.5 s"):
+            _libcloud.list_nodes(driver)
+        assert time.monotonic() - started < 20  # not the driver's 3600 s, nor three attempts of it
+        assert hole.accepted == 1  # no retry once the time is spent

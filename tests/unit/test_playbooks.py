@@ -163,7 +163,9 @@ def test_power_runs_one_machine_task_per_cloud_with_results_keyed_by_machine():
     assert task["name"] == rendered.result_task
     assert "no_log" not in task  # it would hide the per-machine results
     args = task["cloudcron.scheduler.machine"]
-    assert set(args) == {"provider", "credentials", "driver_options", "machine_ids", "state"}
+    assert set(args) == {"provider", "credentials", "driver_options", "machine_ids", "state", "call_timeout",
+                         "denied_networks"}
+    assert "omit" in args["call_timeout"] and "omit" in args["denied_networks"]  # the module's defaults unless given
     hosts = _hosts(rendered)
     assert len(hosts) == 2
     by_provider = {h["cloudcron_provider"]: h for h in hosts.values()}
@@ -174,6 +176,16 @@ def test_power_runs_one_machine_task_per_cloud_with_results_keyed_by_machine():
     assert ec2["cloudcron_state"] == "stopped"
     assert ec2["cloudcron_driver_options"] == {"region": "eu-west-1"}
     assert sorted(rendered.expected) == [("run-1", "k1"), ("run-1", "k2"), ("run-1", "k9")]
+
+
+def test_power_passes_the_servers_provider_limits_to_every_cloud_task():
+    rendered = render_power("stopped", _clouds(), call_timeout=7, denied_networks=("10.0.0.0/8",))
+    for host in _hosts(rendered).values():
+        assert host["cloudcron_call_timeout"] == 7.0
+        assert host["cloudcron_denied_networks"] == ["10.0.0.0/8"]
+    # An empty list is passed as such: it allows every address, unlike the module's default.
+    for host in _hosts(render_power("stopped", _clouds(), denied_networks=())).values():
+        assert host["cloudcron_denied_networks"] == []
 
 
 def test_power_credentials_go_only_to_the_extra_variables():

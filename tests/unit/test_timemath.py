@@ -126,6 +126,21 @@ def test_it_rejects_unknown_timezones(name):
     assert caught.value.field == "timezone" and str(caught.value).startswith("timezone: ")
 
 
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "posix/Europe/Athens", "right/UTC", "zone.tab"])
+def test_it_rejects_zone_files_that_only_some_systems_have(name):
+    # Names of the system's zone directory that the tzdata package (what every install can load) lacks.
+    with pytest.raises(TimeSpecError, match=f"'{name}' is not a known IANA time zone"):
+        check_timezone(name)
+
+
+def test_every_zone_of_the_tzdata_package_is_accepted():
+    from importlib.resources import files
+
+    zones = files("tzdata").joinpath("zones").read_text().split()
+    assert len(zones) > 500
+    assert [z for z in zones if check_timezone(z) != z] == []
+
+
 def test_it_rejects_an_unknown_timezone_when_parsing_a_naive_date():
     with pytest.raises(TimeSpecError, match="timezone"):
         parse_instant("2026-01-01 10:00", "Nowhere/Special")

@@ -33,7 +33,8 @@ def list_clouds():
 
 @bp.post("/clouds")
 def create_cloud():
-    cloud = resources.create_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), utcnow())
+    cloud = resources.create_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), utcnow(),
+                                   denied_networks=state().config.denied_networks)
     return jsonify(cloud_json(cloud))
 
 
@@ -51,6 +52,7 @@ def edit_cloud(id_):
     if values.get("title"):
         cloud.title = values["title"]
     if "options" in values:
+        resources.check_options(values["options"], state().config.denied_networks)
         cloud.options = values["options"] or {}
     if values.get("credentials") is not None:
         cloud.credentials_enc = state().box.seal(values["credentials"])
@@ -84,16 +86,24 @@ def _check_key(key_id) -> None:
     resources.check_key(db(), org_id(), key_id)
 
 
+TRUNCATED_HEADER = "X-Machines-Truncated"
+
+
 @bp.get("/clouds/<cid>/machines")
 def list_machines(cid):
-    cloud = get_owned(Cloud, cid, "cloud")
-    if cloud.provider != "other":
-        from ..machines import refresh_machines
+    """A libcloud cloud's machines as its provider lists them now (read, then stored with stable ids).
 
-        refresh_machines(db(), state().box, cloud, utcnow())
-        db().commit()
-    query = select(Machine).where(Machine.cloud_id == cloud.id)
-    return list_response(query, machine_json, (Machine.created_at.desc(), Machine.id.desc()))
+    resources.refresh_cloud asks the provider with no transaction open, on the listing pool (429 when
+    this org's or everyone's listing slots are taken), and writes what it answered in one short
+    transaction; no request session is opened before it."""
+    db().rollback()  # the token check's read transaction ends: nothing is held while the provider answers
+    listing = resources.refresh_cloud(state(), org_id(), cid, utcnow())
+    resp = list_response(resources.machines_query(cid), machine_json, (Machine.created_at.desc(), Machine.id.desc()))
+    if listing is not None and listing.truncated:
+        # The answer stays a JSON array (Mist's clients expect one): the cut is told in a header.
+        resp.headers[TRUNCATED_HEADER] = (f"{len(listing.nodes)} of {listing.listed} machines kept "
+                                          "(CLOUDCRON_MAX_MACHINES_PER_CLOUD)")
+    return resp
 
 
 @bp.post("/clouds/<cid>/machines")

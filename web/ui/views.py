@@ -436,7 +436,7 @@ def cloud_list():
                     "credentials": _json_field("credentials", values["credentials"]),
                     "options": _json_field("options", values["options"])}
             cloud = resources.create_cloud(s, state().box, org, resources.fields(CloudIn, body, resources.STAMPS),
-                                           utcnow())
+                                           utcnow(), denied_networks=state().config.denied_networks)
             return redirect(url_for("ui.cloud_page", id_=cloud.id))
         except APIError as exc:
             s.rollback()
@@ -474,7 +474,7 @@ def cloud_page(id_):
 @bp.post("/clouds/<id_>/refresh")
 def cloud_refresh(id_):
     # No request session is opened first: refresh_cloud reads, calls the provider, then writes.
-    resources.refresh_cloud(state().db, state().box, g.org_id, id_, utcnow())
+    resources.refresh_cloud(state(), g.org_id, id_, utcnow())
     return redirect(url_for("ui.cloud_page", id_=id_))
 
 

@@ -1,0 +1,92 @@
+"""Provider listings for API and console requests, on a bounded pool with a per-org limit.
+
+A listing may take as long as the provider timeout (CLOUDCRON_PROVIDER_TIMEOUT). The web server has
+a fixed number of request threads, so listings must never be able to take them all: at most
+`slots` listings run at once for all orgs together (fewer than the request threads, which serve
+checks at start-up), and at most `per_org` for one org. A request over either limit is answered at
+once with 429 and a Retry-After of one provider timeout, by when a slot has freed; it never waits
+behind another listing. A request within the limits waits for its own listing, at most the provider
+timeout (and a second); the listing's slot stays taken until the provider call has really ended.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable, TypeVar
+
+from .errors import TooManyRequests
+from .machines import ProviderError
+
+T = TypeVar("T")
+
+
+class TooManyListings(TooManyRequests):
+    """Listing slots are taken: answered 429 at once, with Retry-After."""
+
+
+class ListingPool:
+    """Runs provider listings for web requests: `slots` threads in all, `per_org` listings per org at once.
+
+    run(org_id, fn) returns fn()'s result, raises what fn raised, TooManyListings (429) when a limit is
+    reached, or ProviderError (502) when fn has not finished after `wait` seconds.
+    """
+
+    def __init__(self, slots: int, per_org: int, wait: float):
+        self.slots = slots
+        self.per_org = per_org
+        self.wait = wait
+        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="listing")
+        self._lock = threading.Lock()
+        self._total = 0
+        self._by_org: Counter[str] = Counter()
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.wait))
+
+    def in_flight(self, org_id: str | None = None) -> int:
+        with self._lock:
+            return self._total if org_id is None else self._by_org[org_id]
+
+    def run(self, org_id: str, fn: Callable[[], T], what: str = "machines") -> T:
+        with self._lock:
+            if self._by_org[org_id] >= self.per_org:
+                raise TooManyListings(
+                    f"{what}: this org already has {self._by_org[org_id]} provider listing(s) in progress, the most "
+                    f"it may have at once (CLOUDCRON_LISTINGS_PER_ORG); try again in {self.retry_after} s",
+                    self.retry_after)
+            if self._total >= self.slots:
+                raise TooManyListings(
+                    f"{what}: all {self.slots} provider listing slots are in use (CLOUDCRON_LISTING_SLOTS); "
+                    f"try again in {self.retry_after} s", self.retry_after)
+            self._total += 1
+            self._by_org[org_id] += 1
+        try:
+            future = self._executor.submit(self._counted, org_id, fn)
+        except BaseException:
+            self._release(org_id)
+            raise
+        try:
+            return future.result(timeout=self.wait + 1.0)
+        except FutureTimeout:
+            raise ProviderError(f"{what}: the provider did not answer within {self.wait:g} s "
+                                "(CLOUDCRON_PROVIDER_TIMEOUT)") from None
+
+    def _counted(self, org_id: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        finally:
+            self._release(org_id)
+
+    def _release(self, org_id: str) -> None:
+        with self._lock:
+            self._total -= 1
+            self._by_org[org_id] -= 1
+            if self._by_org[org_id] <= 0:
+                del self._by_org[org_id]
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
