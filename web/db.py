@@ -38,8 +38,13 @@ def private_sqlite_file(path: str | Path) -> None:
     operator made read-only stays read-only, so the start-up write check still refuses it.
     """
     path = str(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    except OSError:
+        # A path that cannot be a database (a directory, no rights) is refused when it is first used,
+        # with the start-up check's one-line message; here there is nothing to make private.
+        return
     for suffix in SQLITE_SUFFIXES:
         try:
             mode = os.stat(path + suffix).st_mode

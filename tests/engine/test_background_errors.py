@@ -13,7 +13,7 @@ from web import make_state
 from web.config import load_config
 from web.dispatcher import CHECKPOINT_EVERY, ERROR_BACKOFF_CAP, Dispatcher
 from web.queue import QUEUE_BACKOFF_CAP, BackoffScheduler, BackoffWorker, make_huey
-from web.worker import HEARTBEAT_EVERY, _heartbeat
+from web.worker import HEARTBEAT_EVERY, Execution, _heartbeat
 
 from tests.harness.service import free_port
 
@@ -80,7 +80,7 @@ def test_a_heartbeat_that_fails_is_tried_again_sooner_and_logged_once_in_full(tm
     state = unmigrated_state(tmp_path, database_url)  # no runs table: every beat fails
     stop = RecordingStop(limit=7)
     with caplog.at_level(logging.INFO, logger="web.worker"):
-        _heartbeat(state, "0" * 32, stop)
+        _heartbeat(state, Execution("0" * 32), stop)
     # Never later than the usual beat: a run whose beats stop is marked interrupted after 30 s.
     assert stop.waits == [HEARTBEAT_EVERY, 1.0, 2.0, 4.0, 8.0, HEARTBEAT_EVERY, HEARTBEAT_EVERY]
     assert_logged_once_in_full(caplog, "web.worker", "heartbeat of run", 6)
