@@ -143,10 +143,22 @@ def _offset() -> int:
     return int(raw) if raw.isascii() and raw.isdigit() else 0
 
 
+def console_path(target: str | None) -> str | None:
+    """`target` when it is a path inside the console, else None: what a `next` field may redirect to.
+
+    Only "/ui/..." with no backslash and no control character: browsers read "/\\host" as another
+    site and drop tabs and newlines from URLs, and a CR or LF would split the Location header.
+    """
+    if not target or not target.startswith("/ui/") or "\\" in target:
+        return None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return None
+    return target
+
+
 def _back(default: str):
     """Where a form asked to return to (a console path only), else `default`."""
-    target = request.form.get("next") or ""
-    return redirect(target if target.startswith("/ui/") and not target.startswith("//") else default)
+    return redirect(console_path(request.form.get("next")) or default)
 
 
 # ---------------------------------------------------------------- sign-in
@@ -154,9 +166,7 @@ def _back(default: str):
 @bp.route("/signin", methods=["GET", "POST"])
 def signin():
     error = None
-    next_url = request.values.get("next") or url_for("ui.dashboard")
-    if not next_url.startswith("/ui/") or next_url.startswith("//"):
-        next_url = url_for("ui.dashboard")
+    next_url = console_path(request.values.get("next")) or url_for("ui.dashboard")
     if request.method == "POST":
         token = (request.form.get("token") or "").strip()
         token_hash = hash_token(token) if token else None
