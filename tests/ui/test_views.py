@@ -35,3 +35,23 @@ def test_enable_disable_returns_to_the_schedule_for_a_hostile_next(console, api,
 def test_enable_disable_returns_to_the_filtered_list_it_came_from(console, schedule):
     resp = console.post(f"/ui/schedules/{schedule['id']}/enabled", {"enabled": "false", "next": "/ui/schedules?q=ni"})
     assert resp.headers["Location"] == "/ui/schedules?q=ni"
+
+
+@pytest.mark.parametrize("offset", ["99999999999999999999999", "-5", "1e5", "٣", ""])
+def test_a_paging_offset_out_of_range_shows_a_page(console, schedule, offset):
+    for path in ("/ui/schedules", f"/ui/schedules/{schedule['id']}", "/ui/logs"):
+        resp = console.get(f"{path}?offset={offset}")
+        assert resp.status_code == 200, (path, text(resp)[:200])
+
+
+def test_a_name_filter_longer_than_any_name_matches_nothing(console, schedule):
+    resp = console.get("/ui/schedules?q=" + "n" * 100_000)
+    assert resp.status_code == 200 and "No schedules match these filters" in text(resp)
+    assert "nightly" in text(console.get("/ui/schedules?q=NIGHT"))
+
+
+def test_the_preview_reads_a_timezone_with_blanks_around_it(console):
+    resp = console.post("/ui/schedules/preview", {"schedule_type": "crontab", "minute": "0", "hour": "2",
+                                                  "day_of_week": "*", "day_of_month": "*", "month_of_year": "*",
+                                                  "timezone": " Europe/Athens "}, csrf_from="/ui/schedules/new")
+    assert resp.status_code == 200 and text(resp).count("02:00:00 Europe/Athens") == 10

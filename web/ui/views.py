@@ -13,7 +13,7 @@ from zoneinfo import available_timezones
 
 from flask import g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 
 from .. import db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
@@ -26,6 +26,8 @@ from ..timemath import TimeSpecError, format_instant, parse_instant
 from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms
 
 PAGE = 50
+MAX_OFFSET = 10**9  # the API's bound on ?offset=
+MAX_NAME = 255  # schemas.Name: no schedule name is longer
 DUE_PER_SCHEDULE = 500  # a schedule every second fires 86,400 times a day; the dashboard counts "500+"
 PUBLIC = {"ui.signin", "ui.static"}
 ACTIVE = ("queued", "running")
@@ -138,9 +140,12 @@ def _csrf_error(exc: CSRFError):
 
 
 def _offset() -> int:
-    """The page's ?offset= (0 when absent or not a whole number)."""
+    """The page's ?offset= (0 when absent or not a whole number), at most MAX_OFFSET as in the API.
+
+    Without the bound a long number reaches the database, which cannot hold it (a 500).
+    """
     raw = request.args.get("offset") or ""
-    return int(raw) if raw.isascii() and raw.isdigit() else 0
+    return min(int(raw), MAX_OFFSET) if raw.isascii() and raw.isdigit() else 0
 
 
 def console_path(target: str | None) -> str | None:
@@ -237,7 +242,10 @@ def schedule_list():
     status = request.args.get("status") or ""
     offset = _offset()
     query = schedules.query_for_org(org)
-    if q:
+    if len(q) > MAX_NAME:
+        # No name contains a longer text, and SQLite refuses LIKE patterns past 50,000 bytes.
+        query = query.where(false())
+    elif q:
         escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Schedule.name.ilike(f"%{escaped}%", escape="\\"))
     if status == "enabled":
@@ -361,9 +369,9 @@ def schedule_preview():
     _reader()
     if request.form.get("schedule_id"):
         current = get_owned(Schedule, request.form["schedule_id"], "schedule")
-    times, error = _preview(forms.posted(request.form), current)
-    return render_template("_preview.html", times=times, preview_error=error,
-                           tz=request.form.get("timezone") or "UTC")
+    values = forms.posted(request.form)
+    times, error = _preview(values, current)
+    return render_template("_preview.html", times=times, preview_error=error, tz=values["timezone"] or "UTC")
 
 
 @bp.get("/schedules/<id_>")
