@@ -8,8 +8,9 @@ import pytest
 from .conftest import Console, text
 
 
-@pytest.mark.parametrize("next_url", ["/ui/\r\nSet-Cookie: x=1", "/ui/\nX-Injected: 1", "/ui/\x00", "/ui/\\evil.example",
-                                      "//evil.example/ui/", "https://evil.example/ui/", "/ui/\t/evil.example"])
+@pytest.mark.parametrize("next_url", ["/ui/\r\nSet-Cookie: x=1", "/ui/\nX-Injected: 1", "/ui/\x00",
+                                      "/ui/\\evil.example", "//evil.example/ui/", "https://evil.example/ui/",
+                                      "/ui/\t/evil.example"])
 def test_sign_in_sends_a_hostile_next_to_the_dashboard(app, api, next_url):
     c = Console(app.test_client())
     resp = c.flask.post("/ui/signin", data={"token": api.token, "csrf_token": c.csrf(), "next": next_url})
@@ -24,7 +25,8 @@ def test_sign_in_keeps_a_console_path_with_its_query(app, api):
     assert resp.headers["Location"] == "/ui/schedules?q=night&status=enabled"
 
 
-@pytest.mark.parametrize("next_url", ["/ui/\r\nX-Injected: 1", "/ui/\\\\evil.example", "//evil.example", "javascript:alert(1)"])
+@pytest.mark.parametrize("next_url", ["/ui/\r\nX-Injected: 1", "/ui/\\\\evil.example", "//evil.example",
+                                      "javascript:alert(1)"])
 def test_enable_disable_returns_to_the_schedule_for_a_hostile_next(console, api, schedule, next_url):
     resp = console.post(f"/ui/schedules/{schedule['id']}/enabled", {"enabled": "false", "next": next_url})
     assert resp.status_code == 302, text(resp)
@@ -55,3 +57,91 @@ def test_the_preview_reads_a_timezone_with_blanks_around_it(console):
                                                   "day_of_week": "*", "day_of_month": "*", "month_of_year": "*",
                                                   "timezone": " Europe/Athens "}, csrf_from="/ui/schedules/new")
     assert resp.status_code == 200 and text(resp).count("02:00:00 Europe/Athens") == 10
+
+
+# ------------------------------------------------------------------ text no database can store
+
+NUL = "a\x00b"
+NUL_RULE = "must not contain NUL (\\u0000) characters"
+
+
+def _stored(api) -> dict:
+    return {kind: api.get(kind)[1] for kind in ("schedules", "scripts", "keys", "clouds")}
+
+
+def _schedule_form(cloud_id, **fields):
+    body = {"name": "nightly", "description": "", "kind": "action", "action": "stop", "script_id": "", "params": "",
+            "targets": f"{cloud_id} i-1", "schedule_type": "interval", "every": "2", "period": "hours",
+            "minute": "0", "hour": "2", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*",
+            "one_off": "", "timezone": "UTC", "start_after": "", "expires": "", "max_run_count": "",
+            "misfire_grace": "300", "concurrency": "forbid", "timeout": "3600", "enabled": "on"}
+    return {**body, **fields}
+
+
+@pytest.mark.parametrize("field", ["name", "description", "targets", "every", "timezone", "expires", "one_off",
+                                   "minute", "script_id", "params"])
+def test_a_nul_in_any_schedule_field_is_refused_by_that_field(backend, field):
+    console, api = backend
+    cloud = api.post("clouds", {"title": "lab", "provider": "other"})[1]
+    fields = {field: NUL}
+    if field == "one_off":
+        fields["schedule_type"] = "one_off"
+    elif field == "minute":
+        fields["schedule_type"] = "crontab"
+    elif field in ("script_id", "params"):
+        fields["kind"] = "script"
+    elif field == "targets":
+        fields["targets"] = f"{cloud['id']} {NUL}"
+    before = _stored(api)
+    resp = console.post("/ui/schedules/new", _schedule_form(cloud["id"], **fields), csrf_from="/ui/schedules/new")
+    assert resp.status_code == 400, text(resp)[:300]
+    assert f'id="{field}-error"' in text(resp) and NUL_RULE in text(resp)
+    assert _stored(api) == before
+
+
+def test_a_nul_in_an_edit_or_a_preview_is_refused(backend):
+    console, api = backend
+    cloud = api.post("clouds", {"title": "lab", "provider": "other"})[1]
+    resp = console.post("/ui/schedules/new", _schedule_form(cloud["id"]), csrf_from="/ui/schedules/new")
+    assert resp.status_code == 302, text(resp)
+    edit = resp.headers["Location"] + "/edit"
+    stored = api.get("schedules")[1]
+    resp = console.post(edit, _schedule_form(cloud["id"], description=NUL), csrf_from=edit)
+    assert resp.status_code == 400 and 'id="description-error"' in text(resp) and NUL_RULE in text(resp)
+    assert api.get("schedules")[1] == stored
+    resp = console.post("/ui/schedules/preview", _schedule_form(cloud["id"], timezone=NUL), csrf_from=edit)
+    assert resp.status_code == 200 and f"timezone: {NUL_RULE}" in text(resp)
+    resp = console.post("/ui/schedules/preview", {**_schedule_form(cloud["id"]), "schedule_id": NUL}, csrf_from=edit)
+    assert resp.status_code == 400 and f"schedule_id: {NUL_RULE}" in text(resp)
+
+
+@pytest.mark.parametrize("path, form, field", [
+    ("/ui/scripts/new", {"name": NUL, "description": "", "script": "true", "exec_type": "executable"}, "name"),
+    ("/ui/scripts/new", {"name": "s", "description": "", "script": "echo " + NUL, "exec_type": "executable"}, "script"),
+    ("/ui/keys", {"name": NUL, "generate": "on"}, "name"),
+    ("/ui/clouds", {"title": NUL, "provider": "other"}, "title"),
+    ("/ui/clouds", {"title": "c", "provider": "other", "options": '{"region": "a\\u0000b"}'}, "options"),
+    ("/ui/clouds", {"title": "c", "provider": "other", "options": '{"region": "caf\\udce9"}'}, "options"),
+    ("/ui/clouds", {"title": "c", "provider": "other", "options": '{"caf\\udce9": "x"}'}, "options"),
+    ("/ui/clouds", {"title": "c", "provider": "other", "options": '{"region": NaN}'}, "options"),
+    ("/ui/clouds", {"title": "c", "provider": "other", "options": '{"size": 1e999}'}, "options"),
+    ("/ui/clouds", {"title": "c", "provider": "other", "credentials": '{"key": "a\\u0000b"}'}, "credentials"),
+])
+def test_text_no_database_can_store_is_refused_by_its_field(backend, path, form, field):
+    console, api = backend
+    before = _stored(api)
+    resp = console.post(path, form, csrf_from=path)
+    assert resp.status_code == 400, text(resp)[:300]
+    assert f'id="{field}-error"' in text(resp) and text(resp).count('role="alert"') == 1
+    assert _stored(api) == before
+
+
+@pytest.mark.parametrize("field", ["name", "host", "ssh_user", "key_id"])
+def test_a_nul_in_a_declared_machine_is_refused_by_its_field(backend, field):
+    console, api = backend
+    cloud = api.post("clouds", {"title": "lab", "provider": "other"})[1]
+    page = f"/ui/clouds/{cloud['id']}"
+    form = {"name": "web2", "host": "10.0.0.2", "port": "22", "ssh_user": "ops", "key_id": "", field: NUL}
+    resp = console.post(page + "/machines", form, csrf_from=page)
+    assert resp.status_code == 400 and f'id="{field}-error"' in text(resp) and NUL_RULE in text(resp)
+    assert api.get(f"clouds/{cloud['id']}/machines")[1] == []

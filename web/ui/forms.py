@@ -7,8 +7,12 @@ re-checked, as the API does not re-check values a request does not send.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from zoneinfo import ZoneInfo
 
+from ..errors import BadRequest
 from ..timemath import CRONTAB_FIELDS, parse_instant
 
 ACTIONS = ("start", "stop", "reboot", "destroy")
@@ -63,6 +67,76 @@ def posted(form) -> dict:
     for box in ("enabled", "run_immediately"):
         values[box] = "on" if form.get(box) else ""
     return values
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_rule(text: str) -> str | None:
+    """The rule a text breaks when no database can store it, or None.
+
+    PostgreSQL refuses NUL in text, and no UTF-8 encoder takes a lone surrogate (which JSON's \\udce9
+    escapes can carry).
+    """
+    if "\x00" in text:
+        return "must not contain NUL (\\u0000) characters"
+    if _SURROGATE.search(text):
+        return "must be valid Unicode text (a lone surrogate such as \\udce9 is not a character)"
+    return None
+
+
+def check_text(values: dict) -> None:
+    """BadRequest "<field>: <rule>" for the first form value (or item of a list value) that cannot be stored.
+
+    Run before a posted form's values reach a query or a row: on PostgreSQL a NUL is otherwise a 500.
+    """
+    for name, value in values.items():
+        for item in value if isinstance(value, list) else (value,):
+            rule = text_rule(item) if isinstance(item, str) else None
+            if rule:
+                raise BadRequest(f"{name}: {rule}")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(name: str, text: str):
+    """A form field holding JSON (a cloud's credentials or options), read with the rules of a request body.
+
+    Finite numbers only (Python's parser reads NaN and Infinity, which are not JSON and which
+    PostgreSQL's json type refuses) and storable strings and keys. BadRequest naming the field.
+    """
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError:
+        raise BadRequest(f"{name}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"{name}: not valid JSON ({exc})") from None
+    stack = [data]
+    while stack:  # not recursive: the parser already bounded the depth
+        value = stack.pop()
+        if isinstance(value, str):
+            texts = (value,)
+        elif isinstance(value, dict):
+            texts = tuple(value)
+            stack.extend(value.values())
+        else:
+            texts = ()
+            if isinstance(value, list):
+                stack.extend(value)
+        for item in texts:
+            rule = text_rule(item)
+            if rule:
+                raise BadRequest(f"{name}: every text in it {rule}")
+    return data
 
 
 def _number(text: str):
@@ -134,6 +208,8 @@ def error_field(message: str, values: dict) -> str | None:
     """The form field an API error message names, or None when it names none of the form's fields."""
     head = message.split(":", 1)[0]
     first = head.split(",")[0].split(" (")[0].strip()
+    if first in ("targets", *ENTRY_FIELDS):  # the console's own names (check_text)
+        return first
     if first.startswith("machines_per_cloud") or first.startswith("selectors"):
         return "targets"
     if first in _ERROR_FIELD:

@@ -4,7 +4,6 @@ the signed-in org, so another org's resource is a 404 here exactly as in the API
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import timedelta
@@ -19,7 +18,7 @@ from .. import db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
 from ..cadence import describe
 from ..crypto import hash_token
-from ..errors import APIError, BadRequest
+from ..errors import APIError
 from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script, Token
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
@@ -300,6 +299,7 @@ def _preview(values: dict, current: Schedule | None, count: int = 10):
     timing = {k: body.get(k) for k in ("schedule_type", "schedule_entry", "timezone", "start_after", "expires",
                                        "max_run_count")}
     try:
+        forms.check_text(values)
         given = schedules.parse_fields(timing)
         times = schedules.preview_times(given, None, count, utcnow(), state().config.min_interval,
                                         created_at=current.created_at if current else None)
@@ -335,6 +335,7 @@ def schedule_new():
     if previewing:
         return _form_page(values, None)
     try:
+        forms.check_text(values)
         given = schedules.parse_fields(forms.to_fields(values))
         sch = schedules.store(state(), db(), g.org_id, given, None, utcnow())
     except APIError as exc:
@@ -354,6 +355,7 @@ def schedule_edit(id_):
     if previewing:
         return _form_page(values, sch)
     try:
+        forms.check_text(values)
         given = schedules.parse_fields(forms.to_fields(values, before))
         schedules.store(state(), db(), g.org_id, given, sch, utcnow())
     except APIError as exc:
@@ -368,6 +370,7 @@ def schedule_preview():
     current = None
     _reader()
     if request.form.get("schedule_id"):
+        forms.check_text({"schedule_id": request.form["schedule_id"]})
         current = get_owned(Schedule, request.form["schedule_id"], "schedule")
     values = forms.posted(request.form)
     times, error = _preview(values, current)
@@ -450,6 +453,7 @@ def cloud_list():
     if request.method == "POST":
         values = {k: (request.form.get(k) or "").strip() for k in ("title", "provider", "credentials", "options")}
         try:
+            forms.check_text(values)
             body = {"title": values["title"] or None, "provider": values["provider"] or None,
                     "credentials": _json_field("credentials", values["credentials"]),
                     "options": _json_field("options", values["options"])}
@@ -468,12 +472,7 @@ def cloud_list():
 
 
 def _json_field(name: str, text: str):
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise BadRequest(f"{name}: not valid JSON") from None
+    return forms.parse_json(name, text) if text else None
 
 
 def _cloud_page(cloud: Cloud, error=None, values=None, status=200):
@@ -504,6 +503,7 @@ def machine_declare(id_):
     cloud = get_owned(Cloud, id_, "cloud")
     values = {k: (request.form.get(k) or "").strip() for k in ("name", "host", "port", "ssh_user", "key_id")}
     try:
+        forms.check_text(values)
         body = {k: (forms._number(v) if k == "port" else v) or None for k, v in values.items()}
         resources.check_declarable(cloud)
         resources.declare_machine(s, g.org_id, cloud, resources.fields(MachineIn, body, resources.MACHINE_READ_ONLY),
@@ -540,6 +540,7 @@ def _script_form(current: Script | None):
         values["script"] = values["script"].replace("\r\n", "\n")
         body = {k: (v if v != "" else None) for k, v in values.items()}
         try:
+            forms.check_text(values)
             script = resources.store_script(s, g.org_id, resources.fields(ScriptIn, body, resources.STAMPS),
                                             current, utcnow())
             return redirect(url_for("ui.script_page", id_=script.id))
@@ -571,6 +572,7 @@ def key_list():
         body = {"name": values["name"] or None, "private": (request.form.get("private") or "").strip() or None,
                 "generate": bool(request.form.get("generate")) or None}
         try:
+            forms.check_text({**values, "private": body["private"] or ""})
             resources.create_key(s, state().box, org, resources.fields(KeyIn, body, resources.STAMPS | {"public"}),
                                  utcnow())
             return redirect(url_for("ui.key_list"))
