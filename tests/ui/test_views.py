@@ -145,3 +145,21 @@ def test_a_nul_in_a_declared_machine_is_refused_by_its_field(backend, field):
     resp = console.post(page + "/machines", form, csrf_from=page)
     assert resp.status_code == 400 and f'id="{field}-error"' in text(resp) and NUL_RULE in text(resp)
     assert api.get(f"clouds/{cloud['id']}/machines")[1] == []
+
+
+# ------------------------------------------------------------------ stored schedules the forms must keep as they are
+
+def test_an_edit_keeps_an_interval_in_microseconds(console, api, schedule_body):
+    status, sch = api.post("schedules", schedule_body(name="fast", schedule_entry={"every": 90_000_000,
+                                                                                   "period": "microseconds"}))
+    assert status == 200, sch
+    edit = f"/ui/schedules/{sch['id']}/edit"
+    page = text(console.get(edit))
+    assert '<option value="microseconds" selected>' in page
+    cloud_id, machine = sch["machines_per_cloud"][0]
+    resp = console.post(edit, _schedule_form(cloud_id, name="fast", targets=f"{cloud_id} {machine}", every="90000000",
+                                             period="microseconds", description="only this changed"), csrf_from=edit)
+    assert resp.status_code == 302, text(resp)
+    after = api.get(f"schedules/{sch['id']}")[1]
+    assert after["description"] == "only this changed"
+    assert after["schedule_entry"] == {"every": 90_000_000, "period": "microseconds"}

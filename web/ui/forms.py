@@ -13,10 +13,11 @@ import re
 from zoneinfo import ZoneInfo
 
 from ..errors import BadRequest
-from ..timemath import CRONTAB_FIELDS, parse_instant
+# PERIODS: every period the API takes, microseconds too. A <select> without the stored period
+# would post its first option instead, and an edit would change "every 5000000 microseconds" into days.
+from ..timemath import CRONTAB_FIELDS, PERIODS, parse_instant  # noqa: F401  (PERIODS: the form's choices)
 
 ACTIONS = ("start", "stop", "reboot", "destroy")
-PERIODS = ("days", "hours", "minutes", "seconds")
 TYPES = ("interval", "crontab", "one_off")
 CONCURRENCY = ("forbid", "allow")
 # Plain fields: form name = API field name.
