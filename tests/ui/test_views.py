@@ -163,3 +163,56 @@ def test_an_edit_keeps_an_interval_in_microseconds(console, api, schedule_body):
     after = api.get(f"schedules/{sch['id']}")[1]
     assert after["description"] == "only this changed"
     assert after["schedule_entry"] == {"every": 90_000_000, "period": "microseconds"}
+
+
+POISONS = {
+    "unknown-timezone": {"schedule_type": "crontab", "schedule_entry": {"minute": "0", "hour": "2"},
+                         "timezone": "Not/A_Zone"},
+    "interval-not-a-number": {"schedule_entry": {"every": "often", "period": "hours"}},
+    "interval-without-period": {"schedule_entry": {"every": 2}},
+    "one-off-not-a-date": {"schedule_type": "one_off", "schedule_entry": "soon"},
+    "crontab-out-of-range": {"schedule_type": "crontab", "schedule_entry": {"minute": "99"}},
+    "entry-not-an-object": {"schedule_entry": ["every", 2]},
+}
+
+
+@pytest.mark.parametrize("poison", POISONS, ids=list(POISONS))
+def test_a_schedule_whose_stored_timing_cannot_be_computed_still_renders(console, api, schedule_body, state, poison):
+    """A row the time math cannot read (an operator's edit, a zone tzdata dropped) is shown with its error;
+    the other schedules and the pages that list them are unaffected (one row must not stop the rest)."""
+    from sqlalchemy import update
+
+    from web.models import Schedule
+
+    good = api.post("schedules", schedule_body(name="healthy"))[1]
+    bad = api.post("schedules", schedule_body(name="poisoned"))[1]
+    with state.db.transaction() as s:
+        s.execute(update(Schedule).where(Schedule.id == bad["id"]).values(**POISONS[poison]))
+    listing = console.get("/ui/schedules")
+    assert listing.status_code == 200, text(listing)[:300]
+    assert "healthy" in text(listing) and "every 2 minutes" in text(listing)
+    assert "poisoned" in text(listing) and "cannot be computed" in text(listing)
+    dashboard = console.get("/ui/")
+    assert dashboard.status_code == 200 and "healthy" in text(dashboard)
+    assert "Timing cannot be computed" in text(dashboard) and f"/ui/schedules/{bad['id']}" in text(dashboard)
+    page = console.get(f"/ui/schedules/{bad['id']}")
+    assert page.status_code == 200 and "cannot be computed" in text(page)
+    edit = console.get(f"/ui/schedules/{bad['id']}/edit")
+    assert edit.status_code == 200 and 'id="preview"' in text(edit) and "cannot be computed" in text(edit)
+    assert console.get(f"/ui/schedules/{good['id']}").status_code == 200
+
+
+def test_a_poisoned_schedule_is_repaired_through_its_edit_form(console, api, schedule_body, state):
+    from sqlalchemy import update
+
+    from web.models import Schedule
+
+    bad = api.post("schedules", schedule_body(name="poisoned"))[1]
+    with state.db.transaction() as s:
+        s.execute(update(Schedule).where(Schedule.id == bad["id"]).values(schedule_entry={"every": "often"}))
+    edit = f"/ui/schedules/{bad['id']}/edit"
+    cloud_id, machine = bad["machines_per_cloud"][0]
+    resp = console.post(edit, _schedule_form(cloud_id, name="poisoned", targets=f"{cloud_id} {machine}", every="3",
+                                             period="hours"), csrf_from=edit)
+    assert resp.status_code == 302, text(resp)
+    assert api.get(f"schedules/{bad['id']}")[1]["schedule_entry"] == {"every": 3, "period": "hours"}

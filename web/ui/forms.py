@@ -28,12 +28,24 @@ ENTRY_FIELDS = ("every", "period", *CRONTAB_FIELDS, "one_off")
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"  # what <input type="datetime-local" step="1"> sends and shows
 
 
+def _zone(tz: str | None) -> ZoneInfo:
+    """The zone a stored schedule names, or UTC when tzdata no longer knows it (the row still opens)."""
+    try:
+        return ZoneInfo(tz or "UTC")
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return ZoneInfo("UTC")
+
+
 def _local(dt, tz: str) -> str:
-    return "" if dt is None else dt.astimezone(ZoneInfo(tz or "UTC")).strftime(LOCAL_FORMAT)
+    return "" if dt is None else dt.astimezone(_zone(tz)).strftime(LOCAL_FORMAT)
 
 
 def initial(schedule=None) -> dict:
-    """The form's values (all strings, targets a list of "cloud_id machine_id") for a stored schedule or a new one."""
+    """The form's values (all strings, targets a list of "cloud_id machine_id") for a stored schedule or a new one.
+
+    A stored entry the time math cannot read (an operator's edit, a zone tzdata dropped) is shown as
+    far as it goes, so its edit form opens and the preview names what is wrong.
+    """
     if schedule is None:
         return {"name": "", "description": "", "kind": "action", "action": "stop", "script_id": "", "params": "",
                 "targets": [], "schedule_type": "interval", "every": "1", "period": "days",
@@ -52,12 +64,16 @@ def initial(schedule=None) -> dict:
         "misfire_grace": str(s.misfire_grace), "concurrency": s.concurrency, "timeout": str(s.timeout),
         "enabled": "on" if s.enabled else "", "run_immediately": "on" if s.run_immediately else "",
     }
-    if s.schedule_type == "interval":
-        values.update(every=str(s.schedule_entry["every"]), period=s.schedule_entry["period"])
-    elif s.schedule_type == "crontab":
-        values.update({f: str(s.schedule_entry.get(f, "*")) for f in CRONTAB_FIELDS})
-    else:
-        values["one_off"] = _local(parse_instant(s.schedule_entry, "UTC"), tz)
+    entry = s.schedule_entry
+    if s.schedule_type == "interval" and isinstance(entry, dict):
+        values.update(every=str(entry.get("every", "")), period=str(entry.get("period") or "days"))
+    elif s.schedule_type == "crontab" and isinstance(entry, dict):
+        values.update({f: str(entry.get(f, "*")) for f in CRONTAB_FIELDS})
+    elif s.schedule_type == "one_off":
+        try:
+            values["one_off"] = _local(parse_instant(entry, "UTC"), tz)
+        except (ValueError, TypeError):  # TimeSpecError is a ValueError
+            values["one_off"] = str(entry or "")
     return values
 
 

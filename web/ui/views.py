@@ -194,16 +194,33 @@ def signout():
 
 # ---------------------------------------------------------------- dashboard
 
+def _timing(sch: Schedule, now, count: int) -> tuple[str, list, str | None]:
+    """(cadence in words, the next `count` fires, None), or ("", [], error) when the stored timing cannot be computed.
+
+    A stored row may hold what the API would refuse (an operator's edit, a zone tzdata has
+    dropped): that schedule shows its error and every other row of the page still renders, as the
+    dispatcher contains such a row rather than stopping.
+    """
+    try:
+        return describe(sch.schedule_type, sch.schedule_entry, sch.timezone), schedules.upcoming(sch, now, count), None
+    except Exception as exc:  # noqa: BLE001  (any stored value can be wrong: contain the row)
+        detail = str(exc) if isinstance(exc, (TimeSpecError, APIError)) else f"{type(exc).__name__}: {exc}"
+        return "", [], f"timing cannot be computed ({detail})"
+
+
 @bp.get("/")
 def dashboard():
     s, org, now = db(), g.org_id, utcnow()
     counts = runs.status_counts(s, org, now - timedelta(hours=24))
     horizon = now + timedelta(hours=24)
-    due, capped = [], False
+    due, capped, unreadable = [], False, []
     active = s.scalars(schedules.query_for_org(org).where(Schedule.next_run_at.is_not(None),
                                                             Schedule.next_run_at < horizon)).all()
     for sch in active:
-        fires = [t for t in schedules.upcoming(sch, now, DUE_PER_SCHEDULE) if t < horizon]
+        _cadence, upcoming, error = _timing(sch, now, DUE_PER_SCHEDULE)
+        if error:
+            unreadable.append((sch, error))
+        fires = [t for t in upcoming if t < horizon]
         capped = capped or len(fires) == DUE_PER_SCHEDULE
         due.extend((fire, sch) for fire in fires)
     due.sort(key=lambda pair: pair[0])
@@ -214,7 +231,7 @@ def dashboard():
     backlog, oldest = runs.backlog(s, org)
     return render_template("dashboard.html", counts=counts, total=sum(counts.values()), due=due[:20],
                            due_count=len(due), due_capped=capped,
-                           failing=failing, backlog=backlog, oldest=oldest)
+                           failing=failing, backlog=backlog, oldest=oldest, unreadable=unreadable)
 
 
 # ---------------------------------------------------------------- schedules
@@ -262,8 +279,12 @@ def schedule_list():
     rows = s.scalars(query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(PAGE).offset(offset)).all()
     strips = runs.recent_outcomes(s, org, [r.id for r in rows], 10)
     names = _machine_names(s, org)
-    items = [{"s": r, "cadence": describe(r.schedule_type, r.schedule_entry, r.timezone),
-              "targets": _targets_text(r, names), "strip": strips.get(r.id, [])} for r in rows]
+    now = utcnow()
+    items = []
+    for r in rows:
+        cadence, _next, error = _timing(r, now, 1)
+        items.append({"s": r, "cadence": cadence, "error": error, "targets": _targets_text(r, names),
+                      "strip": strips.get(r.id, [])})
 
     def page(at):
         return url_for("ui.schedule_list") + "?" + urlencode({"q": q, "status": status, "offset": at})
@@ -350,7 +371,8 @@ def schedule_edit(id_):
     sch = get_owned(Schedule, id_, "schedule")
     before = forms.initial(sch)
     if request.method == "GET":
-        return _form_page(before, sch)
+        # A stored timing the time math cannot read is said at the top of the form, to be corrected here.
+        return _form_page(before, sch, _timing(sch, utcnow(), 1)[2])
     values = forms.posted(request.form)
     if previewing:
         return _form_page(values, sch)
@@ -385,11 +407,12 @@ def schedule_page(id_):
     query = runs.runs_query(org, id_)
     total = s.scalar(select(func.count()).select_from(query.subquery()))
     run_rows = s.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(PAGE).offset(offset)).all()
+    cadence, upcoming, timing_error = _timing(sch, utcnow(), 10)
     # Each fire as {"at", "note"}: calendars will mark excluded and skipped fires in "note".
-    timeline = [{"at": t, "note": None} for t in schedules.upcoming(sch, utcnow(), 10)]
+    timeline = [{"at": t, "note": None} for t in upcoming]
     script = s.get(Script, sch.script_id) if sch.script_id else None
     return render_template("schedule.html", s=sch, data=schedules.to_json(sch), script=script,
-                           cadence=describe(sch.schedule_type, sch.schedule_entry, sch.timezone),
+                           cadence=cadence, timing_error=timing_error,
                            targets=_targets_text(sch, _machine_names(s, org)), timeline=timeline, runs=run_rows,
                            total=total, offset=offset, page=PAGE)
 
