@@ -216,3 +216,28 @@ def test_a_poisoned_schedule_is_repaired_through_its_edit_form(console, api, sch
                                              period="hours"), csrf_from=edit)
     assert resp.status_code == 302, text(resp)
     assert api.get(f"schedules/{bad['id']}")[1]["schedule_entry"] == {"every": 3, "period": "hours"}
+
+
+# ------------------------------------------------------------------ errors read as pages
+
+def test_a_form_larger_than_the_body_limit_is_refused_with_a_page(console, app):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    resp = console.post("/ui/scripts/new", {"name": "big", "description": "", "exec_type": "executable",
+                                            "script": "x" * (limit + 1)}, csrf_from="/ui/scripts/new")
+    assert resp.status_code == 413 and resp.mimetype == "text/html"
+    assert f"request body is larger than {limit} bytes" in text(resp)
+    assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
+def test_an_unexpected_error_in_a_page_is_a_page_without_a_traceback(console, monkeypatch, caplog):
+    from web import runs
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("secret detail from deep inside")
+
+    monkeypatch.setattr(runs, "status_counts", broken)
+    resp = console.get("/ui/")
+    assert resp.status_code == 500 and resp.mimetype == "text/html"
+    assert "internal error; see the service log" in text(resp)
+    assert "secret detail" not in text(resp) and "Traceback" not in text(resp)
+    assert "secret detail from deep inside" in caplog.text  # the operator's log keeps it

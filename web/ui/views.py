@@ -4,14 +4,16 @@ the signed-in org, so another org's resource is a 404 here exactly as in the API
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import timedelta
 from urllib.parse import urlencode
 from zoneinfo import available_timezones
 
-from flask import g, redirect, render_template, request, session, url_for
+from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
 from sqlalchemy import false, func, select
 
 from .. import db, resources, runs, schedules, state, utcnow
@@ -23,6 +25,8 @@ from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script, Tok
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
 from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms
+
+log = logging.getLogger(__name__)
 
 PAGE = 50
 MAX_OFFSET = 10**9  # the API's bound on ?offset=
@@ -136,6 +140,27 @@ def _api_error(exc: APIError):
 def _csrf_error(exc: CSRFError):
     message = f"form refused: {exc.description} Reload the page and send the form again."
     return render_template("error.html", status=400, message=message), 400
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    """A refusal werkzeug raises inside a console page (a form over the body limit, 405) as a page, not JSON."""
+    if exc.code == 413:
+        message = f"request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    else:
+        message = exc.description or exc.name
+    return render_template("error.html", status=exc.code, message=message), exc.code
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):
+    # As the API's handler: never a traceback in an answer; the log keeps it for the operator.
+    log.exception("unhandled error in the console")
+    message = "internal error; see the service log"
+    try:
+        return render_template("error.html", status=500, message=message), 500
+    except Exception:  # noqa: BLE001  (the page itself needs the database, which may be what failed)
+        return message, 500, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _offset() -> int:
