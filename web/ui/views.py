@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from datetime import timedelta
 from urllib.parse import urlencode
 from zoneinfo import available_timezones
@@ -21,10 +20,10 @@ from ..api import get_owned
 from ..cadence import describe
 from ..crypto import hash_token
 from ..errors import APIError
-from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script, Token
+from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
-from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms
+from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms, sessions
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +60,10 @@ def _before():
 
 
 def _signed_in_org() -> str | None:
-    """The org of the session's token, or None (no session, expired, or the token was revoked)."""
-    token_hash = session.get("token")
-    if not token_hash or session.get("expires", 0) < time.time():
-        session.clear()
-        return None
+    """The org of the cookie's session, or None (no session, signed out, expired, or the token was revoked)."""
+    sid = session.get("sid")
     # A short read of its own: a POST's writing session starts only when the view needs it.
-    with state().db.session() as s:
-        org_id = s.scalar(select(Token.org_id).where(Token.token_hash == token_hash))
+    org_id = sessions.org_of(state().db, sid, utcnow()) if isinstance(sid, str) else None
     if org_id is None:
         session.clear()
     return org_id
@@ -198,14 +193,12 @@ def signin():
     next_url = console_path(request.values.get("next")) or url_for("ui.dashboard")
     if request.method == "POST":
         token = (request.form.get("token") or "").strip()
-        token_hash = hash_token(token) if token else None
-        with state().db.session() as s:
-            known = token_hash and s.scalar(select(Token.id).where(Token.token_hash == token_hash))
-        if known:
+        sid = sessions.open_session(state().db, hash_token(token), utcnow(),
+                                    state().config.ui_session_lifetime) if token else None
+        if sid:
             session.clear()  # nothing from before sign-in carries over
             session.permanent = True
-            session["token"] = token_hash
-            session["expires"] = time.time() + state().config.ui_session_lifetime.total_seconds()
+            session["sid"] = sid
             return redirect(next_url)
         error = "token: unknown or revoked token" if token else "token: is required"
     return render_template("signin.html", error=error, next=next_url), (401 if error else 200)
@@ -213,6 +206,7 @@ def signin():
 
 @bp.post("/signout")
 def signout():
+    sessions.close_session(state().db, session["sid"])  # _before checked that it is one
     session.clear()
     return redirect(url_for("ui.signin"))
 
