@@ -314,3 +314,35 @@ def test_it_reads_without_javascript_and_fits_a_phones_width(browser, svc, store
             assert box_id and page.locator(f"label[for='{box_id}']").count() == 1, f"no label for {box_id}"
     finally:
         context.close()
+
+
+def test_long_unbroken_names_still_fit_a_phones_width(browser, svc):
+    """Provider ids, generated names and 40-digit numbers do not break where a line can: pages and
+    forms must still fit 375 px instead of scrolling sideways."""
+    token = svc.create_token("long-names")
+    long = "x" * 30 + "0123456789" * 4
+
+    def made(path, body):
+        status, answer = svc.api("POST", path, body, token=token)
+        assert status == 200, answer
+        return answer
+
+    cloud = made("clouds", {"title": "cloud-" + long, "provider": "other"})
+    key = made("keys", {"name": "key-" + long, "generate": True})
+    made(f"clouds/{cloud['id']}/machines", {"name": "machine-" + long, "host": "10.0.0.1", "key_id": key["id"],
+                                            "tags": {"tag-" + long: "value-" + long}})
+    script = made("scripts", {"name": "script-" + long, "description": "about-" + long, "script": "#!/bin/sh\ntrue\n"})
+    schedule = made("schedules", {"name": "schedule-" + long, "description": "why-" + long, "script_id": script["id"],
+                                  "params": "--flag=" + long, "machines_per_cloud": [[cloud["id"], "machine-" + long]],
+                                  "schedule_type": "crontab", "schedule_entry": {"minute": "0", "hour": "2"}})
+    context, page = new_page(browser, svc, viewport={"width": 375, "height": 740})
+    try:
+        sign_in(page, token)
+        for path in ("/ui/", "/ui/schedules", f"/ui/schedules/{schedule['id']}", f"/ui/schedules/{schedule['id']}/edit",
+                     "/ui/schedules/new", f"/ui/schedules/{schedule['id']}/delete", "/ui/clouds",
+                     f"/ui/clouds/{cloud['id']}", "/ui/scripts", f"/ui/scripts/{script['id']}",
+                     f"/ui/scripts/{script['id']}/edit", "/ui/keys", "/ui/logs"):
+            page.goto(path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+    finally:
+        context.close()
