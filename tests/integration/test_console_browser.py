@@ -346,3 +346,54 @@ def test_long_unbroken_names_still_fit_a_phones_width(browser, svc):
             assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
     finally:
         context.close()
+
+
+def test_an_opened_output_stays_open_while_the_run_page_refreshes(browser, svc, sshd_hosts, tmp_path):
+    """While a run is still going, the page refreshes itself every second; a machine that has finished
+    shows its output, and a person reading it must not see it fold shut at the next refresh."""
+    token = svc.create_token("reader")
+    fast, slow = sshd_hosts[0], sshd_hosts[1]
+    release = tmp_path / "release"  # the slow machine's script waits for this file (both run on this host)
+
+    def made(path, body):
+        status, answer = svc.api("POST", path, body, token=token)
+        assert status == 200, answer
+        return answer
+
+    key = made("keys", {"name": "harness", "private": fast.private_key})
+    cloud = made("clouds", {"title": "lab", "provider": "other"})
+    for name, host in (("fast", fast), ("slow", slow)):
+        made(f"clouds/{cloud['id']}/machines", {"name": name, "host": host.host, "port": host.port,
+                                                "ssh_user": host.user, "key_id": key["id"]})
+    script = made("scripts", {"name": "wait", "script": (
+        "#!/bin/sh\n"
+        "echo \"output of port ${SSH_CONNECTION##* }\"\n"
+        f"if [ \"${{SSH_CONNECTION##* }}\" = {slow.port} ]; then\n"
+        f"  i=0; while [ ! -e {release} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n"
+        "fi\n")})
+    schedule = made("schedules", {"name": "two", "script_id": script["id"], "schedule_type": "crontab",
+                                  "machines_per_cloud": [[cloud["id"], "fast"], [cloud["id"], "slow"]],
+                                  "schedule_entry": {"minute": "0", "hour": "2"}})
+    context, page = new_page(browser, svc)
+    try:
+        sign_in(page, token)
+        page.goto(f"/ui/schedules/{schedule['id']}")
+        page.get_by_role("button", name="Run now").click()
+        page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f]{32}$"))
+        stdout = page.locator("table.machines tbody tr", has_text="fast").locator("details", has_text="stdout")
+        stdout.wait_for(timeout=120_000)
+        assert page.locator("#run-status").inner_text() == "running"
+        stdout.locator("summary").click()
+        assert stdout.evaluate("e => e.open")
+        page.wait_for_timeout(3_000)  # three refreshes
+        assert page.locator("#run-status").inner_text() == "running"
+        assert stdout.evaluate("e => e.open"), "the output folded shut at a refresh"
+        assert f"output of port {fast.port}" in stdout.locator("pre").inner_text()
+        release.touch()
+        expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)
+        slow_out = page.locator("table.machines tbody tr", has_text="slow").locator("details", has_text="stdout")
+        slow_out.locator("summary").click()
+        assert f"output of port {slow.port}" in slow_out.locator("pre").inner_text()
+    finally:
+        release.touch()
+        context.close()

@@ -208,7 +208,7 @@ def test_a_run_page_shows_each_machines_output_with_the_cap_marker_visible(conso
     page = text(console.get(f"/ui/runs/{run_id}"))
     assert '<mark class="cap">' in page and "bytes of output truncated]" in page
     assert "<mark>truncated</mark>" in page and "warning: low disk" in page and "1.2 s" in page
-    assert "<details>" in page and 'class="stdout"' in page
+    assert '<details id="output-1-stdout-' in page and 'class="stdout"' in page
     assert "hx-trigger" not in page  # finished: nothing polls
 
 
