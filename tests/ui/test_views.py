@@ -241,3 +241,24 @@ def test_an_unexpected_error_in_a_page_is_a_page_without_a_traceback(console, mo
     assert "internal error; see the service log" in text(resp)
     assert "secret detail" not in text(resp) and "Traceback" not in text(resp)
     assert "secret detail from deep inside" in caplog.text  # the operator's log keeps it
+
+
+def test_the_dashboard_computes_due_fires_in_bounded_work(console, api, schedule_body, monkeypatch):
+    """Fifty schedules firing every minute are 72,000 fires in the next 24 h: the dashboard counts up
+    to its cap and lists the first twenty, computing about one fire per fire it uses, not 500 each."""
+    from web import timemath
+
+    for i in range(50):
+        assert api.post("schedules", schedule_body(name=f"often-{i}", schedule_type="crontab",
+                                                   schedule_entry={"minute": "*"}))[0] == 200
+    calls = []
+    real = timemath.next_fire
+
+    def counted(timing, after):
+        calls.append(after)
+        return real(timing, after)
+
+    monkeypatch.setattr(timemath, "next_fire", counted)
+    page = text(console.get("/ui/"))
+    assert "<strong>500+</strong> fires" in page and page.count('<li><time datetime="') == 20
+    assert len(calls) <= 2 * (50 + 500), len(calls)
