@@ -262,3 +262,15 @@ def test_the_dashboard_computes_due_fires_in_bounded_work(console, api, schedule
     page = text(console.get("/ui/"))
     assert "<strong>500+</strong> fires" in page and page.count('<li><time datetime="') == 20
     assert len(calls) <= 2 * (50 + 500), len(calls)
+
+
+def test_the_preview_of_a_one_off_without_its_date_asks_for_the_date(console):
+    """Not the API's 'schedule_type, schedule_entry: are required', which a person who has just chosen
+    'Once' reads as a fault in the type they chose."""
+    resp = console.post("/ui/schedules/preview", {"schedule_type": "one_off", "one_off": "", "timezone": "UTC"},
+                        csrf_from="/ui/schedules/new")
+    assert resp.status_code == 200
+    assert "Pick the date and time" in text(resp) and "field-error" not in text(resp)
+    page = text(console.post("/ui/schedules/new", {"schedule_type": "one_off", "one_off": "", "preview": "1"},
+                             csrf_from="/ui/schedules/new"))
+    assert "Pick the date and time" in page

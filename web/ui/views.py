@@ -335,8 +335,19 @@ def _choices(s, org: str, current: Schedule | None = None) -> dict:
             "types": forms.TYPES, "concurrency": forms.CONCURRENCY, "timezones": sorted(available_timezones())}
 
 
+def _no_date(values: dict) -> bool:
+    """A one_off whose date is still empty: the preview asks for the date rather than showing an error."""
+    return values.get("schedule_type") == "one_off" and not values.get("one_off")
+
+
 def _preview(values: dict, current: Schedule | None, count: int = 10):
-    """(fire times, error) for the form's timing fields, from the API's preview function."""
+    """(fire times, error) for the form's timing fields, from the API's preview function.
+
+    A one_off whose date is still empty has neither: the preview asks for the date (the API's
+    "schedule_type, schedule_entry: are required" reads as a fault in the type just chosen).
+    """
+    if _no_date(values):
+        return [], None
     body = forms.to_fields(values)  # the whole timing, as a new body
     # Enabled or not, the preview answers "when would it fire": the form shows the enabled box beside it.
     timing = {k: body.get(k) for k in ("schedule_type", "schedule_entry", "timezone", "start_after", "expires",
@@ -358,6 +369,7 @@ def _form_page(values: dict, current: Schedule | None, error: str | None = None,
     times, preview_error = _preview(values, current)
     return render_template("schedule_form.html", values=values, current=current, error=error, error_field=field,
                            times=times, preview_error=preview_error, tz=values.get("timezone") or "UTC",
+                           no_date=_no_date(values),
                            **_choices(s, org, current)), status
 
 
@@ -418,7 +430,8 @@ def schedule_preview():
         current = get_owned(Schedule, request.form["schedule_id"], "schedule")
     values = forms.posted(request.form)
     times, error = _preview(values, current)
-    return render_template("_preview.html", times=times, preview_error=error, tz=values["timezone"] or "UTC")
+    return render_template("_preview.html", times=times, preview_error=error, tz=values["timezone"] or "UTC",
+                           no_date=_no_date(values))
 
 
 @bp.get("/schedules/<id_>")
