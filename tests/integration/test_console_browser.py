@@ -397,3 +397,45 @@ def test_an_opened_output_stays_open_while_the_run_page_refreshes(browser, svc, 
     finally:
         release.touch()
         context.close()
+
+
+def test_hostile_text_is_shown_as_text_and_no_inline_script_runs(browser, svc):
+    """Names, descriptions, a script and a machine's tags full of markup render as text; the CSP stops a
+    script that would be inserted inline anyway; the session cookie is out of a script's reach."""
+    token = svc.create_token("hostile")
+    markup = '"><script>alert(1)</script><img src=x onerror=alert(2)><svg onload=alert(3)>'
+
+    def made(path, body):
+        status, answer = svc.api("POST", path, body, token=token)
+        assert status == 200, answer
+        return answer
+
+    cloud = made("clouds", {"title": "lab" + markup, "provider": "other", "options": {"note": markup}})
+    made(f"clouds/{cloud['id']}/machines", {"name": "web" + markup, "host": "10.0.0.1", "tags": {"k": markup}})
+    script = made("scripts", {"name": "s" + markup, "description": markup, "script": "#!/bin/sh\necho '" + markup})
+    schedule = made("schedules", {"name": "n" + markup, "description": markup, "script_id": script["id"],
+                                  "params": markup, "machines_per_cloud": [[cloud["id"], "web" + markup]],
+                                  "schedule_type": "crontab", "schedule_entry": {"minute": "0", "hour": "2"}})
+    made("keys", {"name": "k" + markup, "generate": True})
+    context, page = new_page(browser, svc)
+    dialogs, violations = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        sign_in(page, token)
+        for path in ("/ui/", "/ui/schedules", f"/ui/schedules/{schedule['id']}", f"/ui/schedules/{schedule['id']}/edit",
+                     f"/ui/schedules/{schedule['id']}/delete", "/ui/clouds", f"/ui/clouds/{cloud['id']}", "/ui/scripts",
+                     f"/ui/scripts/{script['id']}", f"/ui/scripts/{script['id']}/edit", "/ui/keys",
+                     "/ui/logs?run_id=" + markup, "/ui/schedules?q=" + markup):
+            page.goto(path)
+            assert page.locator("main script, main img, main svg").count() == 0, path
+        page.goto(f"/ui/schedules/{schedule['id']}")
+        assert page.get_by_role("heading", level=1).inner_text() == "n" + markup
+        page.evaluate("() => { const s = document.createElement('script');"
+                      " s.textContent = 'window.__inline = true'; document.body.appendChild(s); }")
+        assert page.evaluate("window.__inline") is None
+        assert any("script-src 'self'" in v for v in violations)
+        assert page.evaluate("document.cookie") == ""  # HttpOnly
+        assert dialogs == []
+    finally:
+        context.close()
