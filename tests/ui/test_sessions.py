@@ -94,3 +94,10 @@ def test_a_new_sign_in_clears_sessions_that_have_expired(app, api, console, stat
     with state.db.session() as s:
         assert s.scalar(select(func.count()).select_from(ConsoleSession)) == 1
     assert "Dashboard" in text(fresh.get("/ui/"))
+
+
+def test_signing_in_again_ends_the_session_it_replaces(app, api, console, other_api):
+    copied = _cookie(console.flask)
+    assert console.sign_in(other_api.token).status_code == 302  # the same browser, now for another org
+    assert _replay(app, copied).status_code == 302
+    assert "globex" in text(console.get("/ui/"))

@@ -197,6 +197,8 @@ def signin():
         sid = sessions.open_session(state().db, hash_token(token), utcnow(),
                                     state().config.ui_session_lifetime) if token else None
         if sid:
+            if isinstance(session.get("sid"), str):  # signing in again: the session it replaces ends
+                sessions.close_session(state().db, session["sid"])
             session.clear()  # nothing from before sign-in carries over
             session.permanent = True
             session["sid"] = sid
