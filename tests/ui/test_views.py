@@ -274,3 +274,15 @@ def test_the_preview_of_a_one_off_without_its_date_asks_for_the_date(console):
     page = text(console.post("/ui/schedules/new", {"schedule_type": "one_off", "one_off": "", "preview": "1"},
                              csrf_from="/ui/schedules/new"))
     assert "Pick the date and time" in page
+
+
+def test_a_script_named_only_with_blanks_is_refused_like_the_other_forms_names(console, api):
+    resp = console.post("/ui/scripts/new", {"name": "   ", "description": "  ", "script": "true",
+                                            "exec_type": "executable"}, csrf_from="/ui/scripts/new")
+    assert resp.status_code == 400 and 'id="name-error"' in text(resp) and "name: is required" in text(resp)
+    assert api.get("scripts")[1] == []
+    resp = console.post("/ui/scripts/new", {"name": " uptime ", "description": " load ", "script": "  uptime\n",
+                                            "exec_type": "executable"}, csrf_from="/ui/scripts/new")
+    assert resp.status_code == 302
+    [script] = api.get("scripts")[1]
+    assert (script["name"], script["description"], script["script"]) == ("uptime", "load", "  uptime\n")

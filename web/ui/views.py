@@ -596,6 +596,8 @@ def _script_form(current: Script | None):
     values = {k: v or "" for k, v in values.items()}
     if request.method == "POST":
         values = {k: request.form.get(k, "") for k in ("name", "description", "script", "exec_type")}
+        # Blanks around a name are not part of it (as in the other forms); a script keeps its own.
+        values.update(name=values["name"].strip(), description=values["description"].strip())
         # Browsers send textarea lines with CRLF; a script keeps the newlines it would have as a file.
         values["script"] = values["script"].replace("\r\n", "\n")
         body = {k: (v if v != "" else None) for k, v in values.items()}
