@@ -286,3 +286,13 @@ def test_a_script_named_only_with_blanks_is_refused_like_the_other_forms_names(c
     assert resp.status_code == 302
     [script] = api.get("scripts")[1]
     assert (script["name"], script["description"], script["script"]) == ("uptime", "load", "  uptime\n")
+
+
+def test_the_form_says_which_targets_take_scripts_only(console, api, cloud, machine):
+    """A machine declared on an 'other' cloud is a plain SSH host: a power action on it fails at every
+    run ('power actions need a libcloud cloud'), so the form says so beside it before anyone picks it."""
+    import re as _re
+
+    page = text(console.get("/ui/schedules/new"))
+    label = _re.search(r'<label for="target-1">(.*?)</label>', page, _re.S).group(1)
+    assert "web1" in label and "scripts only" in label

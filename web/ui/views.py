@@ -327,7 +327,9 @@ def _choices(s, org: str, current: Schedule | None = None) -> dict:
                          .order_by(Machine.cloud_id, Machine.name, Machine.machine_id)).all()
     targets = [{"value": f"{m.cloud_id} {m.machine_id}", "label": m.name or m.machine_id,
                 "cloud": clouds[m.cloud_id].title if m.cloud_id in clouds else m.cloud_id,
-                "detail": m.host or ", ".join(m.public_ips or []) or m.state or ""} for m in machines]
+                "detail": m.host or ", ".join(m.public_ips or []) or m.state or "",
+                # A plain SSH host has no provider to start or stop it: a power action fails at every run.
+                "ssh_only": m.cloud_id in clouds and clouds[m.cloud_id].provider == "other"} for m in machines]
     known = {t["value"] for t in targets}
     for c, m in (current.machines_per_cloud if current else []) or []:
         if f"{c} {m}" not in known:
