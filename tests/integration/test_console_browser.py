@@ -388,6 +388,8 @@ def test_an_opened_output_stays_open_while_the_run_page_refreshes(browser, svc, 
         page.wait_for_timeout(3_000)  # three refreshes
         assert page.locator("#run-status").inner_text() == "running"
         assert stdout.evaluate("e => e.open"), "the output folded shut at a refresh"
+        # The refreshes named the output the page holds, got an empty element back and kept the page's own.
+        assert re.search(r"[?&]shown=\d", page.locator("#run").get_attribute("hx-get"))
         assert f"output of port {fast.port}" in stdout.locator("pre").inner_text()
         release.touch()
         expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)

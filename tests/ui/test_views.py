@@ -296,3 +296,42 @@ def test_the_form_says_which_targets_take_scripts_only(console, api, cloud, mach
     page = text(console.get("/ui/schedules/new"))
     label = _re.search(r'<label for="target-1">(.*?)</label>', page, _re.S).group(1)
     assert "web1" in label and "scripts only" in label
+
+
+# ------------------------------------------------------------------ a running run's page
+
+def _running_run(state, schedule_id, outputs):
+    """A running run whose machines are `outputs` (None: still running, else its stdout)."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+
+    from web.models import Run, RunMachine, Schedule
+
+    now = datetime.now(timezone.utc)
+    with state.db.transaction() as s:
+        org_id = s.scalar(select(Schedule.org_id).where(Schedule.id == schedule_id))
+        run = Run(id="d" * 32, org_id=org_id, schedule_id=schedule_id, trigger="manual", created_at=now,
+                  started_at=now, status="running")
+        s.add(run)
+        s.flush()
+        for i, out in enumerate(outputs):
+            s.add(RunMachine(run_id=run.id, machine_key=f"k{i}", cloud_id="c", machine_id=f"web{i}",
+                             status="running" if out is None else "succeeded", rc=None if out is None else 0,
+                             stdout=out))
+    return "d" * 32
+
+
+def test_a_running_runs_refresh_does_not_resend_output_the_page_already_shows(console, schedule, state):
+    """The page refreshes every second while a run goes on; a finished machine's output (up to the
+    runner's cap, 256 KiB a stream) is sent once, and each refresh after it names what the page holds."""
+    big = "line of output\n" * 15_000
+    run_id = _running_run(state, schedule["id"], [big, None])
+    first = text(console.get(f"/ui/runs/{run_id}"))
+    assert big in first
+    assert f'hx-get="/ui/runs/{run_id}?shown=1"' in first
+    again = console.get(f"/ui/runs/{run_id}?shown=1")
+    assert big not in text(again) and len(again.data) < 20_000
+    assert f'<details id="output-1-stdout-{len(big)}" hx-preserve="true"' in text(again)
+    for garbage in ("x", "1.2.x", "-1", "99", ""):
+        assert big in text(console.get(f"/ui/runs/{run_id}?shown={garbage}")), garbage

@@ -496,7 +496,19 @@ def run_page(id_):
     names = {m.id: m.name for m in s.scalars(select(Machine).where(Machine.org_id == g.org_id))}
     for m in data["machines"]:
         m["name"] = names.get(m["machine_key"]) or m["machine_id"] or m["machine_key"]
-    return render_template("run.html", run=run, data=data, schedule=sch, running=run.status in ACTIVE)
+    # While the run goes on the page refreshes itself every second. A machine's output is written
+    # once, with its final status, so each refresh names the rows whose output the page already
+    # holds (?shown=1.3) and gets back empty elements that htmx swaps for the ones it has
+    # (hx-preserve), not up to 512 KiB per machine again.
+    done = [i for i, m in enumerate(data["machines"], 1) if m["status"] != "running"]
+    return render_template("run.html", run=run, data=data, schedule=sch, running=run.status in ACTIVE,
+                           shown=_shown_rows(request.args.get("shown")), done=".".join(map(str, done)))
+
+
+def _shown_rows(raw: str | None) -> set[int]:
+    """The rows ?shown= names ("1.3.4"); nothing when it is not such a list."""
+    parts = (raw or "").split(".")
+    return {int(p) for p in parts} if all(p.isascii() and p.isdigit() and len(p) < 7 for p in parts) else set()
 
 
 @bp.app_template_filter("output_parts")
