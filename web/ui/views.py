@@ -13,8 +13,8 @@ from zoneinfo import available_timezones
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
 from sqlalchemy import false, func, select
+from werkzeug.exceptions import HTTPException
 
 from .. import db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
