@@ -64,6 +64,20 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ConsoleSession(Base):
+    """A web console sign-in: the cookie carries a random id, this row its hash and the token it acts for.
+
+    Signing out deletes the row, and so does revoking the token (cascade), so a copied cookie stops
+    working at once, not when it expires.
+    """
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # hash_token(the cookie's session id)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class Cloud(Base):
     __tablename__ = "clouds"
     __table_args__ = (UniqueConstraint("org_id", "title"),)

@@ -1,6 +1,7 @@
 """Schedule rules: merge a client's fields onto the stored ones, check them as a whole, and compute next_run_at."""
 from __future__ import annotations
 
+import heapq
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -272,6 +273,48 @@ def upcoming(s, after: datetime, count: int) -> list[datetime]:
     if s.max_run_count is not None:
         times = times[: max(s.max_run_count - (s.total_run_count or 0), 0)]
     return times
+
+
+def fires_until(rows, after: datetime, until: datetime, errors: list | None = None):
+    """Yield (instant, schedule) for each fire of `rows` strictly after `after` and before `until`, in time order.
+
+    Lazy: starting costs one next-fire computation per row, and each fire taken one more, so a caller
+    that takes n fires pays about n + len(rows) however often the schedules fire (the dashboard
+    counts the next 24 hours' fires of every schedule up to a cap). The same time math and
+    max_run_count bound as upcoming(); inactive rows yield nothing. A row whose stored timing cannot
+    be computed is left out and appended to `errors` as (row, exception) when a list is given,
+    else its exception propagates.
+    """
+    heap: list = []
+    for index, s in enumerate(rows):
+        try:
+            if is_exhausted(s):
+                continue
+            left = None if s.max_run_count is None else s.max_run_count - (s.total_run_count or 0)
+            plan = timing(s)
+            fire = timemath.next_fire(plan, after)
+        except Exception as exc:  # noqa: BLE001  (a stored row may hold anything: contain it)
+            if errors is None:
+                raise
+            errors.append((s, exc))
+            continue
+        if fire is not None and fire < until and (left is None or left > 0):
+            heapq.heappush(heap, (fire, index, plan, left))
+    while heap:
+        fire, index, plan, left = heapq.heappop(heap)  # index breaks ties, so plans are never compared
+        yield fire, rows[index]
+        left = None if left is None else left - 1
+        if left == 0:
+            continue
+        try:
+            following = timemath.next_fire(plan, fire)
+        except Exception as exc:  # noqa: BLE001
+            if errors is None:
+                raise
+            errors.append((rows[index], exc))
+            continue
+        if following is not None and following < until:
+            heapq.heappush(heap, (following, index, plan, left))
 
 
 def timing(s) -> Timing:

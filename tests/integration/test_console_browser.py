@@ -314,3 +314,130 @@ def test_it_reads_without_javascript_and_fits_a_phones_width(browser, svc, store
             assert box_id and page.locator(f"label[for='{box_id}']").count() == 1, f"no label for {box_id}"
     finally:
         context.close()
+
+
+def test_long_unbroken_names_still_fit_a_phones_width(browser, svc):
+    """Provider ids, generated names and 40-digit numbers do not break where a line can: pages and
+    forms must still fit 375 px instead of scrolling sideways."""
+    token = svc.create_token("long-names")
+    long = "x" * 30 + "0123456789" * 4
+
+    def made(path, body):
+        status, answer = svc.api("POST", path, body, token=token)
+        assert status == 200, answer
+        return answer
+
+    cloud = made("clouds", {"title": "cloud-" + long, "provider": "other"})
+    key = made("keys", {"name": "key-" + long, "generate": True})
+    made(f"clouds/{cloud['id']}/machines", {"name": "machine-" + long, "host": "10.0.0.1", "key_id": key["id"],
+                                            "tags": {"tag-" + long: "value-" + long}})
+    script = made("scripts", {"name": "script-" + long, "description": "about-" + long, "script": "#!/bin/sh\ntrue\n"})
+    schedule = made("schedules", {"name": "schedule-" + long, "description": "why-" + long, "script_id": script["id"],
+                                  "params": "--flag=" + long, "machines_per_cloud": [[cloud["id"], "machine-" + long]],
+                                  "schedule_type": "crontab", "schedule_entry": {"minute": "0", "hour": "2"}})
+    context, page = new_page(browser, svc, viewport={"width": 375, "height": 740})
+    try:
+        sign_in(page, token)
+        for path in ("/ui/", "/ui/schedules", f"/ui/schedules/{schedule['id']}", f"/ui/schedules/{schedule['id']}/edit",
+                     "/ui/schedules/new", f"/ui/schedules/{schedule['id']}/delete", "/ui/clouds",
+                     f"/ui/clouds/{cloud['id']}", "/ui/scripts", f"/ui/scripts/{script['id']}",
+                     f"/ui/scripts/{script['id']}/edit", "/ui/keys", "/ui/logs"):
+            page.goto(path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+    finally:
+        context.close()
+
+
+def test_an_opened_output_stays_open_while_the_run_page_refreshes(browser, svc, sshd_hosts, tmp_path):
+    """While a run is still going, the page refreshes itself every second; a machine that has finished
+    shows its output, and a person reading it must not see it fold shut at the next refresh."""
+    token = svc.create_token("reader")
+    fast, slow = sshd_hosts[0], sshd_hosts[1]
+    release = tmp_path / "release"  # the slow machine's script waits for this file (both run on this host)
+
+    def made(path, body):
+        status, answer = svc.api("POST", path, body, token=token)
+        assert status == 200, answer
+        return answer
+
+    key = made("keys", {"name": "harness", "private": fast.private_key})
+    cloud = made("clouds", {"title": "lab", "provider": "other"})
+    for name, host in (("fast", fast), ("slow", slow)):
+        made(f"clouds/{cloud['id']}/machines", {"name": name, "host": host.host, "port": host.port,
+                                                "ssh_user": host.user, "key_id": key["id"]})
+    script = made("scripts", {"name": "wait", "script": (
+        "#!/bin/sh\n"
+        "echo \"output of port ${SSH_CONNECTION##* }\"\n"
+        f"if [ \"${{SSH_CONNECTION##* }}\" = {slow.port} ]; then\n"
+        f"  i=0; while [ ! -e {release} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n"
+        "fi\n")})
+    schedule = made("schedules", {"name": "two", "script_id": script["id"], "schedule_type": "crontab",
+                                  "machines_per_cloud": [[cloud["id"], "fast"], [cloud["id"], "slow"]],
+                                  "schedule_entry": {"minute": "0", "hour": "2"}})
+    context, page = new_page(browser, svc)
+    try:
+        sign_in(page, token)
+        page.goto(f"/ui/schedules/{schedule['id']}")
+        page.get_by_role("button", name="Run now").click()
+        page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f]{32}$"))
+        stdout = page.locator("table.machines tbody tr", has_text="fast").locator("details", has_text="stdout")
+        stdout.wait_for(timeout=120_000)
+        assert page.locator("#run-status").inner_text() == "running"
+        stdout.locator("summary").click()
+        assert stdout.evaluate("e => e.open")
+        page.wait_for_timeout(3_000)  # three refreshes
+        assert page.locator("#run-status").inner_text() == "running"
+        assert stdout.evaluate("e => e.open"), "the output folded shut at a refresh"
+        # The refreshes named the output the page holds, got an empty element back and kept the page's own.
+        assert re.search(r"[?&]shown=\d", page.locator("#run").get_attribute("hx-get"))
+        assert f"output of port {fast.port}" in stdout.locator("pre").inner_text()
+        release.touch()
+        expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)
+        slow_out = page.locator("table.machines tbody tr", has_text="slow").locator("details", has_text="stdout")
+        slow_out.locator("summary").click()
+        assert f"output of port {slow.port}" in slow_out.locator("pre").inner_text()
+    finally:
+        release.touch()
+        context.close()
+
+
+def test_hostile_text_is_shown_as_text_and_no_inline_script_runs(browser, svc):
+    """Names, descriptions, a script and a machine's tags full of markup render as text; the CSP stops a
+    script that would be inserted inline anyway; the session cookie is out of a script's reach."""
+    token = svc.create_token("hostile")
+    markup = '"><script>alert(1)</script><img src=x onerror=alert(2)><svg onload=alert(3)>'
+
+    def made(path, body):
+        status, answer = svc.api("POST", path, body, token=token)
+        assert status == 200, answer
+        return answer
+
+    cloud = made("clouds", {"title": "lab" + markup, "provider": "other", "options": {"note": markup}})
+    made(f"clouds/{cloud['id']}/machines", {"name": "web" + markup, "host": "10.0.0.1", "tags": {"k": markup}})
+    script = made("scripts", {"name": "s" + markup, "description": markup, "script": "#!/bin/sh\necho '" + markup})
+    schedule = made("schedules", {"name": "n" + markup, "description": markup, "script_id": script["id"],
+                                  "params": markup, "machines_per_cloud": [[cloud["id"], "web" + markup]],
+                                  "schedule_type": "crontab", "schedule_entry": {"minute": "0", "hour": "2"}})
+    made("keys", {"name": "k" + markup, "generate": True})
+    context, page = new_page(browser, svc)
+    dialogs, violations = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        sign_in(page, token)
+        for path in ("/ui/", "/ui/schedules", f"/ui/schedules/{schedule['id']}", f"/ui/schedules/{schedule['id']}/edit",
+                     f"/ui/schedules/{schedule['id']}/delete", "/ui/clouds", f"/ui/clouds/{cloud['id']}", "/ui/scripts",
+                     f"/ui/scripts/{script['id']}", f"/ui/scripts/{script['id']}/edit", "/ui/keys",
+                     "/ui/logs?run_id=" + markup, "/ui/schedules?q=" + markup):
+            page.goto(path)
+            assert page.locator("main script, main img, main svg").count() == 0, path
+        page.goto(f"/ui/schedules/{schedule['id']}")
+        assert page.get_by_role("heading", level=1).inner_text() == "n" + markup
+        page.evaluate("() => { const s = document.createElement('script');"
+                      " s.textContent = 'window.__inline = true'; document.body.appendChild(s); }")
+        assert page.evaluate("window.__inline") is None
+        assert any("script-src 'self'" in v for v in violations)
+        assert page.evaluate("document.cookie") == ""  # HttpOnly
+        assert dialogs == []
+    finally:
+        context.close()

@@ -6,8 +6,12 @@ import re
 import pytest
 
 from tests.api.conftest import (  # noqa: F401  (fixtures shared with the API tests)
-    api, app, cloud, machine, migrated_db, other_api, schedule, schedule_body, state,
+    Client, api, app, cloud, machine, migrated_db, other_api, schedule, schedule_body, state,
 )
+from web import create_app, make_state
+from web.auth import create_token
+from web.config import load_config
+from web.migrate import upgrade
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -56,3 +60,20 @@ def other_console(app, other_api):
 
 def text(resp) -> str:
     return resp.get_data(as_text=True)
+
+
+@pytest.fixture
+def backend(database_url, tmp_path):
+    """(signed-in console, API client) of one org on a freshly migrated database of each kind (SQLite, PostgreSQL)."""
+    st = make_state(load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "backend-data"),
+                                 "CLOUDCRON_DATABASE_URL": database_url}))
+    upgrade(st.db)
+    with st.db.transaction() as session:
+        token = create_token(session, "acme")
+    app = create_app(state=st)
+    api = Client(app.test_client(), token)
+    api.state = st
+    c = Console(app.test_client())
+    assert c.sign_in(token).status_code == 302
+    yield c, api
+    st.db.dispose()

@@ -1,8 +1,9 @@
 """The web console, /ui/: server-rendered pages over the same service functions as the REST API.
 
 Sign-in exchanges an API token for a session cookie (HttpOnly, SameSite=Strict, Secure when the
-request came over HTTPS, expiring after CLOUDCRON_UI_SESSION_HOURS); the cookie carries the token's
-hash, so revoking the token ends its console sessions too. Every form carries a CSRF token
+request came over HTTPS, expiring after CLOUDCRON_UI_SESSION_HOURS); the cookie carries a random
+session id that the service keeps (sessions.py), so signing out, expiry and revoking the token end
+the session for every copy of the cookie. Every form carries a CSRF token
 (Flask-WTF). htmx, vendored under static/, only enhances pages that work without JavaScript.
 """
 from __future__ import annotations

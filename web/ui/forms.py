@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from ..timemath import CRONTAB_FIELDS, parse_instant
+from ..errors import BadRequest
+# PERIODS: every period the API takes, microseconds too. A <select> without the stored period
+# would post its first option instead, and an edit would change "every 5000000 microseconds" into days.
+from ..timemath import CRONTAB_FIELDS, PERIODS, parse_instant  # noqa: F401  (PERIODS: the form's choices)
+from ..validation import text_rule
 
 ACTIONS = ("start", "stop", "reboot", "destroy")
-PERIODS = ("days", "hours", "minutes", "seconds")
 TYPES = ("interval", "crontab", "one_off")
 CONCURRENCY = ("forbid", "allow")
 # Plain fields: form name = API field name.
@@ -23,12 +26,24 @@ ENTRY_FIELDS = ("every", "period", *CRONTAB_FIELDS, "one_off")
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"  # what <input type="datetime-local" step="1"> sends and shows
 
 
+def _zone(tz: str | None) -> ZoneInfo:
+    """The zone a stored schedule names, or UTC when tzdata no longer knows it (the row still opens)."""
+    try:
+        return ZoneInfo(tz or "UTC")
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return ZoneInfo("UTC")
+
+
 def _local(dt, tz: str) -> str:
-    return "" if dt is None else dt.astimezone(ZoneInfo(tz or "UTC")).strftime(LOCAL_FORMAT)
+    return "" if dt is None else dt.astimezone(_zone(tz)).strftime(LOCAL_FORMAT)
 
 
 def initial(schedule=None) -> dict:
-    """The form's values (all strings, targets a list of "cloud_id machine_id") for a stored schedule or a new one."""
+    """The form's values (all strings, targets a list of "cloud_id machine_id") for a stored schedule or a new one.
+
+    A stored entry the time math cannot read (an operator's edit, a zone tzdata dropped) is shown as
+    far as it goes, so its edit form opens and the preview names what is wrong.
+    """
     if schedule is None:
         return {"name": "", "description": "", "kind": "action", "action": "stop", "script_id": "", "params": "",
                 "targets": [], "schedule_type": "interval", "every": "1", "period": "days",
@@ -47,12 +62,16 @@ def initial(schedule=None) -> dict:
         "misfire_grace": str(s.misfire_grace), "concurrency": s.concurrency, "timeout": str(s.timeout),
         "enabled": "on" if s.enabled else "", "run_immediately": "on" if s.run_immediately else "",
     }
-    if s.schedule_type == "interval":
-        values.update(every=str(s.schedule_entry["every"]), period=s.schedule_entry["period"])
-    elif s.schedule_type == "crontab":
-        values.update({f: str(s.schedule_entry.get(f, "*")) for f in CRONTAB_FIELDS})
-    else:
-        values["one_off"] = _local(parse_instant(s.schedule_entry, "UTC"), tz)
+    entry = s.schedule_entry
+    if s.schedule_type == "interval" and isinstance(entry, dict):
+        values.update(every=str(entry.get("every", "")), period=str(entry.get("period") or "days"))
+    elif s.schedule_type == "crontab" and isinstance(entry, dict):
+        values.update({f: str(entry.get(f, "*")) for f in CRONTAB_FIELDS})
+    elif s.schedule_type == "one_off":
+        try:
+            values["one_off"] = _local(parse_instant(entry, "UTC"), tz)
+        except (ValueError, TypeError):  # TimeSpecError is a ValueError
+            values["one_off"] = str(entry or "")
     return values
 
 
@@ -63,6 +82,18 @@ def posted(form) -> dict:
     for box in ("enabled", "run_immediately"):
         values[box] = "on" if form.get(box) else ""
     return values
+
+
+def check_text(values: dict) -> None:
+    """BadRequest "<field>: <rule>" for the first form value (or item of a list value) that cannot be stored.
+
+    Run before a posted form's values reach a query or a row: on PostgreSQL a NUL is otherwise a 500.
+    """
+    for name, value in values.items():
+        for item in value if isinstance(value, list) else (value,):
+            rule = text_rule(item) if isinstance(item, str) else None
+            if rule:
+                raise BadRequest(f"{name}: {rule}")
 
 
 def _number(text: str):
@@ -134,6 +165,8 @@ def error_field(message: str, values: dict) -> str | None:
     """The form field an API error message names, or None when it names none of the form's fields."""
     head = message.split(":", 1)[0]
     first = head.split(",")[0].split(" (")[0].strip()
+    if first in ("targets", *ENTRY_FIELDS):  # the console's own names (check_text)
+        return first
     if first.startswith("machines_per_cloud") or first.startswith("selectors"):
         return "targets"
     if first in _ERROR_FIELD:

@@ -4,29 +4,35 @@ the signed-in org, so another org's resource is a 404 here exactly as in the API
 """
 from __future__ import annotations
 
+import logging
 import re
-import time
+from itertools import islice
 from datetime import timedelta
 from urllib.parse import urlencode
 from zoneinfo import available_timezones
 
-from flask import g, redirect, render_template, request, session, url_for
+from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
+from werkzeug.exceptions import HTTPException
 
 from .. import db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
 from ..cadence import describe
 from ..crypto import hash_token
-from ..errors import APIError, BadRequest
-from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script, Token
+from ..errors import APIError
+from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
 from ..validation import loads
-from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms
+from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms, sessions
+
+log = logging.getLogger(__name__)
 
 PAGE = 50
-DUE_PER_SCHEDULE = 500  # a schedule every second fires 86,400 times a day; the dashboard counts "500+"
+MAX_OFFSET = 10**9  # the API's bound on ?offset=
+MAX_NAME = 255  # schemas.Name: no schedule name is longer
+DUE_COUNTED = 500  # fires due in 24 h are counted up to here ("500+"): one schedule every second is 86,400
 PUBLIC = {"ui.signin", "ui.static"}
 ACTIVE = ("queued", "running")
 EVENT_TYPES = ("schedule_started", "schedule_finished", "machine_action_succeeded", "machine_action_failed",
@@ -56,14 +62,10 @@ def _before():
 
 
 def _signed_in_org() -> str | None:
-    """The org of the session's token, or None (no session, expired, or the token was revoked)."""
-    token_hash = session.get("token")
-    if not token_hash or session.get("expires", 0) < time.time():
-        session.clear()
-        return None
+    """The org of the cookie's session, or None (no session, signed out, expired, or the token was revoked)."""
+    sid = session.get("sid")
     # A short read of its own: a POST's writing session starts only when the view needs it.
-    with state().db.session() as s:
-        org_id = s.scalar(select(Token.org_id).where(Token.token_hash == token_hash))
+    org_id = sessions.org_of(state().db, sid, utcnow()) if isinstance(sid, str) else None
     if org_id is None:
         session.clear()
     return org_id
@@ -137,16 +139,52 @@ def _csrf_error(exc: CSRFError):
     return render_template("error.html", status=400, message=message), 400
 
 
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    """A refusal werkzeug raises inside a console page (a form over the body limit, 405) as a page, not JSON."""
+    if exc.code == 413:
+        message = f"request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    else:
+        message = exc.description or exc.name
+    return render_template("error.html", status=exc.code, message=message), exc.code
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):
+    # As the API's handler: never a traceback in an answer; the log keeps it for the operator.
+    log.exception("unhandled error in the console")
+    message = "internal error; see the service log"
+    try:
+        return render_template("error.html", status=500, message=message), 500
+    except Exception:  # noqa: BLE001  (the page itself needs the database, which may be what failed)
+        return message, 500, {"Content-Type": "text/plain; charset=utf-8"}
+
+
 def _offset() -> int:
-    """The page's ?offset= (0 when absent or not a whole number)."""
+    """The page's ?offset= (0 when absent or not a whole number), at most MAX_OFFSET as in the API.
+
+    Without the bound a long number reaches the database, which cannot hold it (a 500).
+    """
     raw = request.args.get("offset") or ""
-    return int(raw) if raw.isascii() and raw.isdigit() else 0
+    return min(int(raw), MAX_OFFSET) if raw.isascii() and raw.isdigit() else 0
+
+
+def console_path(target: str | None) -> str | None:
+    """`target` when it is a path inside the console, else None: what a `next` field may redirect to.
+
+    Only "/ui/..." with no backslash and no control character: browsers read "/\\host" as another
+    site and drop tabs and newlines from URLs, and a CR or LF would split the Location header.
+    """
+    if not target or not target.startswith("/ui/") or "\\" in target:
+        return None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return None
+    return target
 
 
 def _back(default: str):
     """Where a form asked to return to (a console path only), else `default`."""
-    target = request.form.get("next") or ""
-    return redirect(target if target.startswith("/ui/") and not target.startswith("//") else default)
+    return redirect(console_path(request.form.get("next")) or default)
 
 
 # ---------------------------------------------------------------- sign-in
@@ -154,19 +192,17 @@ def _back(default: str):
 @bp.route("/signin", methods=["GET", "POST"])
 def signin():
     error = None
-    next_url = request.values.get("next") or url_for("ui.dashboard")
-    if not next_url.startswith("/ui/") or next_url.startswith("//"):
-        next_url = url_for("ui.dashboard")
+    next_url = console_path(request.values.get("next")) or url_for("ui.dashboard")
     if request.method == "POST":
         token = (request.form.get("token") or "").strip()
-        token_hash = hash_token(token) if token else None
-        with state().db.session() as s:
-            known = token_hash and s.scalar(select(Token.id).where(Token.token_hash == token_hash))
-        if known:
+        sid = sessions.open_session(state().db, hash_token(token), utcnow(),
+                                    state().config.ui_session_lifetime) if token else None
+        if sid:
+            if isinstance(session.get("sid"), str):  # signing in again: the session it replaces ends
+                sessions.close_session(state().db, session["sid"])
             session.clear()  # nothing from before sign-in carries over
             session.permanent = True
-            session["token"] = token_hash
-            session["expires"] = time.time() + state().config.ui_session_lifetime.total_seconds()
+            session["sid"] = sid
             return redirect(next_url)
         error = "token: unknown or revoked token" if token else "token: is required"
     return render_template("signin.html", error=error, next=next_url), (401 if error else 200)
@@ -174,25 +210,45 @@ def signin():
 
 @bp.post("/signout")
 def signout():
+    sessions.close_session(state().db, session["sid"])  # _before checked that it is one
     session.clear()
     return redirect(url_for("ui.signin"))
 
 
 # ---------------------------------------------------------------- dashboard
 
+def _timing(sch: Schedule, now, count: int) -> tuple[str, list, str | None]:
+    """(cadence in words, the next `count` fires, None), or ("", [], error) when the stored timing cannot be computed.
+
+    A stored row may hold what the API would refuse (an operator's edit, a zone tzdata has
+    dropped): that schedule shows its error and every other row of the page still renders, as the
+    dispatcher contains such a row rather than stopping.
+    """
+    try:
+        return describe(sch.schedule_type, sch.schedule_entry, sch.timezone), schedules.upcoming(sch, now, count), None
+    except Exception as exc:  # noqa: BLE001  (any stored value can be wrong: contain the row)
+        return "", [], _timing_error(exc)
+
+
+def _timing_error(exc: Exception) -> str:
+    detail = str(exc) if isinstance(exc, (TimeSpecError, APIError)) else f"{type(exc).__name__}: {exc}"
+    return f"timing cannot be computed ({detail})"
+
+
 @bp.get("/")
 def dashboard():
     s, org, now = db(), g.org_id, utcnow()
     counts = runs.status_counts(s, org, now - timedelta(hours=24))
     horizon = now + timedelta(hours=24)
-    due, capped = [], False
     active = s.scalars(schedules.query_for_org(org).where(Schedule.next_run_at.is_not(None),
                                                             Schedule.next_run_at < horizon)).all()
-    for sch in active:
-        fires = [t for t in schedules.upcoming(sch, now, DUE_PER_SCHEDULE) if t < horizon]
-        capped = capped or len(fires) == DUE_PER_SCHEDULE
-        due.extend((fire, sch) for fire in fires)
-    due.sort(key=lambda pair: pair[0])
+    # In time order and lazily: the work is about one fire computation per fire counted, so a
+    # thousand schedules firing every minute cost DUE_COUNTED computations, not a thousand times it.
+    errors: list = []
+    fires = schedules.fires_until(active, now, horizon, errors=errors)
+    due = list(islice(fires, DUE_COUNTED))
+    capped = next(fires, None) is not None
+    unreadable = [(sch, _timing_error(exc)) for sch, exc in errors]
     last = runs.last_finished(s, org)
     names = dict(s.execute(select(Schedule.id, Schedule.name).where(Schedule.org_id == org)).all())
     failing = sorted(((names[sid], sid, run) for sid, run in last.items()
@@ -200,7 +256,7 @@ def dashboard():
     backlog, oldest = runs.backlog(s, org)
     return render_template("dashboard.html", counts=counts, total=sum(counts.values()), due=due[:20],
                            due_count=len(due), due_capped=capped,
-                           failing=failing, backlog=backlog, oldest=oldest)
+                           failing=failing, backlog=backlog, oldest=oldest, unreadable=unreadable)
 
 
 # ---------------------------------------------------------------- schedules
@@ -227,7 +283,10 @@ def schedule_list():
     status = request.args.get("status") or ""
     offset = _offset()
     query = schedules.query_for_org(org)
-    if q:
+    if len(q) > MAX_NAME:
+        # No name contains a longer text, and SQLite refuses LIKE patterns past 50,000 bytes.
+        query = query.where(false())
+    elif q:
         escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Schedule.name.ilike(f"%{escaped}%", escape="\\"))
     if status == "enabled":
@@ -245,8 +304,12 @@ def schedule_list():
     rows = s.scalars(query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(PAGE).offset(offset)).all()
     strips = runs.recent_outcomes(s, org, [r.id for r in rows], 10)
     names = _machine_names(s, org)
-    items = [{"s": r, "cadence": describe(r.schedule_type, r.schedule_entry, r.timezone),
-              "targets": _targets_text(r, names), "strip": strips.get(r.id, [])} for r in rows]
+    now = utcnow()
+    items = []
+    for r in rows:
+        cadence, _next, error = _timing(r, now, 1)
+        items.append({"s": r, "cadence": cadence, "error": error, "targets": _targets_text(r, names),
+                      "strip": strips.get(r.id, [])})
 
     def page(at):
         return url_for("ui.schedule_list") + "?" + urlencode({"q": q, "status": status, "offset": at})
@@ -265,7 +328,9 @@ def _choices(s, org: str, current: Schedule | None = None) -> dict:
                          .order_by(Machine.cloud_id, Machine.name, Machine.machine_id)).all()
     targets = [{"value": f"{m.cloud_id} {m.machine_id}", "label": m.name or m.machine_id,
                 "cloud": clouds[m.cloud_id].title if m.cloud_id in clouds else m.cloud_id,
-                "detail": m.host or ", ".join(m.public_ips or []) or m.state or ""} for m in machines]
+                "detail": m.host or ", ".join(m.public_ips or []) or m.state or "",
+                # A plain SSH host has no provider to start or stop it: a power action fails at every run.
+                "ssh_only": m.cloud_id in clouds and clouds[m.cloud_id].provider == "other"} for m in machines]
     known = {t["value"] for t in targets}
     for c, m in (current.machines_per_cloud if current else []) or []:
         if f"{c} {m}" not in known:
@@ -275,13 +340,25 @@ def _choices(s, org: str, current: Schedule | None = None) -> dict:
             "types": forms.TYPES, "concurrency": forms.CONCURRENCY, "timezones": sorted(available_timezones())}
 
 
+def _no_date(values: dict) -> bool:
+    """A one_off whose date is still empty: the preview asks for the date rather than showing an error."""
+    return values.get("schedule_type") == "one_off" and not values.get("one_off")
+
+
 def _preview(values: dict, current: Schedule | None, count: int = 10):
-    """(fire times, error) for the form's timing fields, from the API's preview function."""
+    """(fire times, error) for the form's timing fields, from the API's preview function.
+
+    A one_off whose date is still empty has neither: the preview asks for the date (the API's
+    "schedule_type, schedule_entry: are required" reads as a fault in the type just chosen).
+    """
+    if _no_date(values):
+        return [], None
     body = forms.to_fields(values)  # the whole timing, as a new body
     # Enabled or not, the preview answers "when would it fire": the form shows the enabled box beside it.
     timing = {k: body.get(k) for k in ("schedule_type", "schedule_entry", "timezone", "start_after", "expires",
                                        "max_run_count")}
     try:
+        forms.check_text(values)
         given = schedules.parse_fields(timing)
         times = schedules.preview_times(given, None, count, utcnow(), state().config.min_interval,
                                         created_at=current.created_at if current else None)
@@ -297,6 +374,7 @@ def _form_page(values: dict, current: Schedule | None, error: str | None = None,
     times, preview_error = _preview(values, current)
     return render_template("schedule_form.html", values=values, current=current, error=error, error_field=field,
                            times=times, preview_error=preview_error, tz=values.get("timezone") or "UTC",
+                           no_date=_no_date(values),
                            **_choices(s, org, current)), status
 
 
@@ -317,6 +395,7 @@ def schedule_new():
     if previewing:
         return _form_page(values, None)
     try:
+        forms.check_text(values)
         given = schedules.parse_fields(forms.to_fields(values))
         sch = schedules.store(state(), db(), g.org_id, given, None, utcnow())
     except APIError as exc:
@@ -331,11 +410,13 @@ def schedule_edit(id_):
     sch = get_owned(Schedule, id_, "schedule")
     before = forms.initial(sch)
     if request.method == "GET":
-        return _form_page(before, sch)
+        # A stored timing the time math cannot read is said at the top of the form, to be corrected here.
+        return _form_page(before, sch, _timing(sch, utcnow(), 1)[2])
     values = forms.posted(request.form)
     if previewing:
         return _form_page(values, sch)
     try:
+        forms.check_text(values)
         given = schedules.parse_fields(forms.to_fields(values, before))
         schedules.store(state(), db(), g.org_id, given, sch, utcnow())
     except APIError as exc:
@@ -350,10 +431,12 @@ def schedule_preview():
     current = None
     _reader()
     if request.form.get("schedule_id"):
+        forms.check_text({"schedule_id": request.form["schedule_id"]})
         current = get_owned(Schedule, request.form["schedule_id"], "schedule")
-    times, error = _preview(forms.posted(request.form), current)
-    return render_template("_preview.html", times=times, preview_error=error,
-                           tz=request.form.get("timezone") or "UTC")
+    values = forms.posted(request.form)
+    times, error = _preview(values, current)
+    return render_template("_preview.html", times=times, preview_error=error, tz=values["timezone"] or "UTC",
+                           no_date=_no_date(values))
 
 
 @bp.get("/schedules/<id_>")
@@ -364,11 +447,12 @@ def schedule_page(id_):
     query = runs.runs_query(org, id_)
     total = s.scalar(select(func.count()).select_from(query.subquery()))
     run_rows = s.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(PAGE).offset(offset)).all()
+    cadence, upcoming, timing_error = _timing(sch, utcnow(), 10)
     # Each fire as {"at", "note"}: calendars will mark excluded and skipped fires in "note".
-    timeline = [{"at": t, "note": None} for t in schedules.upcoming(sch, utcnow(), 10)]
+    timeline = [{"at": t, "note": None} for t in upcoming]
     script = s.get(Script, sch.script_id) if sch.script_id else None
     return render_template("schedule.html", s=sch, data=schedules.to_json(sch), script=script,
-                           cadence=describe(sch.schedule_type, sch.schedule_entry, sch.timezone),
+                           cadence=cadence, timing_error=timing_error,
                            targets=_targets_text(sch, _machine_names(s, org)), timeline=timeline, runs=run_rows,
                            total=total, offset=offset, page=PAGE)
 
@@ -413,7 +497,19 @@ def run_page(id_):
     names = {m.id: m.name for m in s.scalars(select(Machine).where(Machine.org_id == g.org_id))}
     for m in data["machines"]:
         m["name"] = names.get(m["machine_key"]) or m["machine_id"] or m["machine_key"]
-    return render_template("run.html", run=run, data=data, schedule=sch, running=run.status in ACTIVE)
+    # While the run goes on the page refreshes itself every second. A machine's output is written
+    # once, with its final status, so each refresh names the rows whose output the page already
+    # holds (?shown=1.3) and gets back empty elements that htmx swaps for the ones it has
+    # (hx-preserve), not up to 512 KiB per machine again.
+    done = [i for i, m in enumerate(data["machines"], 1) if m["status"] != "running"]
+    return render_template("run.html", run=run, data=data, schedule=sch, running=run.status in ACTIVE,
+                           shown=_shown_rows(request.args.get("shown")), done=".".join(map(str, done)))
+
+
+def _shown_rows(raw: str | None) -> set[int]:
+    """The rows ?shown= names ("1.3.4"); nothing when it is not such a list."""
+    parts = (raw or "").split(".")
+    return {int(p) for p in parts} if all(p.isascii() and p.isdigit() and len(p) < 7 for p in parts) else set()
 
 
 @bp.app_template_filter("output_parts")
@@ -432,6 +528,7 @@ def cloud_list():
     if request.method == "POST":
         values = {k: (request.form.get(k) or "").strip() for k in ("title", "provider", "credentials", "options")}
         try:
+            forms.check_text(values)
             body = {"title": values["title"] or None, "provider": values["provider"] or None,
                     "credentials": _json_field("credentials", values["credentials"]),
                     "options": _json_field("options", values["options"])}
@@ -484,6 +581,7 @@ def machine_declare(id_):
     cloud = get_owned(Cloud, id_, "cloud")
     values = {k: (request.form.get(k) or "").strip() for k in ("name", "host", "port", "ssh_user", "key_id")}
     try:
+        forms.check_text(values)
         body = {k: (forms._number(v) if k == "port" else v) or None for k, v in values.items()}
         resources.check_declarable(cloud)
         resources.declare_machine(s, g.org_id, cloud, resources.fields(MachineIn, body, resources.MACHINE_READ_ONLY),
@@ -516,10 +614,13 @@ def _script_form(current: Script | None):
     values = {k: v or "" for k, v in values.items()}
     if request.method == "POST":
         values = {k: request.form.get(k, "") for k in ("name", "description", "script", "exec_type")}
+        # Blanks around a name are not part of it (as in the other forms); a script keeps its own.
+        values.update(name=values["name"].strip(), description=values["description"].strip())
         # Browsers send textarea lines with CRLF; a script keeps the newlines it would have as a file.
         values["script"] = values["script"].replace("\r\n", "\n")
         body = {k: (v if v != "" else None) for k, v in values.items()}
         try:
+            forms.check_text(values)
             script = resources.store_script(s, g.org_id, resources.fields(ScriptIn, body, resources.STAMPS),
                                             current, utcnow(), lambda: state().sandbox.ansible_refusal())
             return redirect(url_for("ui.script_page", id_=script.id))
@@ -551,6 +652,7 @@ def key_list():
         body = {"name": values["name"] or None, "private": (request.form.get("private") or "").strip() or None,
                 "generate": bool(request.form.get("generate")) or None}
         try:
+            forms.check_text({**values, "private": body["private"] or ""})
             resources.create_key(s, state().box, org, resources.fields(KeyIn, body, resources.STAMPS | {"public"}),
                                  utcnow())
             return redirect(url_for("ui.key_list"))
