@@ -166,13 +166,14 @@ def check_request_text() -> None:
     """Refuse a path, query string or console form holding NUL or lone surrogates (a before_request hook for every route).
 
     API bodies are JSON whatever their Content-Type (json_body checks them): curl -d labels JSON as a
-    form, and reading it as one would turn a literal %00 in a JSON string into a NUL.
+    form, and reading it as one would turn a literal %00 in a JSON string into a NUL. The console checks
+    its own forms (web.ui.forms.check_text), so that the error is shown beside the field it names.
     """
     rule = text_rule(request.path)
     if rule:
         raise BadRequest(f"path: {rule}")
     fields = [("query", request.args)]
-    if request.blueprint != "api" and request.mimetype in FORM_TYPES:
+    if request.blueprint not in ("api", "ui") and request.mimetype in FORM_TYPES:
         request.get_data(cache=True)  # the form is then parsed from this copy, so the body stays readable
         fields.append(("form", request.form))
     for where, values in fields:
