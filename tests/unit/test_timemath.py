@@ -286,9 +286,24 @@ def test_it_reads_crontab_hours_as_wall_clock_in_the_timezone():
     assert next_fire(timing, utc(2026, 5, 5)) == utc(2026, 5, 6, 0, 0)
 
 
-# DST, America/New_York 2026: spring forward 2026-03-08 07:00:00Z (02:00 EST -> 03:00 EDT);
-# fall back 2026-11-01 06:00:00Z (02:00 EDT -> 01:00 EST).
+# DST: Debian cron's rule. An entry whose minute and hour are both fixed (neither starts with '*')
+# is a wall-clock appointment: a repeated wall time fires once, at its first occurrence, and one in
+# a gap fires at the gap's end. Any other entry follows elapsed time: both copies of a repeated
+# hour fire, and a gap adds nothing. Transition instants, from tzdata:
+#   America/New_York    2026-03-08 07:00:00Z  02:00 EST   -> 03:00 EDT   (gap 02:00-03:00)
+#                       2026-11-01 06:00:00Z  02:00 EDT   -> 01:00 EST   (01:00-02:00 twice)
+#   Europe/Athens       2026-03-29 01:00:00Z  03:00 EET   -> 04:00 EEST  (gap 03:00-04:00)
+#                       2026-10-25 01:00:00Z  04:00 EEST  -> 03:00 EET   (03:00-04:00 twice)
+#                       2027-03-28 01:00:00Z  03:00 EET   -> 04:00 EEST
+#   Europe/Berlin       2026-03-29 01:00:00Z  02:00 CET   -> 03:00 CEST
+#   Australia/Lord_Howe 2026-04-04 15:00:00Z  02:00 +11   -> 01:30 +1030 (01:30-02:00 twice; 30-minute DST)
+#                       2026-10-03 15:30:00Z  02:00 +1030 -> 02:30 +11   (gap 02:00-02:30)
+#   Europe/Dublin       2026-03-29 01:00:00Z  01:00 GMT   -> 02:00 IST   (gap 01:00-02:00)
+#                       2026-10-25 01:00:00Z  02:00 IST   -> 01:00 GMT   (01:00-02:00 twice)
+#   (tzdata models Irish time with IST as standard and a negative DST in winter; only the offsets matter.)
 
+
+# ---- entries with a fixed minute and hour: wall-clock appointments
 
 def test_it_fires_a_new_york_job_in_the_spring_forward_gap_at_the_end_of_the_gap():
     daily = crontab({"minute": 30, "hour": 2}, tz="America/New_York")
@@ -299,48 +314,21 @@ def test_it_fires_a_new_york_job_in_the_spring_forward_gap_at_the_end_of_the_gap
     ]
 
 
-def test_it_fires_several_gap_times_once_at_the_end_of_the_gap():
-    in_gap = crontab({"minute": "*/20", "hour": 2}, tz="America/New_York")
-    assert iso(preview(in_gap, utc(2026, 3, 8), 2)) == ["2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z"]
+def test_it_fires_several_fixed_gap_times_once_at_the_end_of_the_gap():
+    in_gap = crontab({"minute": "0,20,40", "hour": 2}, tz="America/New_York")
+    assert iso(preview(in_gap, utc(2026, 3, 8), 4)) == [
+        "2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z", "2026-03-09T06:20:00Z", "2026-03-09T06:40:00Z"]
 
 
-def test_it_keeps_an_hourly_new_york_job_hourly_across_spring_forward():
-    hourly = crontab({"minute": 30}, tz="America/New_York")
-    assert iso(preview(hourly, utc(2026, 3, 8, 5, 0), 5)) == [
-        "2026-03-08T05:30:00Z",  # 00:30 EST
-        "2026-03-08T06:30:00Z",  # 01:30 EST
-        "2026-03-08T07:00:00Z",  # 02:30 does not exist
-        "2026-03-08T07:30:00Z",  # 03:30 EDT
-        "2026-03-08T08:30:00Z",  # 04:30 EDT
+def test_it_fires_a_fixed_time_in_the_repeated_hour_once_at_its_first_occurrence():
+    daily = crontab({"minute": 30, "hour": 1}, tz="America/New_York")
+    assert iso(preview(daily, utc(2026, 10, 31, 12, 0), 3)) == [
+        "2026-11-01T05:30:00Z",  # 01:30 EDT; 06:30Z (01:30 EST) does not fire
+        "2026-11-02T06:30:00Z",  # 01:30 EST
+        "2026-11-03T06:30:00Z",
     ]
-
-
-def test_it_fires_an_hourly_new_york_job_once_per_wall_time_across_fall_back():
-    hourly = crontab({"minute": 30}, tz="America/New_York")
-    assert iso(preview(hourly, utc(2026, 11, 1, 4, 0), 4)) == [
-        "2026-11-01T04:30:00Z",  # 00:30 EDT
-        "2026-11-01T05:30:00Z",  # 01:30 EDT, first occurrence; the 06:30Z repeat (01:30 EST) is skipped
-        "2026-11-01T07:30:00Z",  # 02:30 EST
-        "2026-11-01T08:30:00Z",  # 03:30 EST
-    ]
-
-
-@pytest.mark.parametrize("after", [utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 6, 0), utc(2026, 11, 1, 6, 10),
-                                   utc(2026, 11, 1, 6, 30), utc(2026, 11, 1, 6, 59, 59)])
-def test_it_finds_the_next_fire_from_inside_the_repeated_hour(after):
-    hourly = crontab({"minute": 30}, tz="America/New_York")
-    assert next_fire(hourly, after) == utc(2026, 11, 1, 7, 30)
-
-
-def test_it_fires_every_minute_of_the_repeated_hour_only_once():
-    per_minute = crontab({"minute": "*", "hour": 1}, tz="America/New_York")
-    times = preview(per_minute, utc(2026, 11, 1, 4, 59), 61)
-    assert times[0] == utc(2026, 11, 1, 5, 0) and times[59] == utc(2026, 11, 1, 5, 59)
-    assert times[60] == utc(2026, 11, 2, 6, 0)  # next day 01:00 EST; nothing in the 06:00Z-07:00Z repeat
-
-
-# DST, Europe/Athens 2026: spring forward 2026-03-29 01:00:00Z (03:00 EET -> 04:00 EEST);
-# fall back 2026-10-25 01:00:00Z (04:00 EEST -> 03:00 EET).
+    # From inside the repeated hour the first occurrence is past: the next fire is the next day.
+    assert next_fire(daily, utc(2026, 11, 1, 6, 10)) == utc(2026, 11, 2, 6, 30)
 
 
 def test_it_fires_an_athens_job_in_the_spring_forward_gap_at_the_transition_instant():
@@ -350,6 +338,12 @@ def test_it_fires_an_athens_job_in_the_spring_forward_gap_at_the_transition_inst
         "2026-03-29T01:00:00Z",  # 03:30 does not exist: 04:00 EEST
         "2026-03-30T00:30:00Z",  # 03:30 EEST
     ]
+
+
+def test_it_fires_a_fixed_athens_job_at_the_end_of_the_2027_gap_then_as_usual():
+    # The unchanged case: after 2027-03-27T12:00Z.
+    daily = crontab({"minute": "30", "hour": "3"}, tz="Europe/Athens")
+    assert iso(preview(daily, utc(2027, 3, 27, 12, 0), 2)) == ["2027-03-28T01:00:00Z", "2027-03-29T00:30:00Z"]
 
 
 def test_it_fires_an_athens_job_in_the_repeated_hour_once_at_its_first_occurrence():
@@ -362,9 +356,152 @@ def test_it_fires_an_athens_job_in_the_repeated_hour_once_at_its_first_occurrenc
 
 
 def test_it_fires_a_berlin_job_at_the_transition_instant_when_its_time_is_skipped():
-    # Europe/Berlin 2026-03-29 01:00:00Z: 02:00 CET -> 03:00 CEST.
     daily = crontab({"minute": 15, "hour": 2}, tz="Europe/Berlin")
     assert next_fire(daily, utc(2026, 3, 28, 12, 0)) == utc(2026, 3, 29, 1, 0)
+
+
+def test_it_fires_a_fixed_lord_howe_job_at_the_end_of_its_30_minute_gap():
+    daily = crontab({"minute": 15, "hour": 2}, tz="Australia/Lord_Howe")
+    assert iso(preview(daily, utc(2026, 10, 2, 12, 0), 3)) == [
+        "2026-10-02T15:45:00Z",  # 02:15 +1030
+        "2026-10-03T15:30:00Z",  # 02:15 does not exist: 02:30 +11, the transition instant
+        "2026-10-04T15:15:00Z",  # 02:15 +11
+    ]
+
+
+def test_it_fires_a_fixed_lord_howe_job_in_the_repeated_half_hour_once():
+    daily = crontab({"minute": 45, "hour": 1}, tz="Australia/Lord_Howe")
+    assert iso(preview(daily, utc(2026, 4, 3, 12, 0), 3)) == [
+        "2026-04-03T14:45:00Z",  # 01:45 +11
+        "2026-04-04T14:45:00Z",  # 01:45 +11, first occurrence; 15:15Z (01:45 +1030) does not fire
+        "2026-04-05T15:15:00Z",  # 01:45 +1030
+    ]
+
+
+def test_it_fires_a_fixed_dublin_job_across_tzdatas_negative_dst():
+    daily = crontab({"minute": 30, "hour": 1}, tz="Europe/Dublin")
+    assert iso(preview(daily, utc(2026, 3, 28, 0, 0), 3)) == [
+        "2026-03-28T01:30:00Z",  # 01:30 GMT
+        "2026-03-29T01:00:00Z",  # 01:30 does not exist: 02:00 IST
+        "2026-03-30T00:30:00Z",  # 01:30 IST
+    ]
+    assert iso(preview(daily, utc(2026, 10, 24, 12, 0), 2)) == [
+        "2026-10-25T00:30:00Z",  # 01:30 IST, first occurrence; 01:30Z (01:30 GMT) does not fire
+        "2026-10-26T01:30:00Z",  # 01:30 GMT
+    ]
+
+
+# ---- entries whose minute or hour starts with '*': elapsed time
+
+def test_an_hourly_new_york_job_fires_in_both_copies_of_the_repeated_hour():
+    # The case: {"minute": "0"} after 2026-11-01T04:30Z.
+    hourly = crontab({"minute": "0"}, tz="America/New_York")
+    assert iso(preview(hourly, utc(2026, 11, 1, 4, 30), 4)) == [
+        "2026-11-01T05:00:00Z",  # 01:00 EDT
+        "2026-11-01T06:00:00Z",  # 01:00 EST
+        "2026-11-01T07:00:00Z",  # 02:00 EST
+        "2026-11-01T08:00:00Z",  # 03:00 EST
+    ]
+
+
+def test_a_half_hourly_job_in_hour_1_fires_four_times_on_the_fall_back_night():
+    # The case: {"minute": "*/30", "hour": "1"} after 2026-11-01T04:00Z, count 5.
+    timing = crontab({"minute": "*/30", "hour": "1"}, tz="America/New_York")
+    assert iso(preview(timing, utc(2026, 11, 1, 4, 0), 5)) == [
+        "2026-11-01T05:00:00Z", "2026-11-01T05:30:00Z", "2026-11-01T06:00:00Z", "2026-11-01T06:30:00Z",
+        "2026-11-02T06:00:00Z"]
+
+
+def test_an_hourly_athens_job_adds_nothing_for_the_spring_forward_gap():
+    # The case: {"minute": "30"} after 2027-03-28T00:00Z; 03:30 does not exist that night.
+    hourly = crontab({"minute": "30"}, tz="Europe/Athens")
+    assert iso(preview(hourly, utc(2027, 3, 28, 0, 0), 3)) == [
+        "2027-03-28T00:30:00Z",  # 02:30 EET
+        "2027-03-28T01:30:00Z",  # 04:30 EEST
+        "2027-03-28T02:30:00Z",  # 05:30 EEST
+    ]
+
+
+def test_an_hourly_new_york_job_stays_hourly_across_spring_forward():
+    hourly = crontab({"minute": 30}, tz="America/New_York")
+    assert iso(preview(hourly, utc(2026, 3, 8, 5, 0), 4)) == [
+        "2026-03-08T05:30:00Z",  # 00:30 EST
+        "2026-03-08T06:30:00Z",  # 01:30 EST
+        "2026-03-08T07:30:00Z",  # 03:30 EDT: 02:30 does not exist and adds nothing
+        "2026-03-08T08:30:00Z",  # 04:30 EDT
+    ]
+
+
+@pytest.mark.parametrize("after, expected", [
+    (utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 6, 30)),     # at 01:30 EDT: next is 01:30 EST
+    (utc(2026, 11, 1, 6, 0), utc(2026, 11, 1, 6, 30)),      # at the transition
+    (utc(2026, 11, 1, 6, 10), utc(2026, 11, 1, 6, 30)),     # inside the second copy
+    (utc(2026, 11, 1, 6, 30), utc(2026, 11, 1, 7, 30)),
+    (utc(2026, 11, 1, 6, 59, 59), utc(2026, 11, 1, 7, 30)),
+])
+def test_it_finds_the_next_elapsed_fire_from_inside_the_repeated_hour(after, expected):
+    hourly = crontab({"minute": 30}, tz="America/New_York")
+    assert next_fire(hourly, after) == expected
+
+
+def test_it_fires_every_minute_of_both_copies_of_the_repeated_hour():
+    per_minute = crontab({"minute": "*", "hour": 1}, tz="America/New_York")
+    times = preview(per_minute, utc(2026, 11, 1, 4, 59), 121)
+    assert times[0] == utc(2026, 11, 1, 5, 0) and times[59] == utc(2026, 11, 1, 5, 59)  # 01:xx EDT
+    assert times[60] == utc(2026, 11, 1, 6, 0) and times[119] == utc(2026, 11, 1, 6, 59)  # 01:xx EST
+    assert times[120] == utc(2026, 11, 2, 6, 0)
+
+
+def test_an_elapsed_job_in_the_gap_hour_does_not_fire_that_night():
+    in_gap = crontab({"minute": "*/20", "hour": 2}, tz="America/New_York")
+    assert iso(preview(in_gap, utc(2026, 3, 8), 2)) == ["2026-03-09T06:00:00Z", "2026-03-09T06:20:00Z"]
+
+
+def test_a_lord_howe_quarter_hourly_job_fires_in_both_copies_of_the_repeated_half_hour():
+    timing = crontab({"minute": "*/15", "hour": "1"}, tz="Australia/Lord_Howe")
+    assert iso(preview(timing, utc(2026, 4, 4, 13, 50), 7)) == [
+        "2026-04-04T14:00:00Z",  # 01:00 +11
+        "2026-04-04T14:15:00Z",
+        "2026-04-04T14:30:00Z",  # 01:30 +11
+        "2026-04-04T14:45:00Z",  # 01:45 +11
+        "2026-04-04T15:00:00Z",  # 01:30 +1030, the second copy
+        "2026-04-04T15:15:00Z",  # 01:45 +1030
+        "2026-04-05T14:30:00Z",  # next night, 01:00 +1030
+    ]
+
+
+def test_a_lord_howe_quarter_hourly_job_skips_the_30_minute_gap():
+    timing = crontab({"minute": "*/15"}, tz="Australia/Lord_Howe")
+    assert iso(preview(timing, utc(2026, 10, 3, 14, 50), 5)) == [
+        "2026-10-03T15:00:00Z",  # 01:30 +1030
+        "2026-10-03T15:15:00Z",  # 01:45 +1030
+        "2026-10-03T15:30:00Z",  # 02:30 +11: 02:00 and 02:15 do not exist
+        "2026-10-03T15:45:00Z",  # 02:45 +11
+        "2026-10-03T16:00:00Z",
+    ]
+
+
+def test_an_hourly_dublin_job_follows_elapsed_time_across_negative_dst():
+    hourly = crontab({"minute": "0"}, tz="Europe/Dublin")
+    assert iso(preview(hourly, utc(2026, 3, 28, 23, 30), 3)) == [
+        "2026-03-29T00:00:00Z",  # 00:00 GMT
+        "2026-03-29T01:00:00Z",  # 02:00 IST (01:00 does not exist)
+        "2026-03-29T02:00:00Z",  # 03:00 IST
+    ]
+    assert iso(preview(hourly, utc(2026, 10, 24, 23, 30), 3)) == [
+        "2026-10-25T00:00:00Z",  # 01:00 IST
+        "2026-10-25T01:00:00Z",  # 01:00 GMT, the second copy
+        "2026-10-25T02:00:00Z",  # 02:00 GMT
+    ]
+
+
+def test_an_elapsed_job_months_ahead_finds_the_first_copy_of_a_repeated_hour():
+    # From January (EST) to a fire only in 01:xx on November 1st: the EDT copy comes first.
+    timing = crontab({"minute": "*/30", "hour": "1", "day_of_month": "1", "month_of_year": "11"},
+                     tz="America/New_York")
+    assert iso(preview(timing, utc(2026, 1, 10), 5)) == [
+        "2026-11-01T05:00:00Z", "2026-11-01T05:30:00Z", "2026-11-01T06:00:00Z", "2026-11-01T06:30:00Z",
+        "2027-11-01T05:00:00Z"]
 
 
 def test_it_never_fires_a_crontab_before_start_after_but_may_fire_at_it():
