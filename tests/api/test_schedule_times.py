@@ -287,13 +287,16 @@ def test_a_one_off_that_ran_has_no_next_run_at(api, schedule_body):
     assert (body["next_run_at"], body["active"]) == (None, False)
 
 
-def test_a_schedule_whose_expires_comes_before_its_first_fire_has_no_next_run_at(api, schedule_body):
+def test_a_schedule_whose_expires_leaves_one_fire_fires_once(api, schedule_body):
     status, body = api.post("schedules", schedule_body(start_after="2030-01-01T00:00:00Z", expires="2030-01-01T00:00:00.5Z"))
     assert status == 200, body
     assert body["next_run_at"] == "2030-01-01T00:00:00Z"
+
+
+def test_creating_a_one_off_at_or_after_its_expires_is_a_400_naming_the_fields(api, schedule_body):
     status, body = api.post("schedules", schedule_body(name="late", schedule_type="one_off", schedule_entry="2031-1-1 00:00:00",
                                                        expires="2030-12-31T00:00:00Z"))
-    assert status == 200 and body["next_run_at"] is None
+    assert status == 400 and body["error"].startswith("schedule_entry, expires:") and "never fire" in body["error"]
 
 
 # ------------------------------------------------------------------ preview

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from web import make_state
 from web.dispatcher import Dispatcher
-from web.models import Run, Schedule
+from web.models import Event, Run, Schedule
 from web.worker import claim as worker_claim
 
 from .conftest import T0
@@ -80,13 +80,13 @@ def test_two_dispatchers_never_create_the_same_run_twice(env, database_url):
     assert set(per_schedule) == set(ids) and set(per_schedule.values()) == {1}
 
 
-def test_fires_missed_within_the_grace_coalesce_into_one_run(env):
+def test_fires_missed_within_the_grace_coalesce_into_one_run_labelled_with_the_newest(env):
     sid = env.add(now=T0 - timedelta(minutes=1))  # due at T0, then every minute
     d, _ = dispatcher(env)
     now = T0 + timedelta(minutes=3, seconds=10)  # four fires passed, the oldest 190 s ago (< 300 s)
     assert len(d.claim(now)) == 1
     [run] = runs_of(env, sid)
-    assert run.status == "queued" and run.scheduled_for == T0
+    assert run.status == "queued" and run.scheduled_for == T0 + timedelta(minutes=3)
     assert env.schedule(sid).next_run_at == T0 + timedelta(minutes=4)
 
 
@@ -102,12 +102,20 @@ def test_fires_older_than_the_grace_are_recorded_missed_and_not_run(env):
     assert env.schedule(sid).next_run_at == T0 + timedelta(hours=1)
 
 
-def test_a_late_fire_runs_only_the_recent_one_within_the_grace(env):
+def test_a_late_fire_records_every_fire_older_than_the_grace_and_runs_the_newest(env):
     sid = env.add(now=T0 - timedelta(minutes=1), misfire_grace=120)
     d, _ = dispatcher(env)
+    # Due at T0, every minute; at T0 + 10:30 the grace reaches back to T0 + 8:30: T0 .. T0 + 8:00 (9 fires)
+    # are missed, T0 + 9:00 and T0 + 10:00 coalesce into one run for T0 + 10:00.
     assert len(d.claim(T0 + timedelta(minutes=10, seconds=30))) == 1
     statuses = sorted((r.status, r.scheduled_for) for r in runs_of(env, sid))
-    assert statuses == [("missed", T0), ("queued", T0 + timedelta(minutes=9))]
+    assert statuses == [("missed", T0), ("queued", T0 + timedelta(minutes=10))]
+    with env.state.db.session() as s:
+        [event] = s.scalars(select(Event).where(Event.schedule_id == sid, Event.type == "schedule_missed")).all()
+    assert (event.data["missed_count"], event.data["first_missed"], event.data["last_missed"]) == \
+        (9, "2026-06-01T12:00:00Z", "2026-06-01T12:08:00Z")
+    assert "9 fires missed" in [r.error for r in runs_of(env, sid) if r.status == "missed"][0]
+    assert env.schedule(sid).next_run_at == T0 + timedelta(minutes=11)
 
 
 def test_a_one_off_runs_once_then_turns_inactive(env):
