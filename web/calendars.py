@@ -164,8 +164,15 @@ def _parse_ical(text: str, where: str):
     if not isinstance(calendar, icalendar.Calendar) or not calendar.walk("VEVENT"):
         raise TimeSpecError(where, f"{where}: the iCalendar file holds no event (VEVENT)")
     for event in calendar.walk("VEVENT"):
+        summary = _shown(event.get("SUMMARY", "?"))
         if event.get("DTSTART") is None:
-            raise TimeSpecError(where, f"{where}: the event '{_shown(event.get('SUMMARY', '?'))}' has no DTSTART")
+            raise TimeSpecError(where, f"{where}: the event '{summary}' has no DTSTART")
+        rule = event.get("RRULE")
+        for freq in (rule.get("FREQ", []) if rule is not None else []):
+            # Expanding costs about 70 us an occurrence: a minutely rule is half a million a year.
+            if str(freq).upper() in ("SECONDLY", "MINUTELY"):
+                raise TimeSpecError(where, f"{where}: the event '{summary}' repeats {str(freq).upper()}; calendars "
+                                           f"take events that repeat at most hourly (use a weekly entry for windows)")
     return calendar
 
 
@@ -378,6 +385,22 @@ _CACHE: dict[str, tuple[datetime, CompiledCalendar]] = {}
 _CACHE_SIZE = 1024
 
 
+def _cache(calendar_id: str, updated_at: datetime, calendar: CompiledCalendar) -> None:
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[calendar_id] = (updated_at, calendar)
+
+
+def remember(row, now: datetime) -> None:
+    """Compile a calendar just written (a Calendar row) and cache it, with the windows around `now` built.
+
+    The dispatcher of this process then finds it ready instead of compiling inside a claim.
+    """
+    calendar = compile_calendar(row.id, row.name, row.timezone, row.entries or [])
+    calendar.window(now)
+    _cache(row.id, row.updated_at, calendar)
+
+
 def compiled(conn, ids) -> dict[str, CompiledCalendar]:
     """Compiled calendars by id, read on `conn` (a Core connection or a Session).
 
@@ -405,8 +428,6 @@ def compiled(conn, ids) -> dict[str, CompiledCalendar]:
                             .where(table.c.id.in_(stale))).all()
         for row in rows:
             calendar = compile_calendar(row.id, row.name, row.timezone, row.entries or [])
-            if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[row.id] = (row.updated_at, calendar)
+            _cache(row.id, row.updated_at, calendar)
             out[row.id] = calendar
     return out

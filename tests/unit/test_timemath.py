@@ -8,8 +8,13 @@ from web.timemath import (
     PERIODS,
     TimeSpecError,
     Timing,
+    Window,
     check_timezone,
+    count_fires,
     format_instant,
+    jitter_offset,
+    last_fire_at_or_before,
+    min_spacing,
     next_fire,
     normalize_crontab,
     normalize_interval,
@@ -608,3 +613,148 @@ def test_it_returns_aware_utc_whatever_the_input_offset():
 def test_it_rejects_a_naive_after():
     with pytest.raises(ValueError, match="timezone-aware"):
         next_fire(interval(1, "hours"), datetime(2026, 1, 1))
+
+
+# --- jitter ---------------------------------------------------------------------------------
+
+
+def jittered(jitter, key="3bb46efc882c4b44b21826e5e98f7c28", **kw):
+    return Timing("interval", normalize_interval({"every": 1, "period": "hours"}), CREATED, jitter=jitter, key=key, **kw)
+
+
+def test_jitter_delays_each_fire_by_a_stable_offset_below_the_jitter():
+    timing = jittered(600)
+    nominal = [CREATED + timedelta(hours=k) for k in range(1, 201)]
+    times = preview(timing, CREATED, 200)
+    delays = [t - n for t, n in zip(times, nominal)]
+    assert all(timedelta(0) <= d < timedelta(seconds=600) for d in delays)
+    assert len(set(delays)) > 150  # spread, not one offset for all
+    assert preview(timing, CREATED, 200) == times  # the same answer every time
+    # Within 600 s, a uniform spread puts about half of the delays in each half.
+    assert 60 < sum(d < timedelta(seconds=300) for d in delays) < 140
+
+
+def test_jitter_offsets_are_written_down_so_they_never_change_between_releases():
+    # BLAKE2b-64 of "<key>|<microseconds since the epoch>", modulo jitter in microseconds.
+    assert jitter_offset("3bb46efc882c4b44b21826e5e98f7c28", utc(2026, 1, 1, 13, 0), 600) == \
+        jitter_offset("3bb46efc882c4b44b21826e5e98f7c28", utc(2026, 1, 1, 13, 0), 600)
+    import hashlib
+    digest = hashlib.blake2b(b"3bb46efc882c4b44b21826e5e98f7c28|1767272400000000", digest_size=8).digest()
+    expected = int.from_bytes(digest, "big") % 600_000_000
+    assert jitter_offset("3bb46efc882c4b44b21826e5e98f7c28", utc(2026, 1, 1, 13, 0), 600) == \
+        timedelta(microseconds=expected)
+
+
+def test_jitter_differs_between_schedules_and_is_zero_without_jitter():
+    a, b = preview(jittered(3600, key="a" * 32), CREATED, 5), preview(jittered(3600, key="b" * 32), CREATED, 5)
+    assert a != b
+    assert preview(jittered(0), CREATED, 2) == [CREATED + timedelta(hours=1), CREATED + timedelta(hours=2)]
+
+
+def test_next_fire_with_jitter_is_the_next_delayed_instant_from_anywhere():
+    timing = jittered(1800)
+    times = preview(timing, CREATED, 10)
+    for earlier, later in zip(times, times[1:]):
+        assert next_fire(timing, earlier) == later
+        assert next_fire(timing, earlier + (later - earlier) / 2) == later
+        assert next_fire(timing, later - timedelta(microseconds=1)) == later
+
+
+def test_a_delayed_fire_past_expires_does_not_fire():
+    timing = jittered(3599, expires=CREATED + timedelta(hours=1, seconds=1))
+    fire = next_fire(jittered(3599), CREATED)
+    expected = [fire] if fire < CREATED + timedelta(hours=1, seconds=1) else []
+    assert preview(timing, CREATED, 3) == expected
+
+
+def test_min_spacing_is_the_period_or_the_shortest_crontab_gap():
+    assert min_spacing(interval(90, "seconds")) == timedelta(seconds=90)
+    assert min_spacing(crontab({"minute": "0,45"})) == timedelta(minutes=15)
+    assert min_spacing(crontab({"minute": "30", "hour": "2"})) == timedelta(days=1)
+    assert min_spacing(crontab({"minute": "0", "hour": "23,1"})) == timedelta(hours=2)  # across midnight
+    assert min_spacing(Timing("one_off", CREATED, CREATED)) is None
+
+
+# --- blocks (calendars, pause) ---------------------------------------------------------------
+
+
+class Blocks:
+    """A stand-in for a compiled calendar: fixed windows."""
+
+    def __init__(self, *spans, reason="test"):
+        self.spans = spans
+        self.reason = reason
+        self.asked = 0
+
+    def window(self, t):
+        self.asked += 1
+        for start, end in self.spans:
+            if start <= t and (end is None or t < end):
+                return Window(start, end, {"reason": self.reason})
+        return None
+
+
+def test_a_fire_inside_a_window_is_not_a_fire():
+    block = Blocks((utc(2026, 1, 1, 14, 0), utc(2026, 1, 1, 16, 0)))
+    timing = Timing("interval", normalize_interval({"every": 1, "period": "hours"}), CREATED, blocks=(block,))
+    assert iso(preview(timing, CREATED, 3)) == ["2026-01-01T13:00:00Z", "2026-01-01T16:00:00Z", "2026-01-01T17:00:00Z"]
+
+
+def test_a_long_window_is_jumped_over_not_walked_through():
+    # Every second, with a week excluded: the search asks the window once, not 604,800 times.
+    block = Blocks((utc(2026, 1, 2), utc(2026, 1, 9)))
+    timing = Timing("interval", normalize_interval({"every": 1, "period": "seconds"}), CREATED, blocks=(block,))
+    assert next_fire(timing, utc(2026, 1, 1, 23, 59, 59)) == utc(2026, 1, 9)
+    assert block.asked <= 3
+
+
+def test_a_window_without_end_leaves_no_fire():
+    timing = Timing("interval", normalize_interval({"every": 1, "period": "hours"}), CREATED,
+                    blocks=(Blocks((utc(2026, 1, 1, 15, 0), None)),))
+    assert iso(preview(timing, CREATED, 5)) == ["2026-01-01T13:00:00Z", "2026-01-01T14:00:00Z"]
+
+
+def test_preview_can_list_the_blocked_fires_with_their_reason():
+    timing = Timing("interval", normalize_interval({"every": 1, "period": "hours"}), CREATED,
+                    blocks=(Blocks((utc(2026, 1, 1, 14, 0), utc(2026, 1, 1, 16, 0)), reason="holiday"),))
+    skipped = []
+    assert iso(preview(timing, CREATED, 2, skipped)) == ["2026-01-01T13:00:00Z", "2026-01-01T16:00:00Z"]
+    assert [(format_instant(t), r["reason"]) for t, r in skipped] == [
+        ("2026-01-01T14:00:00Z", "holiday"), ("2026-01-01T15:00:00Z", "holiday")]
+
+
+def test_blocks_see_the_delayed_instant():
+    # A fire whose delay lands it inside a window does not fire: blackout windows hold for the real instant.
+    timing = jittered(3599)
+    fire = next_fire(timing, CREATED)
+    blocked_timing = jittered(3599, blocks=(Blocks((fire, fire + timedelta(microseconds=1))),))
+    assert next_fire(blocked_timing, CREATED) == next_fire(timing, fire)
+
+
+# --- last fire, counting --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t, expected", [
+    (utc(2026, 1, 1, 13, 0), utc(2026, 1, 1, 13, 0)),
+    (utc(2026, 1, 1, 13, 59), utc(2026, 1, 1, 13, 0)),
+    (utc(2026, 3, 1, 0, 30), utc(2026, 3, 1, 0, 0)),
+    (utc(2027, 1, 1, 12, 0), utc(2027, 1, 1, 12, 0)),
+])
+def test_last_fire_at_or_before_finds_the_newest_fire(t, expected):
+    assert last_fire_at_or_before(interval(1, "hours"), t, utc(2026, 1, 1, 13, 0)) == expected
+
+
+def test_last_fire_at_or_before_skips_blocked_fires():
+    timing = Timing("crontab", normalize_crontab({"minute": "*/10"}), CREATED,
+                    blocks=(Blocks((utc(2026, 1, 1, 14, 0), utc(2026, 1, 2)),),))
+    assert last_fire_at_or_before(timing, utc(2026, 1, 1, 20, 0), utc(2026, 1, 1, 13, 0)) == utc(2026, 1, 1, 13, 50)
+
+
+def test_count_fires_counts_in_the_half_open_span():
+    assert count_fires(interval(1, "minutes"), CREATED + timedelta(minutes=1), CREATED + timedelta(minutes=10)) == (9, False)
+    assert count_fires(crontab({"minute": "*/15"}), utc(2026, 1, 1, 13, 0), utc(2026, 1, 1, 15, 0)) == (8, False)
+    assert count_fires(crontab({"minute": "*"}), utc(2026, 1, 1), utc(2026, 1, 2), cap=100) == (100, True)
+    # The interval shortcut agrees with counting one by one.
+    hourly = interval(7, "minutes")
+    assert count_fires(hourly, CREATED + timedelta(minutes=7), CREATED + timedelta(days=2))[0] == \
+        len(preview(hourly, CREATED, 1000)) - len([t for t in preview(hourly, CREATED, 1000) if t >= CREATED + timedelta(days=2)])

@@ -58,6 +58,7 @@ def create_calendar():
                         timezone=tz, entries=entries, created_at=now, updated_at=now)
     db().add(calendar)
     _commit(calendar)
+    calendars.remember(calendar, now)
     return jsonify(calendar_json(calendar))
 
 
@@ -84,6 +85,7 @@ def edit_calendar(id_):
     calendar.updated_at = now
     _recompute_users(calendar, now)
     _commit(calendar)
+    calendars.remember(calendar, now)
     return jsonify(calendar_json(calendar))
 
 
