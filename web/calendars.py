@@ -267,7 +267,8 @@ class CompiledCalendar:
         return local_to_utc(datetime(day.year, day.month, day.day), self.tz)
 
     def _days(self, first: date, last: date, label: str) -> _Span:
-        return _Span(self._midnight(first), self._midnight(last + timedelta(days=1)), label)
+        end = self._midnight(last + timedelta(days=1)) if last < date.max else datetime.max.replace(tzinfo=UTC)
+        return _Span(self._midnight(first), end, label)
 
     def _spans(self, lo: date, hi: date, year_start: datetime, year_end: datetime):
         """Every excluded span that may touch local dates lo..hi."""

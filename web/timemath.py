@@ -628,7 +628,10 @@ def last_fire_at_or_before(timing: Timing, t: datetime, known: datetime) -> date
 
 
 def count_fires(timing: Timing, first: datetime, before: datetime, cap: int = 10_000) -> tuple[int, bool]:
-    """How many fire times lie in [first, before): (count, whether counting stopped at `cap`)."""
+    """How many fire times lie in [first, before): (count, whether counting stopped at `cap`).
+
+    A plain interval is counted by arithmetic; anything else one fire at a time, up to `cap`.
+    """
     if first >= before:
         return 0, False
     if timing.schedule_type == "interval" and not timing.jitter and not timing.blocks and timing.expires is None:
@@ -636,8 +639,7 @@ def count_fires(timing: Timing, first: datetime, before: datetime, cap: int = 10
         base = timing.start_after if timing.start_after is not None else timing.anchor
         k_first = -(-_micros(first - base) // period)  # ceil
         k_last = (_micros(before - base) - 1) // period
-        count = max(0, k_last - max(k_first, 0 if timing.start_after is not None else 1) + 1)
-        return (count, False) if count <= cap else (cap, True)
+        return max(0, k_last - max(k_first, 0 if timing.start_after is not None else 1) + 1), False  # exact, no cap
     count, t = 0, first - _ONE_US
     while count < cap:
         fire = next_fire(timing, t)
