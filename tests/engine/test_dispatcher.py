@@ -192,3 +192,84 @@ def test_the_claim_stores_times_in_the_same_form_as_the_orm(env, database_url):
     assert form.fullmatch(created) and form.fullmatch(next_run) and form.fullmatch(scheduled)
     with env.state.db.session() as s:  # a range filter on the stored text finds the run at its exact time
         assert s.scalar(select(Run.id).where(Run.scheduled_for >= T0, Run.scheduled_for <= T0)) is not None
+
+
+class Statements:
+    """Counts the SQL statements SQLAlchemy sends on an engine that mention a table."""
+
+    def __init__(self, engine, table):
+        from sqlalchemy import event
+
+        self.engine, self.table, self.seen = engine, table, []
+        event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany):
+        if self.table in statement:
+            self.seen.append(statement)
+
+    def close(self):
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def add_calendar(env, entries, tz="UTC"):
+    from web.calendars import check_entries
+    from web.crypto import new_id
+    from web.models import Calendar
+
+    with env.state.db.transaction() as s:
+        cid = new_id()
+        s.add(Calendar(id=cid, org_id=env.org_id, name=cid, timezone=tz, entries=check_entries(entries, tz, T0),
+                       created_at=T0, updated_at=T0))
+    return cid
+
+
+def test_a_claim_skips_fires_a_calendar_excludes_reading_calendars_once_per_claim(env):
+    cid = add_calendar(env, [{"from": "2026-06-01 12:01", "to": "2026-06-01 12:05"}])
+    with_calendar = [env.add(now=T0 - timedelta(minutes=1), exclude_calendars=[cid], concurrency="allow")
+                     for _ in range(3)]
+    plain = env.add(now=T0 - timedelta(minutes=1), concurrency="allow")
+    d, _ = dispatcher(env)
+    watch = Statements(env.state.db.writer, "FROM calendars")
+    try:
+        assert len(d.claim(T0)) == 4
+        queries = len(watch.seen)
+        assert 1 <= queries <= 2  # updated_at of all three schedules' calendar; its entries when not cached yet
+        assert all(env.schedule(sid).next_run_at == T0 + timedelta(minutes=5) for sid in with_calendar)
+        assert env.schedule(plain).next_run_at == T0 + timedelta(minutes=1)
+        watch.seen.clear()
+        assert len(d.claim(T0 + timedelta(minutes=1))) == 1  # only the plain schedule is due
+        assert watch.seen == []  # no schedule with calendars was due: no calendar query at all
+        assert len(d.claim(T0 + timedelta(minutes=5))) == 4
+        assert len(watch.seen) == 1  # compiled calendars are cached by id and updated_at
+    finally:
+        watch.close()
+
+
+def test_a_claim_sees_a_calendar_changed_after_next_run_at_was_stored(env):
+    from web.models import Calendar
+
+    cid = add_calendar(env, [])
+    sid = env.add(now=T0 - timedelta(minutes=1), exclude_calendars=[cid])
+    d, _ = dispatcher(env)
+    assert len(d.claim(T0)) == 1
+    with env.state.db.transaction() as s:  # another process edits the calendar without touching next_run_at
+        cal = s.get(Calendar, cid)
+        cal.entries = [{"from": "2026-06-01 12:00", "to": "2026-06-01 12:10"}]
+        cal.updated_at = T0 + timedelta(seconds=1)
+    assert d.claim(T0 + timedelta(minutes=1)) == []
+    assert env.schedule(sid).next_run_at == T0 + timedelta(minutes=10)
+    assert [r.status for r in runs_of(env, sid)] == ["queued"]
+
+
+def test_skip_next_is_counted_down_in_the_claim(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), concurrency="allow")
+    with env.state.db.transaction() as s:
+        s.execute(update(Schedule).where(Schedule.id == sid).values(skip_next=1, pause_note="maintenance"))
+    d, _ = dispatcher(env)
+    assert d.claim(T0) == []
+    assert env.schedule(sid).skip_next == 0
+    assert len(d.claim(T0 + timedelta(minutes=1))) == 1
+    assert [(r.status, r.error) for r in runs_of(env, sid)] == [
+        ("skipped", "skip_next: maintenance (0 more to skip)"), ("queued", None)]
