@@ -50,14 +50,14 @@ options:
   entries:
     description:
       - What the calendar excludes; the whole list is set. Each entry is a dict of one kind.
-      - C({date: YYYY-MM-DD}) excludes that whole day.
-      - C({from: YYYY-MM-DD, to: YYYY-MM-DD}) excludes those whole days, both included; with times
-        (C(YYYY-MM-DD HH:MM)) it excludes that span, C(to) excluded.
-      - C({yearly: MM-DD}) excludes that day every year.
+      - "C({date: YYYY-MM-DD}) excludes that whole day."
+      - "C({from: YYYY-MM-DD, to: YYYY-MM-DD}) excludes those whole days, both included; with times
+        (C(YYYY-MM-DD HH:MM)) it excludes that span, C(to) excluded."
+      - "C({yearly: MM-DD}) excludes that day every year."
       - "C({weekly: {from: fri 18:00, to: mon 06:00}}) excludes that span every week."
       - "C({holidays: {country: GR, subdivision: null}}) excludes the public holidays of a country, from the
         C(holidays) package."
-      - C({ical: <the text of an .ics file>}) excludes its events, recurrences included.
+      - "C({ical: <the text of an .ics file>}) excludes its events, recurrences included."
       - Quote dates in YAML (V("2026-12-25")) so they stay text.
     type: list
     elements: dict

@@ -40,6 +40,7 @@ class PathClient:
         self.items = [i for i in self.items if i["id"] != path.rsplit("/", 1)[1]]
         return {"deleted": path.rsplit("/", 1)[1]}
 
+
 GREEK = {"id": "9" * 32, "name": "greek-holidays", "description": None, "timezone": "Europe/Athens",
          "entries": [{"holidays": {"country": "GR"}}, {"from": "2026-12-24", "to": "2027-01-02"}]}
 
