@@ -384,12 +384,14 @@ def compile_calendar(calendar_id: str, name: str, tz: str, entries: list) -> Com
 
 _CACHE: dict[str, tuple[datetime, CompiledCalendar]] = {}
 _CACHE_SIZE = 1024
+_CACHE_LOCK = threading.Lock()  # the API's threads and the dispatcher share the cache
 
 
 def _cache(calendar_id: str, updated_at: datetime, calendar: CompiledCalendar) -> None:
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[calendar_id] = (updated_at, calendar)
+    with _CACHE_LOCK:
+        if len(_CACHE) >= _CACHE_SIZE and calendar_id not in _CACHE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[calendar_id] = (updated_at, calendar)
 
 
 def remember(row, now: datetime) -> None:

@@ -394,16 +394,28 @@ def _transitions(zone: str, year: int) -> tuple:
     return tuple(found)
 
 
+TRANSITION_HORIZON = 4  # years searched for a zone's next offset change before calling it none
+
+
 def _next_transition(zone: str, t: datetime) -> datetime | None:
-    """The first instant after `t` at which `zone`'s offset changes (None when there is none before 9999)."""
-    for year in range(t.year, 10000):
+    """The first instant after `t`, within TRANSITION_HORIZON years, at which `zone`'s offset changes."""
+    for year in range(t.year, min(t.year + TRANSITION_HORIZON, 9999) + 1):
         table = _transitions(zone, year)
         i = bisect.bisect_right(table, t)
         if i < len(table):
             return table[i]
-        if year - t.year > 50 and not table:
-            return None  # a zone without DST for half a century keeps its offset
     return None
+
+
+def _change_between(tz, lo: datetime, hi: datetime, offset: timedelta) -> datetime:
+    """The first instant in (lo, hi] whose offset differs from `offset` (the offset at lo), to the second."""
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + timedelta(seconds=(hi - lo) // timedelta(seconds=1) // 2)
+        if mid.astimezone(tz).utcoffset() == offset:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 # --- fire times ---------------------------------------------------------------------------
@@ -507,6 +519,8 @@ def _next_elapsed(cron: _Crontab, zone: str, tz, after: datetime) -> datetime:
         with cron.lock:
             match = cron.iterator.get_next(datetime, start_time=cursor)
         fire = (match - offset).replace(tzinfo=UTC)
+        if change is None and fire.astimezone(tz).utcoffset() != offset:
+            change = _change_between(tz, t, fire, offset)  # a change beyond the searched years
         if change is None or fire < change:
             return fire
         t, strict = change, False

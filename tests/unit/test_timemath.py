@@ -758,3 +758,12 @@ def test_count_fires_counts_in_the_half_open_span():
     hourly = interval(7, "minutes")
     assert count_fires(hourly, CREATED + timedelta(minutes=7), CREATED + timedelta(days=2))[0] == \
         len(preview(hourly, CREATED, 1000)) - len([t for t in preview(hourly, CREATED, 1000) if t >= CREATED + timedelta(days=2)])
+
+
+def test_an_elapsed_fire_past_the_transition_table_still_gets_the_right_offset(monkeypatch):
+    import web.timemath as tm
+
+    # As if New York's change of 2026-03-08 were further away than the years searched for transitions.
+    monkeypatch.setattr(tm, "TRANSITION_HORIZON", -1)
+    timing = crontab({"minute": "*/30", "hour": "9", "day_of_month": "1", "month_of_year": "7"}, tz="America/New_York")
+    assert next_fire(timing, utc(2026, 1, 10)) == utc(2026, 7, 1, 13, 0)  # 09:00 EDT, not 09:00 EST
