@@ -191,8 +191,9 @@ class ScheduleCalendar(Base):
 
     __tablename__ = "schedule_calendars"
     schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True)
-    calendar_id: Mapped[str] = mapped_column(ForeignKey("calendars.id", ondelete="RESTRICT"), primary_key=True,
-                                             index=True)
+    # NO ACTION (checked at the end of the statement), not RESTRICT: a calendar in use cannot be deleted,
+    # yet deleting an org removes its schedules' links and its calendars in one cascade.
+    calendar_id: Mapped[str] = mapped_column(ForeignKey("calendars.id"), primary_key=True, index=True)
 
 
 class Run(Base):

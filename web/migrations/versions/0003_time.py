@@ -33,7 +33,7 @@ def upgrade():
     op.create_table('schedule_calendars',
     sa.Column('schedule_id', sa.String(length=32), nullable=False),
     sa.Column('calendar_id', sa.String(length=32), nullable=False),
-    sa.ForeignKeyConstraint(['calendar_id'], ['calendars.id'], ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['calendar_id'], ['calendars.id'], ),
     sa.ForeignKeyConstraint(['schedule_id'], ['schedules.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('schedule_id', 'calendar_id')
     )
