@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
-# Debian packages the tests start for real (sshd targets); installed when missing.
+# Debian packages the tests start for real (sshd targets, Chromium); installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-test system-test-deps bench clean
+.PHONY: run test install install-test system-test-deps bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ system-test-deps:
 		echo "installing openssh-server (the tests start real sshd targets)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server openssh-client >/dev/null; \
 	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium (the console tests drive a real browser)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 run: install
 	$(BIN)/python -m web migrate
@@ -37,6 +41,10 @@ run: install
 
 test: install-test
 	$(BIN)/python -m pytest tests
+
+# Retake the console screenshots the README shows (docs/console-*.png) with the browser tests.
+screenshots: install-test
+	CLOUDCRON_SCREENSHOTS_DIR=docs $(BIN)/python -m pytest tests/integration/test_console_browser.py -k watches_it_run
 
 bench: install-test
 	$(BIN)/python bench/bench_api.py

@@ -67,11 +67,12 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
     app.json.sort_keys = False
     app.extensions["cloudcron"] = state
 
-    from . import errors
+    from . import errors, ui
     from .api import bp
 
     errors.register(app)
     app.register_blueprint(bp)
+    ui.init_app(app, state)
 
     @app.teardown_appcontext
     def _close(_exc):

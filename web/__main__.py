@@ -73,7 +73,8 @@ def cmd_serve(args) -> int:
     from .engine import start_embedded
 
     engine = start_embedded(st, dispatcher=not args.no_dispatcher, worker=not args.no_worker)
-    print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs)", flush=True)
+    print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs); "
+          f"web console at http://{args.host}:{args.port}/ui/", flush=True)
     try:
         serve(app, host=args.host, port=args.port, threads=args.threads, ident="cloudcron", _quiet=True)
     finally:

@@ -21,6 +21,7 @@ class Config:
     min_interval: timedelta = timedelta(seconds=1)
     max_body_bytes: int = 1024 * 1024
     output_cap: int = 256 * 1024
+    ui_session_lifetime: timedelta = timedelta(hours=12)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -76,12 +77,16 @@ def load_config(env=None, **overrides) -> Config:
             f"CLOUDCRON_QUEUE_URL: '{_redact(queue_url)}' is not supported; use sqlite:///PATH or redis://HOST:PORT/DB"
         )
     min_interval = _positive_float(env, "CLOUDCRON_MIN_INTERVAL", 1.0)
+    session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
+    if session_hours > 24 * 366:
+        raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
     return Config(
         data_dir=data_dir,
         database_url=database_url,
         secret_key_file=key_file,
         queue_url=queue_url,
         min_interval=timedelta(seconds=min_interval),
+        ui_session_lifetime=timedelta(hours=session_hours),
     )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -44,6 +45,14 @@ class Box:
 
     def __init__(self, key: bytes):
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (such as signing console sessions), derived from the secret key.
+
+        Every process sharing CLOUDCRON_SECRET_KEY_FILE derives the same one; it never leaves the process.
+        """
+        return hmac.new(self._key, b"cloudcron:" + purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, value) -> str:
         return self._fernet.encrypt(json.dumps(value).encode()).decode()

@@ -26,12 +26,21 @@ def driver_for(box: Box, cloud: Cloud):
 
 def refresh_machines(session: Session, box: Box, cloud: Cloud, now: datetime) -> list[Machine]:
     """List a libcloud cloud's machines from the provider and upsert them; returns the cloud's rows."""
+    return store_nodes(session, cloud, fetch_nodes(box, cloud), now)
+
+
+def fetch_nodes(box: Box, cloud: Cloud) -> list[dict]:
+    """A libcloud cloud's machines as the provider lists them (network I/O: call with no transaction open)."""
     from plugins.module_utils._libcloud import list_nodes
 
     try:
-        nodes = list_nodes(driver_for(box, cloud))
+        return list_nodes(driver_for(box, cloud))
     except Exception as exc:  # libcloud raises many types; the message is what the user needs
         raise ProviderError(f"cloud '{cloud.id}' ({cloud.provider}): cannot list machines: {exc}") from None
+
+
+def store_nodes(session: Session, cloud: Cloud, nodes: list[dict], now: datetime) -> list[Machine]:
+    """Upsert fetched nodes as the cloud's machine rows (ours keep their ids; vanished ones become `missing`)."""
     rows = {m.machine_id: m for m in session.scalars(select(Machine).where(Machine.cloud_id == cloud.id))}
     for node in nodes:
         row = rows.get(node["machine_id"])

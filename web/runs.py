@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .crypto import new_id
-from .models import Event, Run, Schedule
+from .models import Event, Run, RunMachine, Schedule
 from .timemath import format_instant
 
 FINAL = ("succeeded", "failed", "partial", "skipped", "missed", "interrupted", "timed_out")
@@ -44,6 +45,80 @@ def start_now(session: Session, schedule: Schedule, trigger: str, now: datetime)
     run.enqueued_at = now
     schedule.last_run_at = now
     return run
+
+
+def run_now(state, session: Session, schedule: Schedule, now: datetime) -> Run:
+    """A manual run of `schedule` ("run now"): written, committed, then enqueued (queue I/O after the commit)."""
+    run = start_now(session, schedule, "manual", now)
+    session.commit()
+    state.enqueue([run.id])
+    return run
+
+
+def machines_of(session: Session, run_id: str) -> list[RunMachine]:
+    """A run's per-machine results, in the order they were recorded."""
+    return session.scalars(select(RunMachine).where(RunMachine.run_id == run_id).order_by(RunMachine.id)).all()
+
+
+def runs_query(org_id: str, schedule_id: str):
+    """The select of one schedule's runs in an org (order it newest first: created_at, id descending)."""
+    return select(Run).where(Run.schedule_id == schedule_id, Run.org_id == org_id)
+
+
+def events_query(org_id: str, schedule_id: str | None = None, run_id: str | None = None,
+                 event_type: str | None = None, start: datetime | None = None, stop: datetime | None = None):
+    """The select of an org's log events with the API's filters (start and stop inclusive, aware UTC)."""
+    query = select(Event).where(Event.org_id == org_id)
+    if schedule_id:
+        query = query.where(Event.schedule_id == schedule_id)
+    if run_id:
+        query = query.where(Event.run_id == run_id)
+    if event_type:
+        query = query.where(Event.type == event_type)
+    if start:
+        query = query.where(Event.time >= start)
+    if stop:
+        query = query.where(Event.time <= stop)
+    return query
+
+
+def recent_outcomes(session: Session, org_id: str, schedule_ids, count: int = 10) -> dict[str, list[Run]]:
+    """The newest `count` runs of each schedule (any status), newest first: {schedule_id: [Run, ...]}."""
+    ids = list(schedule_ids)
+    if not ids:
+        return {}
+    rank = func.row_number().over(partition_by=Run.schedule_id,
+                                  order_by=(Run.created_at.desc(), Run.id.desc())).label("rank")
+    ranked = select(Run.id, rank).where(Run.org_id == org_id, Run.schedule_id.in_(ids)).subquery()
+    rows = session.scalars(select(Run).join(ranked, ranked.c.id == Run.id).where(ranked.c.rank <= count)
+                           .order_by(Run.schedule_id, Run.created_at.desc(), Run.id.desc())).all()
+    out: dict[str, list[Run]] = {i: [] for i in ids}
+    for run in rows:
+        out[run.schedule_id].append(run)
+    return out
+
+
+def last_finished(session: Session, org_id: str) -> dict[str, Run]:
+    """Each schedule's newest finished run (a status in FINAL): {schedule_id: Run}."""
+    rank = func.row_number().over(partition_by=Run.schedule_id,
+                                  order_by=(Run.created_at.desc(), Run.id.desc())).label("rank")
+    ranked = select(Run.id, rank).where(Run.org_id == org_id, Run.status.in_(FINAL)).subquery()
+    rows = session.scalars(select(Run).join(ranked, ranked.c.id == Run.id).where(ranked.c.rank == 1)).all()
+    return {run.schedule_id: run for run in rows}
+
+
+def status_counts(session: Session, org_id: str, since: datetime) -> dict[str, int]:
+    """How many of an org's runs created at or after `since` have each status."""
+    rows = session.execute(select(Run.status, func.count()).where(Run.org_id == org_id, Run.created_at >= since)
+                           .group_by(Run.status))
+    return {status: n for status, n in rows}
+
+
+def backlog(session: Session, org_id: str) -> tuple[int, datetime | None]:
+    """An org's runs waiting in the queue (status queued): how many, and when the oldest was created."""
+    n, oldest = session.execute(select(func.count(), func.min(Run.created_at))
+                                .where(Run.org_id == org_id, Run.status == "queued")).one()
+    return n, oldest  # min() keeps the column's type, so this is aware UTC
 
 
 def on_schedule_created(session: Session, schedule: Schedule, now: datetime) -> Run | None:

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import delete as delete_rows
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import calendars as calendar_rules
 from . import timemath
-from .errors import BadRequest
-from .models import Calendar, Cloud, Machine, Schedule, Script
+from .crypto import new_id
+from .errors import BadRequest, Conflict
+from .models import Calendar, Cloud, Machine, Schedule, ScheduleCalendar, Script
 from .schemas import ScheduleIn
 from .timemath import TimeSpecError, Timing, Window, format_instant
 from .validation import check_fields, validate
@@ -246,6 +249,137 @@ def _check_targets(session: Session, org_id: str, given: dict, merged: dict) -> 
                     raise BadRequest(f"selectors.{i}.ids: machine '{missing[0]}' is not a machine of this org")
 
 
+def _check_name_free(session: Session, org_id: str, name: str, except_id: str | None = None) -> None:
+    existing = session.scalar(select(Schedule.id).where(Schedule.org_id == org_id, Schedule.name == name))
+    if existing is not None and existing != except_id:
+        raise Conflict(f"name: a schedule named '{name}' already exists")
+
+
+def store(state, session: Session, org_id: str, given: dict, current: Schedule | None, now: datetime) -> Schedule:
+    """Create (current=None) or edit a schedule of `org_id` from a client's parsed fields, the one way every writer does.
+
+    `given` is what parse_fields returns (only the fields the client sent; None clears a field).
+    The fields are merged onto `current` (or the defaults) and checked as a whole (build), the name
+    must be free in the org, next_run_at is recomputed, and a new enabled schedule with
+    run_immediately gets its immediate run. Then the session is committed, the dispatcher woken
+    (state.schedule_changed) and the immediate run enqueued: queue I/O only after the commit.
+    Raises BadRequest (400) naming the field and the rule, Conflict (409) on a duplicate name;
+    nothing is written when it raises. Returns the stored schedule.
+    """
+    from .runs import on_schedule_created
+
+    values = build(session, org_id, given, current, now, state.config.min_interval)
+    if current is None or values["name"] != current.name:
+        _check_name_free(session, org_id, values["name"], except_id=current.id if current else None)
+    run = None
+    try:
+        if current is None:
+            schedule = Schedule(id=new_id(), org_id=org_id, total_run_count=0, skip_next=0, created_at=now,
+                                updated_at=now, **{c: values[c] for c in COLUMNS})
+            session.add(schedule)
+            _link_calendars(session, schedule)
+            schedule.next_run_at = next_run_at(schedule, now, load_calendars(session, schedule))
+            run = on_schedule_created(session, schedule, now)
+        else:
+            schedule = current
+            for column in COLUMNS:
+                setattr(schedule, column, values[column])
+            if "exclude_calendars" in given:
+                _link_calendars(session, schedule)
+            schedule.updated_at = now
+            schedule.next_run_at = next_run_at(schedule, now, load_calendars(session, schedule))
+        session.commit()
+    except IntegrityError:  # a schedule of the same name written meanwhile (at a flush or at the commit)
+        session.rollback()
+        raise Conflict(f"name: a schedule named '{values['name']}' already exists") from None
+    state.schedule_changed(schedule.next_run_at)
+    if run is not None:
+        state.enqueue([run.id])
+    return schedule
+
+
+def _link_calendars(session: Session, schedule: Schedule) -> None:
+    """Keep schedule_calendars (the foreign keys that protect calendars in use) in step with exclude_calendars."""
+    session.flush()
+    session.execute(delete_rows(ScheduleCalendar).where(ScheduleCalendar.schedule_id == schedule.id))
+    session.add_all(ScheduleCalendar(schedule_id=schedule.id, calendar_id=c) for c in schedule.exclude_calendars or [])
+
+
+def _recompute(session: Session, rows: list) -> None:
+    """next_run_at of schedules just changed (as of their updated_at), their calendars compiled once for all."""
+    compiled = calendar_rules.compiled(session, {c for s in rows for c in s.exclude_calendars or []})
+    for schedule in rows:
+        schedule.next_run_at = next_run_at(schedule, schedule.updated_at, compiled)
+
+
+def set_pause(state, session: Session, rows: list, now: datetime, until=None, note: str | None = None,
+              skip_next: int | None = None, resume_them: bool = False) -> list:
+    """Pause (or with resume_them, resume) schedules, recompute their next_run_at and commit; returns `rows`.
+
+    A pause holds fires from `now` until `until` (None: until resumed; or a function of the schedule
+    giving its instant), or skip_next skips the next fires. The dispatcher is woken after the commit.
+    """
+    for schedule in rows:
+        if resume_them:
+            resume(schedule)
+        else:
+            pause(schedule, now, until(schedule) if callable(until) else until, note, skip_next)
+        schedule.updated_at = now
+    _recompute(session, rows)
+    session.commit()
+    state.schedule_changed(min((s.next_run_at for s in rows if s.next_run_at is not None), default=None))
+    return rows
+
+
+def matching(session: Session, org_id: str, name_prefix: str | None, tags: dict | None) -> list:
+    """The org's schedules whose name starts with `name_prefix` and/or one of whose targets has all `tags`.
+
+    A target has the tags when a machine it names (machines_per_cloud, a machines selector) carries them,
+    or a tags selector asks for them, or a machine a tags selector picks carries them.
+    """
+    query = query_for_org(org_id)
+    if name_prefix:
+        query = query.where(Schedule.name.startswith(name_prefix, autoescape=True))
+    rows = session.scalars(query.order_by(Schedule.name)).all()
+    if not tags:
+        return rows
+    tagged = [m for m in session.execute(select(Machine.id, Machine.cloud_id, Machine.machine_id, Machine.tags)
+                                         .where(Machine.org_id == org_id))
+              if all((m.tags or {}).get(k) == v for k, v in tags.items())]
+    ids = {m.id for m in tagged}
+    pairs = {(m.cloud_id, m.machine_id) for m in tagged}
+
+    def targets_tagged(s: Schedule) -> bool:
+        if any(tuple(pair) in pairs for pair in s.machines_per_cloud or []):
+            return True
+        for sel in s.selectors or []:
+            if sel["type"] == "machines" and ids & set(sel["ids"]):
+                return True
+            if sel["type"] == "tags":
+                include = sel["include"]
+                if all(include.get(k) == v for k, v in tags.items()):
+                    return True
+                if any(all((m.tags or {}).get(k) == v for k, v in include.items()) for m in tagged):
+                    return True
+        return False
+
+    return [s for s in rows if targets_tagged(s)]
+
+
+def delete(session: Session, schedule: Schedule) -> None:
+    """Delete a schedule and commit; its runs and logs stay (a run's record outlives its schedule)."""
+    session.delete(schedule)
+    session.commit()
+
+
+def query_for_org(org_id: str, name: str | None = None):
+    """The select of an org's schedules, optionally the one with exactly this name (the API's ?name=)."""
+    query = select(Schedule).where(Schedule.org_id == org_id)
+    if name is not None:
+        query = query.where(Schedule.name == name)
+    return query
+
+
 class Unsaved:
     """A schedule body that is not stored (a preview): the attributes the time math reads."""
 
@@ -283,20 +417,33 @@ class Preview:
         return out
 
 
-def preview_times(session: Session, org_id: str, given: dict, after_raw, count: int, now: datetime,
-                  min_interval: timedelta, show_skipped: bool = False) -> Preview:
-    """The next `count` fire times of a schedule body after `after_raw` (default now), as next_run_at would go."""
+def preview_times(given: dict, after_raw, count: int, now: datetime, min_interval: timedelta,
+                  created_at: datetime | None = None) -> list[datetime]:
+    """The next `count` fire times of a schedule body's timing fields (no calendars), as next_run_at would go."""
+    return preview_body(None, None, given, after_raw, count, now, min_interval, created_at=created_at).times
+
+
+def preview_body(session: Session | None, org_id: str | None, given: dict, after_raw, count: int, now: datetime,
+                 min_interval: timedelta, show_skipped: bool = False, created_at: datetime | None = None) -> Preview:
+    """The next `count` fires of a schedule body after `after_raw` (default now), as next_run_at would go.
+
+    An interval without start_after is anchored at `created_at`: a stored schedule's creation time
+    when it is being edited, else the start of the preview (a schedule created now). The body's
+    exclude_calendars are the org's calendars, read on `session`; show_skipped also lists the fires
+    they exclude, with the calendar.
+    """
     if not given.get("schedule_type") or given.get("schedule_entry") is None:
         raise BadRequest("schedule_type, schedule_entry: are required for a preview")
     tz = given.get("timezone") or "UTC"
     after = now if after_raw is None else checked(timemath.parse_instant, after_raw, tz, field="after")
-    probe = Unsaved(given, after, min_interval)
-    if probe.exclude_calendars:
+    probe = Unsaved(given, created_at or after, min_interval)
+    if probe.exclude_calendars and session is not None:
         probe.exclude_calendars = _check_calendars(session, org_id, probe.exclude_calendars)
     if probe.jitter:
         _check_jitter({"schedule_type": probe.schedule_type, "schedule_entry": probe.schedule_entry,
                        "start_after": probe.start_after, "timezone": probe.timezone, "jitter": probe.jitter})
-    return preview(probe, after, count, show_skipped, load_calendars(session, probe))
+    calendars = load_calendars(session, probe) if session is not None else {}
+    return preview(probe, after, count, show_skipped, calendars)
 
 
 def preview(s, after: datetime, count: int, show_skipped: bool, calendars: dict | None = None) -> Preview:
@@ -316,6 +463,15 @@ def preview(s, after: datetime, count: int, show_skipped: bool, calendars: dict 
     if s.max_run_count is not None:
         times = times[: max(0, s.max_run_count - (s.total_run_count or 0))]
     return Preview(times[:count], skipped[:count] if skipped is not None else None)
+
+
+def upcoming(s, after: datetime, count: int, calendars: dict | None = None) -> list[datetime]:
+    """A stored schedule's next `count` fire times after `after`, as next_run_at goes (none when inactive).
+
+    Bounded by what is left of max_run_count; calendars (see load_calendars), pause and skip_next
+    honoured. The same time math as next_run_at and the preview.
+    """
+    return preview(s, after, count, False, calendars).times
 
 
 class _Pause:
@@ -483,9 +639,9 @@ def decide(s, now: datetime, busy: bool, calendars: dict | None = None) -> FireD
     return out
 
 
-def to_json(s, now: datetime) -> dict:
-    """A schedule as the API answers it; `now` tells whether a pause still holds."""
-    paused = is_paused(s, now)
+def to_json(s, now: datetime | None = None) -> dict:
+    """A schedule as the API answers it; `now` (default: the clock) tells whether a pause still holds."""
+    paused = is_paused(s, now or datetime.now(timezone.utc))
     return {
         "id": s.id,
         "name": s.name,

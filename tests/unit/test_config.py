@@ -44,6 +44,12 @@ def test_each_variable_overrides_its_default(tmp_path):
     assert config.min_interval == timedelta(seconds=2.5)
 
 
+def test_the_console_session_lifetime_is_in_hours(tmp_path):
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).ui_session_lifetime == timedelta(hours=12)
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_UI_SESSION_HOURS": "0.5"})
+    assert config.ui_session_lifetime == timedelta(minutes=30)
+
+
 def test_a_plain_postgresql_url_uses_the_shipped_driver(tmp_path):
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DATABASE_URL": "postgresql://cc@db/cc"})
     assert config.database_url == "postgresql+psycopg://cc@db/cc"
@@ -67,6 +73,9 @@ def bad_values(tmp_path):
         ("CLOUDCRON_MIN_INTERVAL", "fast"),
         ("CLOUDCRON_MIN_INTERVAL", "0"),
         ("CLOUDCRON_MIN_INTERVAL", "-1"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "a day"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "0"),
+        ("CLOUDCRON_UI_SESSION_HOURS", "100000"),
     ]
 
 

@@ -3,62 +3,25 @@ from __future__ import annotations
 
 from flask import jsonify, request
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from .. import db, state, utcnow
-from ..crypto import new_id
+from .. import db, resources, state, utcnow
 from ..errors import BadRequest, Conflict, NotFound
-from ..keys import derive_public, generate_private
 from ..models import Cloud, Key, Machine, Schedule, Script
+from ..resources import MACHINE_READ_ONLY, STAMPS, cloud_json, key_json, machine_json, script_json
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
-from ..timemath import format_instant
-from ..validation import check_fields, json_body, validate
+from ..validation import json_body
 from . import bp, get_owned, list_response, org_id
-
-STAMPS = {"id", "created_at", "updated_at"}
 
 
 def _fields(model, read_only: set[str]) -> dict:
-    data = check_fields(json_body(), set(model.model_fields), read_only)
-    typed = validate(model, {k: v for k, v in data.items() if v is not None})
-    return {k: typed.get(k) for k in data}
-
-
-def _require(values: dict, *names: str) -> None:
-    for name in names:
-        if values.get(name) in (None, ""):
-            raise BadRequest(f"{name}: is required")
+    return resources.fields(model, json_body(), read_only)
 
 
 def _commit(conflict: str):
-    session = db()
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(conflict) from None
-
-
-def _stamped(row) -> dict:
-    return {"created_at": format_instant(row.created_at), "updated_at": format_instant(row.updated_at)}
+    resources.commit(db(), conflict)
 
 
 # ---------------------------------------------------------------- clouds
-
-def cloud_json(c: Cloud) -> dict:
-    return {"id": c.id, "title": c.title, "provider": c.provider, "options": c.options or {}, **_stamped(c)}
-
-
-def _check_provider(provider: str) -> None:
-    if provider == "other":
-        return
-    from plugins.module_utils._libcloud import provider_names
-
-    names = provider_names()
-    if provider not in names:
-        raise BadRequest(f"provider: '{provider}' is not a libcloud compute provider "
-                         "(for example ec2, gce, openstack, azure_arm, digitalocean, or other for SSH hosts)")
-
 
 @bp.get("/clouds")
 def list_clouds():
@@ -70,15 +33,7 @@ def list_clouds():
 
 @bp.post("/clouds")
 def create_cloud():
-    values = _fields(CloudIn, STAMPS)
-    _require(values, "title", "provider")
-    _check_provider(values["provider"])
-    now = utcnow()
-    cloud = Cloud(id=new_id(), org_id=org_id(), title=values["title"], provider=values["provider"],
-                  options=values.get("options") or {}, created_at=now, updated_at=now,
-                  credentials_enc=state().box.seal(values.get("credentials") or {}))
-    db().add(cloud)
-    _commit(f"title: a cloud titled '{cloud.title}' already exists")
+    cloud = resources.create_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), utcnow())
     return jsonify(cloud_json(cloud))
 
 
@@ -125,20 +80,8 @@ def delete_cloud(id_):
 
 # ---------------------------------------------------------------- machines
 
-def machine_json(m: Machine) -> dict:
-    return {
-        "id": m.id, "cloud_id": m.cloud_id, "machine_id": m.machine_id, "name": m.name, "host": m.host,
-        "port": m.port, "ssh_user": m.ssh_user, "key_id": m.key_id, "state": m.state,
-        "public_ips": m.public_ips or [], "private_ips": m.private_ips or [], "tags": m.tags or {},
-        **_stamped(m),
-    }
-
-
 def _check_key(key_id) -> None:
-    if key_id is not None:
-        key = db().get(Key, key_id)
-        if key is None or key.org_id != org_id():
-            raise BadRequest(f"key_id: no key '{key_id}' in this org")
+    resources.check_key(db(), org_id(), key_id)
 
 
 @bp.get("/clouds/<cid>/machines")
@@ -156,21 +99,9 @@ def list_machines(cid):
 @bp.post("/clouds/<cid>/machines")
 def create_machine(cid):
     cloud = get_owned(Cloud, cid, "cloud")
-    if cloud.provider != "other":
-        raise BadRequest(f"provider: machines of a '{cloud.provider}' cloud are read from the provider; "
-                         "only 'other' clouds take declared machines")
-    values = _fields(MachineIn, STAMPS | {"cloud_id", "state", "public_ips", "private_ips"})
-    _require(values, "name", "host")
-    _check_key(values.get("key_id"))
-    now = utcnow()
-    machine = Machine(id=new_id(), org_id=org_id(), cloud_id=cloud.id,
-                      machine_id=values.get("machine_id") or values["name"], name=values["name"],
-                      host=values["host"], port=values.get("port") or 22, ssh_user=values.get("ssh_user") or "root",
-                      key_id=values.get("key_id"), state="unknown", public_ips=[values["host"]], private_ips=[],
-                      tags=values.get("tags") or {}, created_at=now, updated_at=now)
-    db().add(machine)
-    _commit(f"machine_id: cloud '{cid}' already has a machine '{machine.machine_id}'")
-    return jsonify(machine_json(machine))
+    resources.check_declarable(cloud)  # before the fields: the cloud's kind is the first thing wrong
+    values = _fields(MachineIn, MACHINE_READ_ONLY)
+    return jsonify(machine_json(resources.declare_machine(db(), org_id(), cloud, values, utcnow())))
 
 
 def _owned_machine(cid, mid) -> Machine:
@@ -189,7 +120,7 @@ def get_machine(cid, mid):
 def edit_machine(cid, mid):
     machine = _owned_machine(cid, mid)
     cloud = db().get(Cloud, cid)
-    read_only = STAMPS | {"cloud_id", "machine_id", "state", "public_ips", "private_ips"}
+    read_only = MACHINE_READ_ONLY | {"machine_id"}
     if cloud.provider != "other":
         read_only |= {"name", "tags"}  # those come from the provider
     values = _fields(MachineIn, read_only)
@@ -213,10 +144,6 @@ def delete_machine(cid, mid):
 
 # ---------------------------------------------------------------- keys
 
-def key_json(k: Key) -> dict:
-    return {"id": k.id, "name": k.name, "public": k.public, **_stamped(k)}
-
-
 @bp.get("/keys")
 def list_keys():
     query = select(Key).where(Key.org_id == org_id())
@@ -225,32 +152,9 @@ def list_keys():
     return list_response(query, key_json, (Key.created_at.desc(), Key.id.desc()))
 
 
-def _key_material(values: dict) -> tuple[str, str]:
-    if values.get("generate") and values.get("private"):
-        raise BadRequest("private, generate: give a private key or generate: true, not both")
-    if values.get("generate"):
-        private = generate_private()
-    elif values.get("private"):
-        private = values["private"]
-    else:
-        raise BadRequest("private: is required (or generate: true)")
-    try:
-        public = derive_public(private)
-    except ValueError as exc:
-        raise BadRequest(f"private: {exc}") from None
-    return private, public
-
-
 @bp.post("/keys")
 def create_key():
-    values = _fields(KeyIn, STAMPS | {"public"})
-    _require(values, "name")
-    private, public = _key_material(values)
-    now = utcnow()
-    key = Key(id=new_id(), org_id=org_id(), name=values["name"], public=public,
-              private_enc=state().box.seal(private), created_at=now, updated_at=now)
-    db().add(key)
-    _commit(f"name: a key named '{key.name}' already exists")
+    key = resources.create_key(db(), state().box, org_id(), _fields(KeyIn, STAMPS | {"public"}), utcnow())
     return jsonify(key_json(key))
 
 
@@ -266,7 +170,7 @@ def edit_key(id_):
     if values.get("name"):
         key.name = values["name"]
     if values.get("private") or values.get("generate"):
-        private, key.public = _key_material(values)
+        private, key.public = resources.key_material(values)
         key.private_enc = state().box.seal(private)
     key.updated_at = utcnow()
     _commit(f"name: a key named '{key.name}' already exists")
@@ -283,11 +187,6 @@ def delete_key(id_):
 
 # ---------------------------------------------------------------- scripts
 
-def script_json(s: Script) -> dict:
-    return {"id": s.id, "name": s.name, "description": s.description, "script": s.script,
-            "exec_type": s.exec_type, **_stamped(s)}
-
-
 @bp.get("/scripts")
 def list_scripts():
     query = select(Script).where(Script.org_id == org_id())
@@ -298,14 +197,7 @@ def list_scripts():
 
 @bp.post("/scripts")
 def create_script():
-    values = _fields(ScriptIn, STAMPS)
-    _require(values, "name", "script")
-    now = utcnow()
-    script = Script(id=new_id(), org_id=org_id(), name=values["name"], description=values.get("description"),
-                    script=values["script"], exec_type=values.get("exec_type") or "executable",
-                    created_at=now, updated_at=now)
-    db().add(script)
-    _commit(f"name: a script named '{script.name}' already exists")
+    script = resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), None, utcnow())
     return jsonify(script_json(script))
 
 
@@ -317,12 +209,7 @@ def get_script(id_):
 @bp.patch("/scripts/<id_>")
 def edit_script(id_):
     script = get_owned(Script, id_, "script")
-    values = _fields(ScriptIn, STAMPS)
-    for field in ("name", "description", "script", "exec_type"):
-        if field in values and (values[field] is not None or field == "description"):
-            setattr(script, field, values[field])
-    script.updated_at = utcnow()
-    _commit(f"name: a script named '{script.name}' already exists")
+    resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), script, utcnow())
     return jsonify(script_json(script))
 
 

@@ -2,40 +2,31 @@
 from __future__ import annotations
 
 from flask import jsonify, request
-from sqlalchemy import select
 
 from .. import db, state, utcnow
 from ..errors import BadRequest
-from ..models import Event, Run, RunMachine, Schedule
-from ..runs import event_json, run_json, start_now
+from ..models import Event, Run, Schedule
+from ..runs import event_json, events_query, machines_of, run_json, run_now, runs_query
 from ..timemath import TimeSpecError, parse_instant
 from . import bp, get_owned, list_response, org_id
-
-EVENT_FILTERS = {"schedule_id": Event.schedule_id, "run_id": Event.run_id, "event_type": Event.type}
 
 
 @bp.post("/schedules/<id_>/run")
 def run_schedule_now(id_):
-    schedule = get_owned(Schedule, id_, "schedule")
-    session = db()
-    run = start_now(session, schedule, "manual", utcnow())
-    session.commit()
-    state().enqueue([run.id])
+    run = run_now(state(), db(), get_owned(Schedule, id_, "schedule"), utcnow())
     return jsonify(run_json(run))
 
 
 @bp.get("/schedules/<id_>/runs")
 def list_runs(id_):
     get_owned(Schedule, id_, "schedule")
-    query = select(Run).where(Run.schedule_id == id_, Run.org_id == org_id())
-    return list_response(query, run_json, (Run.created_at.desc(), Run.id.desc()))
+    return list_response(runs_query(org_id(), id_), run_json, (Run.created_at.desc(), Run.id.desc()))
 
 
 @bp.get("/runs/<id_>")
 def get_run(id_):
     run = get_owned(Run, id_, "run")
-    machines = db().scalars(select(RunMachine).where(RunMachine.run_id == id_).order_by(RunMachine.id)).all()
-    return jsonify(run_json(run, machines))
+    return jsonify(run_json(run, machines_of(db(), id_)))
 
 
 def _instant_arg(name):
@@ -51,13 +42,6 @@ def _instant_arg(name):
 @bp.get("/logs")
 def list_logs():
     """Events, newest first, like Mist's logs: filter by schedule_id, run_id, event_type, start, stop."""
-    query = select(Event).where(Event.org_id == org_id())
-    for name, column in EVENT_FILTERS.items():
-        if request.args.get(name):
-            query = query.where(column == request.args[name])
-    start, stop = _instant_arg("start"), _instant_arg("stop")
-    if start:
-        query = query.where(Event.time >= start)
-    if stop:
-        query = query.where(Event.time <= stop)
+    query = events_query(org_id(), request.args.get("schedule_id"), request.args.get("run_id"),
+                         request.args.get("event_type"), _instant_arg("start"), _instant_arg("stop"))
     return list_response(query, event_json, (Event.time.desc(), Event.id.desc()))

@@ -2,62 +2,19 @@
 from __future__ import annotations
 
 from flask import jsonify, request
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 
-from .. import calendars, db, schedules, state, timemath, utcnow
-from ..crypto import new_id
-from ..errors import BadRequest, Conflict
-from ..models import Machine, Schedule, ScheduleCalendar
-from ..runs import on_schedule_created
+from .. import db, schedules, state, timemath, utcnow
+from ..errors import BadRequest
+from ..models import Schedule
 from ..schemas import BulkPauseIn, BulkResumeIn, PauseIn, PreviewIn
 from ..timemath import format_instant
 from ..validation import json_body, query_int, validate
 from . import bp, get_owned, list_response, org_id
 
 
-def _check_name_free(name: str, except_id: str | None = None) -> None:
-    query = select(Schedule.id).where(Schedule.org_id == org_id(), Schedule.name == name)
-    existing = db().scalar(query)
-    if existing is not None and existing != except_id:
-        raise Conflict(f"name: a schedule named '{name}' already exists")
-
-
-def _commit(schedule: Schedule):
-    session = db()
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"name: a schedule named '{schedule.name}' already exists") from None
-    state().schedule_changed(schedule.next_run_at)
-    return jsonify(schedules.to_json(schedule, utcnow()))
-
-
-def _link_calendars(schedule: Schedule) -> None:
-    """Keep schedule_calendars (the foreign keys that protect calendars in use) in step with exclude_calendars."""
-    session = db()
-    session.flush()
-    session.execute(delete(ScheduleCalendar).where(ScheduleCalendar.schedule_id == schedule.id))
-    session.add_all(ScheduleCalendar(schedule_id=schedule.id, calendar_id=c) for c in schedule.exclude_calendars or [])
-
-
-def _advance(schedule: Schedule, now) -> None:
-    schedule.next_run_at = schedules.next_run_at(schedule, now, schedules.load_calendars(db(), schedule))
-
-
-def _advance_all(rows: list[Schedule], now) -> None:
-    """next_run_at of many schedules, their calendars compiled once for all."""
-    compiled = calendars.compiled(db(), {c for s in rows for c in s.exclude_calendars or []})
-    for schedule in rows:
-        schedule.next_run_at = schedules.next_run_at(schedule, now, compiled)
-
-
 @bp.get("/schedules")
 def list_schedules():
-    query = select(Schedule).where(Schedule.org_id == org_id())
-    if "name" in request.args:
-        query = query.where(Schedule.name == request.args["name"])
+    query = schedules.query_for_org(org_id(), request.args.get("name"))
     now = utcnow()
     return list_response(query, lambda s: schedules.to_json(s, now), (Schedule.created_at.desc(), Schedule.id.desc()))
 
@@ -66,19 +23,8 @@ def list_schedules():
 def create_schedule():
     given = schedules.parse_fields(json_body())
     now = utcnow()
-    session = db()
-    values = schedules.build(session, org_id(), given, None, now, state().config.min_interval)
-    _check_name_free(values["name"])
-    schedule = Schedule(id=new_id(), org_id=org_id(), total_run_count=0, skip_next=0, created_at=now, updated_at=now,
-                        **{c: values[c] for c in schedules.COLUMNS})
-    session.add(schedule)
-    _link_calendars(schedule)
-    _advance(schedule, now)
-    run = on_schedule_created(session, schedule, now)
-    answer = _commit(schedule)
-    if run is not None:
-        state().enqueue([run.id])
-    return answer
+    schedule = schedules.store(state(), db(), org_id(), given, None, now)
+    return jsonify(schedules.to_json(schedule, now))
 
 
 @bp.get("/schedules/<id_>")
@@ -91,24 +37,13 @@ def edit_schedule(id_):
     schedule = get_owned(Schedule, id_, "schedule")
     given = schedules.parse_fields(json_body())
     now = utcnow()
-    values = schedules.build(db(), org_id(), given, schedule, now, state().config.min_interval)
-    if values["name"] != schedule.name:
-        _check_name_free(values["name"], except_id=schedule.id)
-    for column in schedules.COLUMNS:
-        setattr(schedule, column, values[column])
-    if "exclude_calendars" in given:
-        _link_calendars(schedule)
-    schedule.updated_at = now
-    _advance(schedule, now)
-    return _commit(schedule)
+    schedules.store(state(), db(), org_id(), given, schedule, now)
+    return jsonify(schedules.to_json(schedule, now))
 
 
 @bp.delete("/schedules/<id_>")
 def delete_schedule(id_):
-    schedule = get_owned(Schedule, id_, "schedule")
-    session = db()
-    session.delete(schedule)
-    session.commit()
+    schedules.delete(db(), get_owned(Schedule, id_, "schedule"))
     return jsonify({"deleted": id_})
 
 
@@ -118,8 +53,8 @@ def preview_schedule():
     extra = {k: body.pop(k) for k in ("after", "count", "show_skipped") if k in body}
     given = schedules.parse_fields(body)
     opts = validate(PreviewIn, {k: v for k, v in extra.items() if v not in (None, "")})
-    preview = schedules.preview_times(db(), org_id(), given, opts.get("after"), opts.get("count", 5), utcnow(),
-                                      state().config.min_interval, bool(opts.get("show_skipped")))
+    preview = schedules.preview_body(db(), org_id(), given, opts.get("after"), opts.get("count", 5), utcnow(),
+                                     state().config.min_interval, bool(opts.get("show_skipped")))
     return jsonify(preview.to_json())
 
 
@@ -136,18 +71,17 @@ def _flag(name: str) -> bool:
 def preview_stored_schedule(id_):
     """The next fires of a stored schedule, with its pause, skip_next and jitter (?count, after, show_skipped)."""
     schedule = get_owned(Schedule, id_, "schedule")
-    now = utcnow()
     count = query_int("count", 5, 1, 1000)
-    after = now
+    after = utcnow()
     if request.args.get("after"):
-        after = schedules.checked(timemath.parse_instant, request.args["after"], schedule.timezone,
-                                  field="after")
+        after = schedules.checked(timemath.parse_instant, request.args["after"], schedule.timezone, field="after")
     preview = schedules.preview(schedule, after, count, _flag("show_skipped"),
                                 schedules.load_calendars(db(), schedule))
     return jsonify(preview.to_json())
 
 
 def _pause_values(body: dict, tz: str, now) -> dict:
+    """until (parsed in `tz`, in the future), note and skip_next of a pause body; 400 naming the field."""
     values = validate(PauseIn, {k: v for k, v in body.items() if k in PauseIn.model_fields and v not in (None, "")})
     until = values.get("until")
     if until is not None:
@@ -165,66 +99,22 @@ def pause_schedule(id_):
     body = json_body()
     validate(PauseIn, {k: v for k, v in body.items() if v not in (None, "")})  # unknown fields named
     now = utcnow()
-    values = _pause_values(body, schedule.timezone, now)
-    schedules.pause(schedule, now, values["until"], values["note"], values["skip_next"])
-    schedule.updated_at = now
-    _advance(schedule, now)
-    return _commit(schedule)
+    schedules.set_pause(state(), db(), [schedule], now, **_pause_values(body, schedule.timezone, now))
+    return jsonify(schedules.to_json(schedule, now))
 
 
 @bp.post("/schedules/<id_>/resume")
 def resume_schedule(id_):
     schedule = get_owned(Schedule, id_, "schedule")
     now = utcnow()
-    schedules.resume(schedule)
-    schedule.updated_at = now
-    _advance(schedule, now)
-    return _commit(schedule)
+    schedules.set_pause(state(), db(), [schedule], now, resume_them=True)
+    return jsonify(schedules.to_json(schedule, now))
 
 
 def _matching(match: dict) -> list[Schedule]:
-    """The org's schedules whose name starts with name_prefix and/or one of whose targets has all `tags`."""
-    prefix, tags = match.get("name_prefix"), match.get("tags")
-    if not prefix and not tags:
+    if not match.get("name_prefix") and not match.get("tags"):
         raise BadRequest("name_prefix, tags: give at least one, to say which schedules")
-    session = db()
-    query = select(Schedule).where(Schedule.org_id == org_id())
-    if prefix:
-        query = query.where(Schedule.name.startswith(prefix, autoescape=True))
-    rows = session.scalars(query.order_by(Schedule.name)).all()
-    if not tags:
-        return rows
-    tagged = [m for m in session.execute(select(Machine.id, Machine.cloud_id, Machine.machine_id, Machine.tags)
-                                         .where(Machine.org_id == org_id()))
-              if all((m.tags or {}).get(k) == v for k, v in tags.items())]
-    ids = {m.id for m in tagged}
-    pairs = {(m.cloud_id, m.machine_id) for m in tagged}
-
-    def targets_tagged(s: Schedule) -> bool:
-        if any(tuple(pair) in pairs for pair in s.machines_per_cloud or []):
-            return True
-        for sel in s.selectors or []:
-            if sel["type"] == "machines" and ids & set(sel["ids"]):
-                return True
-            if sel["type"] == "tags":
-                include = sel["include"]
-                # Every machine this selector picks has the tags, or one machine it picks now has them.
-                if all(include.get(k) == v for k, v in tags.items()):
-                    return True
-                if any(all((m.tags or {}).get(k) == v for k, v in include.items()) for m in tagged):
-                    return True
-        return False
-
-    return [s for s in rows if targets_tagged(s)]
-
-
-def _bulk_answer(rows: list[Schedule], now):
-    """Commit a bulk change and answer which schedules it touched."""
-    session = db()
-    session.commit()
-    soonest = min((s.next_run_at for s in rows if s.next_run_at is not None), default=None)
-    state().schedule_changed(soonest)
-    return jsonify({"count": len(rows), "ids": [s.id for s in rows]})
+    return schedules.matching(db(), org_id(), match.get("name_prefix"), match.get("tags"))
 
 
 @bp.post("/schedules/pause")
@@ -233,14 +123,17 @@ def pause_schedules():
     body = json_body()
     match = validate(BulkPauseIn, {k: v for k, v in body.items() if v not in (None, "")})
     now = utcnow()
-    _pause_values(body, "UTC", now)  # refuse a bad body even when nothing matches
+    values = _pause_values(body, "UTC", now)  # refuse a bad body even when nothing matches
     rows = _matching(match)
-    for schedule in rows:
-        values = _pause_values(body, schedule.timezone, now)
-        schedules.pause(schedule, now, values["until"], values["note"], values["skip_next"])
-        schedule.updated_at = now
-    _advance_all(rows, now)
-    return _bulk_answer(rows, now)
+    by_zone: dict = {}
+
+    def until_of(schedule):  # a date without an offset is read in each schedule's own timezone
+        if schedule.timezone not in by_zone:
+            by_zone[schedule.timezone] = _pause_values(body, schedule.timezone, now)["until"]
+        return by_zone[schedule.timezone]
+
+    schedules.set_pause(state(), db(), rows, now, until_of, values["note"], values["skip_next"])
+    return jsonify({"count": len(rows), "ids": [s.id for s in rows]})
 
 
 @bp.post("/schedules/resume")
@@ -249,8 +142,5 @@ def resume_schedules():
     match = validate(BulkResumeIn, {k: v for k, v in json_body().items() if v not in (None, "")})
     now = utcnow()
     rows = _matching(match)
-    for schedule in rows:
-        schedules.resume(schedule)
-        schedule.updated_at = now
-    _advance_all(rows, now)
-    return _bulk_answer(rows, now)
+    schedules.set_pause(state(), db(), rows, now, resume_them=True)
+    return jsonify({"count": len(rows), "ids": [s.id for s in rows]})

@@ -1,0 +1,220 @@
+"""Clouds, machines, SSH keys and scripts: the rules every writer (the API, the console) goes through.
+
+Each function takes the session and the org, checks the fields a client sent (as the API's
+schemas typed them, see fields()), writes, and commits; a broken rule raises the API's errors
+(BadRequest 400 naming the field, Conflict 409 on a duplicate) and writes nothing.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .crypto import Box, new_id
+from .errors import BadRequest, Conflict
+from .keys import derive_public, generate_private
+from .models import Cloud, Key, Machine, Script
+from .timemath import format_instant
+from .validation import check_fields, validate
+
+STAMPS = {"id", "created_at", "updated_at"}
+MACHINE_READ_ONLY = STAMPS | {"cloud_id", "state", "public_ips", "private_ips"}
+
+
+def fields(model, data: dict, read_only: set[str]) -> dict:
+    """Check a client's fields against a request schema: unknown and read-only names refused; None means "not set"."""
+    given = check_fields(data, set(model.model_fields), read_only)
+    typed = validate(model, {k: v for k, v in given.items() if v is not None})
+    return {k: typed.get(k) for k in given}
+
+
+def require(values: dict, *names: str) -> None:
+    """BadRequest "<name>: is required" for the first of `names` missing from `values`."""
+    for name in names:
+        if values.get(name) in (None, ""):
+            raise BadRequest(f"{name}: is required")
+
+
+def commit(session: Session, conflict: str) -> None:
+    """Commit; a unique constraint that fails becomes a 409 with `conflict` as its message."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(conflict) from None
+
+
+def _stamped(row) -> dict:
+    return {"created_at": format_instant(row.created_at), "updated_at": format_instant(row.updated_at)}
+
+
+# ---------------------------------------------------------------- clouds
+
+def cloud_json(c: Cloud) -> dict:
+    """A cloud as the API answers it (credentials never)."""
+    return {"id": c.id, "title": c.title, "provider": c.provider, "options": c.options or {}, **_stamped(c)}
+
+
+def check_provider(provider: str) -> None:
+    """BadRequest unless `provider` is a libcloud compute provider name or `other` (declared SSH hosts)."""
+    if provider == "other":
+        return
+    from plugins.module_utils._libcloud import provider_names
+
+    if provider not in provider_names():
+        raise BadRequest(f"provider: '{provider}' is not a libcloud compute provider "
+                         "(for example ec2, gce, openstack, azure_arm, digitalocean, or other for SSH hosts)")
+
+
+def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime) -> Cloud:
+    """Add a cloud from CloudIn fields (title, provider, credentials, options); credentials are sealed with `box`.
+
+    Creating a cloud does not contact the provider.
+    """
+    require(values, "title", "provider")
+    check_provider(values["provider"])
+    cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
+                  options=values.get("options") or {}, created_at=now, updated_at=now,
+                  credentials_enc=box.seal(values.get("credentials") or {}))
+    session.add(cloud)
+    commit(session, f"title: a cloud titled '{cloud.title}' already exists")
+    return cloud
+
+
+# ---------------------------------------------------------------- machines
+
+def machine_json(m: Machine) -> dict:
+    """A machine as the API answers it."""
+    return {
+        "id": m.id, "cloud_id": m.cloud_id, "machine_id": m.machine_id, "name": m.name, "host": m.host,
+        "port": m.port, "ssh_user": m.ssh_user, "key_id": m.key_id, "state": m.state,
+        "public_ips": m.public_ips or [], "private_ips": m.private_ips or [], "tags": m.tags or {},
+        **_stamped(m),
+    }
+
+
+def check_key(session: Session, org_id: str, key_id) -> None:
+    """BadRequest unless `key_id` (when given) is a key of the org."""
+    if key_id is not None:
+        key = session.get(Key, key_id)
+        if key is None or key.org_id != org_id:
+            raise BadRequest(f"key_id: no key '{key_id}' in this org")
+
+
+def machines_query(cloud_id: str):
+    """The select of a cloud's machines (order newest first: created_at, id descending)."""
+    return select(Machine).where(Machine.cloud_id == cloud_id)
+
+
+def check_declarable(cloud: Cloud) -> None:
+    """BadRequest unless machines can be declared on `cloud` (an `other` cloud: a libcloud cloud's come from its provider)."""
+    if cloud.provider != "other":
+        raise BadRequest(f"provider: machines of a '{cloud.provider}' cloud are read from the provider; "
+                         "only 'other' clouds take declared machines")
+
+
+def declare_machine(session: Session, org_id: str, cloud: Cloud, values: dict, now: datetime) -> Machine:
+    """Declare an SSH machine on an `other` cloud from MachineIn fields (name and host required)."""
+    check_declarable(cloud)
+    require(values, "name", "host")
+    check_key(session, org_id, values.get("key_id"))
+    machine = Machine(id=new_id(), org_id=org_id, cloud_id=cloud.id,
+                      machine_id=values.get("machine_id") or values["name"], name=values["name"],
+                      host=values["host"], port=values.get("port") or 22, ssh_user=values.get("ssh_user") or "root",
+                      key_id=values.get("key_id"), state="unknown", public_ips=[values["host"]], private_ips=[],
+                      tags=values.get("tags") or {}, created_at=now, updated_at=now)
+    session.add(machine)
+    commit(session, f"machine_id: cloud '{cloud.id}' already has a machine '{machine.machine_id}'")
+    return machine
+
+
+def refresh_cloud(db, box: Box, org_id: str, cloud_id: str, now: datetime) -> list[Machine]:
+    """Read a libcloud cloud's machines from its provider and store them: read, commit, call, then write briefly.
+
+    `db` is the Database (each step opens its own short session, so no transaction is open while
+    the provider is asked). NotFound when the cloud is not the org's; ProviderError (502) when
+    the provider cannot be reached. An `other` cloud has nothing to read: its rows are returned.
+    """
+    from .errors import NotFound
+    from .machines import fetch_nodes, store_nodes
+
+    with db.session() as session:
+        cloud = session.get(Cloud, cloud_id)
+        if cloud is None or cloud.org_id != org_id:
+            raise NotFound(f"cloud '{cloud_id}' not found")
+        session.expunge(cloud)
+    if cloud.provider == "other":
+        with db.session() as session:
+            return session.scalars(machines_query(cloud_id)).all()
+    nodes = fetch_nodes(box, cloud)
+    with db.transaction() as session:
+        cloud = session.get(Cloud, cloud_id)
+        if cloud is None:  # deleted while the provider answered
+            raise NotFound(f"cloud '{cloud_id}' not found")
+        rows = store_nodes(session, cloud, nodes, now)
+        session.expunge_all()
+    return rows
+
+
+# ---------------------------------------------------------------- keys
+
+def key_json(k: Key) -> dict:
+    """A key as the API answers it: the public half only."""
+    return {"id": k.id, "name": k.name, "public": k.public, **_stamped(k)}
+
+
+def key_material(values: dict) -> tuple[str, str]:
+    """(private, public) from KeyIn fields: a given private key (checked) or a generated Ed25519 one."""
+    if values.get("generate") and values.get("private"):
+        raise BadRequest("private, generate: give a private key or generate: true, not both")
+    if values.get("generate"):
+        private = generate_private()
+    elif values.get("private"):
+        # A key pasted into a browser form arrives with CRLF line ends, which OpenSSH cannot load.
+        private = values["private"].replace("\r\n", "\n")
+    else:
+        raise BadRequest("private: is required (or generate: true)")
+    try:
+        public = derive_public(private)
+    except ValueError as exc:
+        raise BadRequest(f"private: {exc}") from None
+    return private, public
+
+
+def create_key(session: Session, box: Box, org_id: str, values: dict, now: datetime) -> Key:
+    """Add an SSH key from KeyIn fields; the private key is sealed with `box` and never answered."""
+    require(values, "name")
+    private, public = key_material(values)
+    key = Key(id=new_id(), org_id=org_id, name=values["name"], public=public,
+              private_enc=box.seal(private), created_at=now, updated_at=now)
+    session.add(key)
+    commit(session, f"name: a key named '{key.name}' already exists")
+    return key
+
+
+# ---------------------------------------------------------------- scripts
+
+def script_json(s: Script) -> dict:
+    """A script as the API answers it."""
+    return {"id": s.id, "name": s.name, "description": s.description, "script": s.script,
+            "exec_type": s.exec_type, **_stamped(s)}
+
+
+def store_script(session: Session, org_id: str, values: dict, current: Script | None, now: datetime) -> Script:
+    """Create (current=None) or edit a script from ScriptIn fields; an edit changes only the fields given."""
+    if current is None:
+        require(values, "name", "script")
+        script = Script(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),
+                        script=values["script"], exec_type=values.get("exec_type") or "executable",
+                        created_at=now, updated_at=now)
+        session.add(script)
+    else:
+        script = current
+        for field in ("name", "description", "script", "exec_type"):
+            if field in values and (values[field] is not None or field == "description"):
+                setattr(script, field, values[field])
+        script.updated_at = now
+    commit(session, f"name: a script named '{script.name}' already exists")
+    return script

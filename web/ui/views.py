@@ -1,0 +1,615 @@
+"""The console's pages. Each view reads and writes through the service functions the REST API uses
+(schedules.store, runs.run_now, resources.*, the to_json serialisers) and scopes every lookup to
+the signed-in org, so another org's resource is a 404 here exactly as in the API.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import timedelta
+from urllib.parse import urlencode
+from zoneinfo import available_timezones
+
+from flask import g, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import func, select
+
+from .. import calendars, db, resources, runs, schedules, state, utcnow
+from ..api import get_owned
+from ..cadence import describe
+from ..crypto import hash_token
+from ..errors import APIError, BadRequest
+from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script, Token
+from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
+from ..timemath import TimeSpecError, format_instant, parse_instant
+from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms
+
+PAGE = 50
+DUE_PER_SCHEDULE = 500  # a schedule every second fires 86,400 times a day; the dashboard counts "500+"
+PUBLIC = {"ui.signin", "ui.static"}
+ACTIVE = ("queued", "running")
+EVENT_TYPES = ("schedule_started", "schedule_finished", "machine_action_succeeded", "machine_action_failed",
+               "script_finished", "schedule_missed", "schedule_skipped", "schedule_interrupted")
+STATUS_FILTERS = {"enabled": "enabled", "disabled": "disabled", "active": "with a next run",
+                  "inactive": "without a next run", "failing": "last run did not succeed"}
+# Room for pause/resume (a paused schedule and its note) once schedules carry them: a "paused"
+# filter here, a badge beside "enabled" in schedules.html and schedule.html, and a pause form
+# where schedule.html marks it.
+
+
+# ---------------------------------------------------------------- request plumbing
+
+@bp.before_request
+def _before():
+    if request.endpoint in PUBLIC:
+        if request.method == "POST":
+            csrf.protect()
+        return None
+    org_id = _signed_in_org()
+    if org_id is None:
+        return redirect(url_for("ui.signin", next=request.full_path.rstrip("?")))
+    g.org_id = org_id
+    if request.method == "POST":
+        csrf.protect()
+    return None
+
+
+def _signed_in_org() -> str | None:
+    """The org of the session's token, or None (no session, expired, or the token was revoked)."""
+    token_hash = session.get("token")
+    if not token_hash or session.get("expires", 0) < time.time():
+        session.clear()
+        return None
+    # A short read of its own: a POST's writing session starts only when the view needs it.
+    with state().db.session() as s:
+        org_id = s.scalar(select(Token.org_id).where(Token.token_hash == token_hash))
+    if org_id is None:
+        session.clear()
+    return org_id
+
+
+def _reader():
+    """The request's session as a reader, for POSTs that only read (the preview): no write lock taken."""
+    if "db" not in g:
+        g.db = state().db.session(write=False)
+    return g.db
+
+
+@bp.after_request
+def _headers(resp):
+    resp.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+@bp.app_template_global()
+def instant(dt, tz: str | None = None) -> str:
+    """An aware datetime for people: 'YYYY-MM-DD HH:MM:SS' in UTC (or `tz`), '' for None."""
+    if dt is None:
+        return ""
+    from zoneinfo import ZoneInfo
+
+    return dt.astimezone(ZoneInfo(tz or "UTC")).strftime("%Y-%m-%d %H:%M:%S") + ("" if tz else " UTC")
+
+
+@bp.app_template_global()
+def relative(dt) -> str:
+    """'in 3 h', '5 min ago' relative to now."""
+    if dt is None:
+        return ""
+    seconds = (dt - utcnow()).total_seconds()
+    span = abs(seconds)
+    if span < 60:
+        text = f"{int(span)} s"
+    elif span < 3600:
+        text = f"{int(span // 60)} min"
+    elif span < 86400 * 2:
+        text = f"{span / 3600:.1f} h".replace(".0 h", " h")
+    else:
+        text = f"{int(span // 86400)} days"
+    return f"in {text}" if seconds >= 0 else f"{text} ago"
+
+
+@bp.app_context_processor
+def _globals():
+    return {"htmx_version": HTMX_VERSION, "org_name": _org_name()}
+
+
+def _org_name():
+    org_id = g.get("org_id")
+    if org_id is None:
+        return None
+    with state().db.session() as s:
+        return s.scalar(select(Org.name).where(Org.id == org_id))
+
+
+@bp.errorhandler(APIError)
+def _api_error(exc: APIError):
+    return render_template("error.html", status=exc.status, message=exc.message), exc.status
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError):
+    message = f"form refused: {exc.description} Reload the page and send the form again."
+    return render_template("error.html", status=400, message=message), 400
+
+
+def _offset() -> int:
+    """The page's ?offset= (0 when absent or not a whole number)."""
+    raw = request.args.get("offset") or ""
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
+
+
+def _back(default: str):
+    """Where a form asked to return to (a console path only), else `default`."""
+    target = request.form.get("next") or ""
+    return redirect(target if target.startswith("/ui/") and not target.startswith("//") else default)
+
+
+# ---------------------------------------------------------------- sign-in
+
+@bp.route("/signin", methods=["GET", "POST"])
+def signin():
+    error = None
+    next_url = request.values.get("next") or url_for("ui.dashboard")
+    if not next_url.startswith("/ui/") or next_url.startswith("//"):
+        next_url = url_for("ui.dashboard")
+    if request.method == "POST":
+        token = (request.form.get("token") or "").strip()
+        token_hash = hash_token(token) if token else None
+        with state().db.session() as s:
+            known = token_hash and s.scalar(select(Token.id).where(Token.token_hash == token_hash))
+        if known:
+            session.clear()  # nothing from before sign-in carries over
+            session.permanent = True
+            session["token"] = token_hash
+            session["expires"] = time.time() + state().config.ui_session_lifetime.total_seconds()
+            return redirect(next_url)
+        error = "token: unknown or revoked token" if token else "token: is required"
+    return render_template("signin.html", error=error, next=next_url), (401 if error else 200)
+
+
+@bp.post("/signout")
+def signout():
+    session.clear()
+    return redirect(url_for("ui.signin"))
+
+
+# ---------------------------------------------------------------- dashboard
+
+@bp.get("/")
+def dashboard():
+    s, org, now = db(), g.org_id, utcnow()
+    counts = runs.status_counts(s, org, now - timedelta(hours=24))
+    horizon = now + timedelta(hours=24)
+    due, capped = [], False
+    active = s.scalars(schedules.query_for_org(org).where(Schedule.next_run_at.is_not(None),
+                                                            Schedule.next_run_at < horizon)).all()
+    compiled = calendars.compiled(s, {c for sch in active for c in sch.exclude_calendars or []})
+    for sch in active:
+        fires = [t for t in schedules.upcoming(sch, now, DUE_PER_SCHEDULE, compiled) if t < horizon]
+        capped = capped or len(fires) == DUE_PER_SCHEDULE
+        due.extend((fire, sch) for fire in fires)
+    due.sort(key=lambda pair: pair[0])
+    last = runs.last_finished(s, org)
+    names = dict(s.execute(select(Schedule.id, Schedule.name).where(Schedule.org_id == org)).all())
+    failing = sorted(((names[sid], sid, run) for sid, run in last.items()
+                      if sid in names and run.status != "succeeded"), key=lambda t: t[2].created_at, reverse=True)
+    backlog, oldest = runs.backlog(s, org)
+    return render_template("dashboard.html", counts=counts, total=sum(counts.values()), due=due[:20],
+                           due_count=len(due), due_capped=capped,
+                           failing=failing, backlog=backlog, oldest=oldest)
+
+
+# ---------------------------------------------------------------- schedules
+
+def _machine_names(s, org: str) -> dict:
+    return {(m.cloud_id, m.machine_id): m.name or m.machine_id
+            for m in s.scalars(select(Machine).where(Machine.org_id == org))}
+
+
+def _targets_text(sch: Schedule, names: dict) -> list[str]:
+    out = [names.get((c, m), m) for c, m in sch.machines_per_cloud or []]
+    for sel in sch.selectors or []:
+        if sel["type"] == "tags":
+            out.append("tags " + ", ".join(f"{k}={v}" for k, v in sel["include"].items()))
+        else:
+            out.append(f"{len(sel['ids'])} machine(s) by id")
+    return out
+
+
+@bp.get("/schedules")
+def schedule_list():
+    s, org = db(), g.org_id
+    q = (request.args.get("q") or "").strip()
+    status = request.args.get("status") or ""
+    offset = _offset()
+    query = schedules.query_for_org(org)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Schedule.name.ilike(f"%{escaped}%", escape="\\"))
+    if status == "enabled":
+        query = query.where(Schedule.enabled.is_(True))
+    elif status == "disabled":
+        query = query.where(Schedule.enabled.is_(False))
+    elif status == "active":
+        query = query.where(Schedule.next_run_at.is_not(None))
+    elif status == "inactive":
+        query = query.where(Schedule.next_run_at.is_(None))
+    elif status == "failing":
+        failing = [sid for sid, run in runs.last_finished(s, org).items() if run.status != "succeeded"]
+        query = query.where(Schedule.id.in_(failing))
+    total = s.scalar(select(func.count()).select_from(query.subquery()))
+    rows = s.scalars(query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(PAGE).offset(offset)).all()
+    strips = runs.recent_outcomes(s, org, [r.id for r in rows], 10)
+    names = _machine_names(s, org)
+    items = [{"s": r, "cadence": describe(r.schedule_type, r.schedule_entry, r.timezone),
+              "targets": _targets_text(r, names), "strip": strips.get(r.id, [])} for r in rows]
+
+    def page(at):
+        return url_for("ui.schedule_list") + "?" + urlencode({"q": q, "status": status, "offset": at})
+
+    return render_template("schedules.html", items=items, q=q, status=status, statuses=STATUS_FILTERS, total=total,
+                           prev=page(max(offset - PAGE, 0)) if offset else None,
+                           next=page(offset + PAGE) if offset + PAGE < total else None,
+                           here=request.full_path.rstrip("?"))
+
+
+def _choices(s, org: str, current: Schedule | None = None) -> dict:
+    """What the form offers: the org's scripts and machines (plus targets the schedule names but no row knows)."""
+    scripts = s.scalars(select(Script).where(Script.org_id == org).order_by(Script.name)).all()
+    clouds = {c.id: c for c in s.scalars(select(Cloud).where(Cloud.org_id == org).order_by(Cloud.title))}
+    machines = s.scalars(select(Machine).where(Machine.org_id == org)
+                         .order_by(Machine.cloud_id, Machine.name, Machine.machine_id)).all()
+    targets = [{"value": f"{m.cloud_id} {m.machine_id}", "label": m.name or m.machine_id,
+                "cloud": clouds[m.cloud_id].title if m.cloud_id in clouds else m.cloud_id,
+                "detail": m.host or ", ".join(m.public_ips or []) or m.state or ""} for m in machines]
+    known = {t["value"] for t in targets}
+    for c, m in (current.machines_per_cloud if current else []) or []:
+        if f"{c} {m}" not in known:
+            targets.append({"value": f"{c} {m}", "label": m, "cloud": clouds[c].title if c in clouds else c,
+                            "detail": "not listed yet"})
+    return {"scripts": scripts, "targets": targets, "actions": forms.ACTIONS, "periods": forms.PERIODS,
+            "types": forms.TYPES, "concurrency": forms.CONCURRENCY, "timezones": sorted(available_timezones())}
+
+
+def _preview(values: dict, current: Schedule | None, count: int = 10):
+    """(fire times, error) for the form's timing fields, from the API's preview function."""
+    body = forms.to_fields(values)  # the whole timing, as a new body
+    # Enabled or not, the preview answers "when would it fire": the form shows the enabled box beside it.
+    timing = {k: body.get(k) for k in ("schedule_type", "schedule_entry", "timezone", "start_after", "expires",
+                                       "max_run_count")}
+    try:
+        given = schedules.parse_fields(timing)
+        times = schedules.preview_times(given, None, count, utcnow(), state().config.min_interval,
+                                        created_at=current.created_at if current else None)
+    except APIError as exc:
+        return [], exc.message
+    return times, None
+
+
+def _form_page(values: dict, current: Schedule | None, error: str | None = None, status: int = 200):
+    s, org = db(), g.org_id
+    field = forms.error_field(error, values) if error else None
+    # The preview is part of the page, so it is there without JavaScript too (the Preview button).
+    times, preview_error = _preview(values, current)
+    return render_template("schedule_form.html", values=values, current=current, error=error, error_field=field,
+                           times=times, preview_error=preview_error, tz=values.get("timezone") or "UTC",
+                           **_choices(s, org, current)), status
+
+
+def _previewing() -> bool:
+    """A no-JavaScript Preview press: render, store nothing, and take no write lock."""
+    if request.method == "POST" and "preview" in request.form:
+        _reader()
+        return True
+    return False
+
+
+@bp.route("/schedules/new", methods=["GET", "POST"])
+def schedule_new():
+    previewing = _previewing()
+    if request.method == "GET":
+        return _form_page(forms.initial(), None)
+    values = forms.posted(request.form)
+    if previewing:
+        return _form_page(values, None)
+    try:
+        given = schedules.parse_fields(forms.to_fields(values))
+        sch = schedules.store(state(), db(), g.org_id, given, None, utcnow())
+    except APIError as exc:
+        db().rollback()
+        return _form_page(values, None, exc.message, exc.status)
+    return redirect(url_for("ui.schedule_page", id_=sch.id))
+
+
+@bp.route("/schedules/<id_>/edit", methods=["GET", "POST"])
+def schedule_edit(id_):
+    previewing = _previewing()
+    sch = get_owned(Schedule, id_, "schedule")
+    before = forms.initial(sch)
+    if request.method == "GET":
+        return _form_page(before, sch)
+    values = forms.posted(request.form)
+    if previewing:
+        return _form_page(values, sch)
+    try:
+        given = schedules.parse_fields(forms.to_fields(values, before))
+        schedules.store(state(), db(), g.org_id, given, sch, utcnow())
+    except APIError as exc:
+        db().rollback()
+        return _form_page(values, get_owned(Schedule, id_, "schedule"), exc.message, exc.status)
+    return redirect(url_for("ui.schedule_page", id_=sch.id))
+
+
+@bp.post("/schedules/preview")
+def schedule_preview():
+    """The live preview (an htmx fragment): the next fires of the form's timing fields, or the API's error."""
+    current = None
+    _reader()
+    if request.form.get("schedule_id"):
+        current = get_owned(Schedule, request.form["schedule_id"], "schedule")
+    times, error = _preview(forms.posted(request.form), current)
+    return render_template("_preview.html", times=times, preview_error=error,
+                           tz=request.form.get("timezone") or "UTC")
+
+
+def _skip_note(reason: dict) -> str:
+    """Why a fire will not run, in a few words."""
+    if reason["reason"] == "calendar":
+        return f"excluded by {reason['calendar']}: {reason['entry']}"
+    note = f": {reason['note']}" if reason.get("note") else ""
+    return ("paused" if reason["reason"] == "paused" else "skipped (skip_next)") + note
+
+
+@bp.get("/schedules/<id_>")
+def schedule_page(id_):
+    s, org = db(), g.org_id
+    sch = get_owned(Schedule, id_, "schedule")
+    offset = _offset()
+    query = runs.runs_query(org, id_)
+    total = s.scalar(select(func.count()).select_from(query.subquery()))
+    run_rows = s.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(PAGE).offset(offset)).all()
+    # Each fire as {"at", "note"}: a fire a calendar excludes, a pause holds or skip_next skips has its reason.
+    preview = schedules.preview(sch, utcnow(), 10, True, schedules.load_calendars(s, sch))
+    timeline = sorted([{"at": t, "note": None} for t in preview.times]
+                      + [{"at": t, "note": _skip_note(reason)} for t, reason in preview.skipped],
+                      key=lambda fire: fire["at"])[:10]
+    script = s.get(Script, sch.script_id) if sch.script_id else None
+    return render_template("schedule.html", s=sch, data=schedules.to_json(sch), script=script,
+                           cadence=describe(sch.schedule_type, sch.schedule_entry, sch.timezone),
+                           targets=_targets_text(sch, _machine_names(s, org)), timeline=timeline, runs=run_rows,
+                           total=total, offset=offset, page=PAGE)
+
+
+@bp.post("/schedules/<id_>/run")
+def schedule_run(id_):
+    run = runs.run_now(state(), db(), get_owned(Schedule, id_, "schedule"), utcnow())
+    return redirect(url_for("ui.run_page", id_=run.id))
+
+
+@bp.post("/schedules/<id_>/enabled")
+def schedule_enabled(id_):
+    sch = get_owned(Schedule, id_, "schedule")
+    given = schedules.parse_fields({"enabled": request.form.get("enabled") == "true"})
+    schedules.store(state(), db(), g.org_id, given, sch, utcnow())
+    return _back(url_for("ui.schedule_page", id_=id_))
+
+
+@bp.route("/schedules/<id_>/delete", methods=["GET", "POST"])
+def schedule_delete(id_):
+    sch = get_owned(Schedule, id_, "schedule")
+    if request.method == "GET":
+        return render_template("confirm_delete.html", what="schedule", name=sch.name,
+                               action=url_for("ui.schedule_delete", id_=id_),
+                               cancel=url_for("ui.schedule_page", id_=id_))
+    schedules.delete(db(), sch)
+    return redirect(url_for("ui.schedule_list"))
+
+
+# ---------------------------------------------------------------- runs
+
+# The marker runner.cap_text puts where it cut a machine's output.
+CAP_MARKER = re.compile(r"\n?\[cloudcron: \d+ bytes of output truncated\]\n?")
+
+
+@bp.get("/runs/<id_>")
+def run_page(id_):
+    s = db()
+    run = get_owned(Run, id_, "run")
+    data = runs.run_json(run, runs.machines_of(s, id_))
+    sch = s.get(Schedule, run.schedule_id)
+    names = {m.id: m.name for m in s.scalars(select(Machine).where(Machine.org_id == g.org_id))}
+    for m in data["machines"]:
+        m["name"] = names.get(m["machine_key"]) or m["machine_id"] or m["machine_key"]
+    return render_template("run.html", run=run, data=data, schedule=sch, running=run.status in ACTIVE)
+
+
+@bp.app_template_filter("output_parts")
+def output_parts(text):
+    """Split captured output around the truncation marker the worker inserts, so the page can mark it."""
+    parts = re.split(f"({CAP_MARKER.pattern})", text or "")
+    return [(p, bool(CAP_MARKER.fullmatch(p))) for p in parts if p]
+
+
+# ---------------------------------------------------------------- clouds and machines
+
+@bp.route("/clouds", methods=["GET", "POST"])
+def cloud_list():
+    s, org = db(), g.org_id
+    error, values = None, {}
+    if request.method == "POST":
+        values = {k: (request.form.get(k) or "").strip() for k in ("title", "provider", "credentials", "options")}
+        try:
+            body = {"title": values["title"] or None, "provider": values["provider"] or None,
+                    "credentials": _json_field("credentials", values["credentials"]),
+                    "options": _json_field("options", values["options"])}
+            cloud = resources.create_cloud(s, state().box, org, resources.fields(CloudIn, body, resources.STAMPS),
+                                           utcnow())
+            return redirect(url_for("ui.cloud_page", id_=cloud.id))
+        except APIError as exc:
+            s.rollback()
+            error = exc.message
+    clouds = s.scalars(select(Cloud).where(Cloud.org_id == org).order_by(Cloud.title)).all()
+    counts = dict(s.execute(select(Machine.cloud_id, func.count()).where(Machine.org_id == org)
+                            .group_by(Machine.cloud_id)).all())
+    return render_template("clouds.html", clouds=[resources.cloud_json(c) for c in clouds], counts=counts,
+                           error=error, error_field=error.split(":", 1)[0] if error else None,
+                           values=values), (400 if error else 200)
+
+
+def _json_field(name: str, text: str):
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BadRequest(f"{name}: not valid JSON") from None
+
+
+def _cloud_page(cloud: Cloud, error=None, values=None, status=200):
+    s = db()
+    machines = s.scalars(resources.machines_query(cloud.id).order_by(Machine.name, Machine.machine_id)).all()
+    keys = s.scalars(select(Key).where(Key.org_id == g.org_id).order_by(Key.name)).all()
+    return render_template("cloud.html", cloud=resources.cloud_json(cloud),
+                           machines=[resources.machine_json(m) for m in machines],
+                           keys={k.id: k.name for k in keys}, error=error,
+                           error_field=error.split(":", 1)[0] if error else None, values=values or {}), status
+
+
+@bp.get("/clouds/<id_>")
+def cloud_page(id_):
+    return _cloud_page(get_owned(Cloud, id_, "cloud"))
+
+
+@bp.post("/clouds/<id_>/refresh")
+def cloud_refresh(id_):
+    # No request session is opened first: refresh_cloud reads, calls the provider, then writes.
+    resources.refresh_cloud(state().db, state().box, g.org_id, id_, utcnow())
+    return redirect(url_for("ui.cloud_page", id_=id_))
+
+
+@bp.post("/clouds/<id_>/machines")
+def machine_declare(id_):
+    s = db()
+    cloud = get_owned(Cloud, id_, "cloud")
+    values = {k: (request.form.get(k) or "").strip() for k in ("name", "host", "port", "ssh_user", "key_id")}
+    try:
+        body = {k: (forms._number(v) if k == "port" else v) or None for k, v in values.items()}
+        resources.check_declarable(cloud)
+        resources.declare_machine(s, g.org_id, cloud, resources.fields(MachineIn, body, resources.MACHINE_READ_ONLY),
+                                  utcnow())
+    except APIError as exc:
+        s.rollback()
+        return _cloud_page(get_owned(Cloud, id_, "cloud"), exc.message, values, exc.status)
+    return redirect(url_for("ui.cloud_page", id_=id_))
+
+
+# ---------------------------------------------------------------- scripts
+
+@bp.get("/scripts")
+def script_list():
+    rows = db().scalars(select(Script).where(Script.org_id == g.org_id).order_by(Script.name)).all()
+    return render_template("scripts.html", scripts=[resources.script_json(r) for r in rows])
+
+
+@bp.get("/scripts/<id_>")
+def script_page(id_):
+    script = get_owned(Script, id_, "script")
+    used = db().scalars(select(Schedule).where(Schedule.script_id == id_).order_by(Schedule.name)).all()
+    return render_template("script.html", script=resources.script_json(script), used=used)
+
+
+def _script_form(current: Script | None):
+    s = db()
+    values = resources.script_json(current) if current else {"name": "", "description": "", "script": "",
+                                                               "exec_type": "executable"}
+    values = {k: v or "" for k, v in values.items()}
+    if request.method == "POST":
+        values = {k: request.form.get(k, "") for k in ("name", "description", "script", "exec_type")}
+        # Browsers send textarea lines with CRLF; a script keeps the newlines it would have as a file.
+        values["script"] = values["script"].replace("\r\n", "\n")
+        body = {k: (v if v != "" else None) for k, v in values.items()}
+        try:
+            script = resources.store_script(s, g.org_id, resources.fields(ScriptIn, body, resources.STAMPS),
+                                            current, utcnow())
+            return redirect(url_for("ui.script_page", id_=script.id))
+        except APIError as exc:
+            s.rollback()
+            return render_template("script_form.html", values=values, current=current, error=exc.message,
+                                   error_field=exc.message.split(":", 1)[0]), exc.status
+    return render_template("script_form.html", values=values, current=current, error=None, error_field=None)
+
+
+@bp.route("/scripts/new", methods=["GET", "POST"])
+def script_new():
+    return _script_form(None)
+
+
+@bp.route("/scripts/<id_>/edit", methods=["GET", "POST"])
+def script_edit(id_):
+    return _script_form(get_owned(Script, id_, "script"))
+
+
+# ---------------------------------------------------------------- keys
+
+@bp.route("/keys", methods=["GET", "POST"])
+def key_list():
+    s, org = db(), g.org_id
+    error, values = None, {}
+    if request.method == "POST":
+        values = {"name": (request.form.get("name") or "").strip()}
+        body = {"name": values["name"] or None, "private": (request.form.get("private") or "").strip() or None,
+                "generate": bool(request.form.get("generate")) or None}
+        try:
+            resources.create_key(s, state().box, org, resources.fields(KeyIn, body, resources.STAMPS | {"public"}),
+                                 utcnow())
+            return redirect(url_for("ui.key_list"))
+        except APIError as exc:
+            s.rollback()
+            error = exc.message
+    rows = s.scalars(select(Key).where(Key.org_id == org).order_by(Key.name)).all()
+    return render_template("keys.html", keys=[resources.key_json(k) for k in rows], error=error,
+                           error_field=error.split(":", 1)[0].split(",")[0] if error else None,
+                           values=values), (400 if error else 200)
+
+
+# ---------------------------------------------------------------- logs
+
+@bp.get("/logs")
+def log_list():
+    s, org = db(), g.org_id
+    args = {k: (request.args.get(k) or "").strip() for k in ("schedule_id", "run_id", "event_type", "start", "stop")}
+    offset = _offset()
+    error = None
+    bounds = {}
+    for name in ("start", "stop"):
+        try:
+            bounds[name] = parse_instant(args[name], "UTC", field=name) if args[name] else None
+        except TimeSpecError as exc:
+            error, bounds[name] = str(exc), None
+    query = runs.events_query(org, args["schedule_id"] or None, args["run_id"] or None, args["event_type"] or None,
+                              bounds["start"], bounds["stop"])
+    rows = [] if error else s.scalars(query.order_by(Event.time.desc(), Event.id.desc()).limit(PAGE + 1)
+                                      .offset(offset)).all()
+    names = dict(s.execute(select(Schedule.id, Schedule.name).where(Schedule.org_id == org)
+                           .order_by(Schedule.name)).all())
+
+    def page(at):
+        return url_for("ui.log_list") + "?" + urlencode({**args, "offset": at})
+
+    events = [runs.event_json(e) for e in rows[:PAGE]]
+    return render_template("logs.html", events=events, args=args, names=names, types=EVENT_TYPES, error=error,
+                           prev=page(max(offset - PAGE, 0)) if offset else None,
+                           next=page(offset + PAGE) if len(rows) > PAGE else None, format_instant=format_instant)
+
+
+@bp.app_template_filter("details")
+def details(event: dict) -> str:
+    """An event's data beyond the columns the logs table shows, as 'key=value' pairs."""
+    skip = {"id", "time", "type", "schedule_id", "run_id", "cloud_id", "machine_id"}
+    return ", ".join(f"{k}={v}" for k, v in event.items() if k not in skip and v not in (None, ""))
+
