@@ -305,11 +305,11 @@ def _link_calendars(session: Session, schedule: Schedule) -> None:
     session.add_all(ScheduleCalendar(schedule_id=schedule.id, calendar_id=c) for c in schedule.exclude_calendars or [])
 
 
-def _recompute(session: Session, rows: list) -> None:
-    """next_run_at of schedules just changed (as of their updated_at), their calendars compiled once for all."""
+def recompute(session: Session, rows: list, now: datetime) -> None:
+    """next_run_at of schedules as of `now` (after a pause or a calendar edit), their calendars compiled once for all."""
     compiled = calendar_rules.compiled(session, {c for s in rows for c in s.exclude_calendars or []})
     for schedule in rows:
-        schedule.next_run_at = next_run_at(schedule, schedule.updated_at, compiled)
+        schedule.next_run_at = next_run_at(schedule, now, compiled)
 
 
 def set_pause(state, session: Session, rows: list, now: datetime, until=None, note: str | None = None,
@@ -325,7 +325,7 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
         else:
             pause(schedule, now, until(schedule) if callable(until) else until, note, skip_next)
         schedule.updated_at = now
-    _recompute(session, rows)
+    recompute(session, rows, now)
     session.commit()
     state.schedule_changed(min((s.next_run_at for s in rows if s.next_run_at is not None), default=None))
     return rows
