@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
-# Debian packages the tests start for real (sshd targets, Chromium); installed when missing.
+# Debian packages the tests use for real (sshd targets, the bwrap run sandbox, Chromium, setpriv);
+# installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install install-test system-test-deps bench screenshots clean
@@ -26,13 +27,20 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test system-test-deps
 
 system-test-deps:
-	@if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
-		echo "installing openssh-server (the tests start real sshd targets)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	@missing=""; \
+	if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then missing="$$missing openssh-server openssh-client"; fi; \
+	if ! command -v bwrap >/dev/null; then missing="$$missing bubblewrap"; fi; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (the tests start real sshd targets; every run executes in a bwrap sandbox)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@if [ ! -x /usr/bin/chromium ]; then \
 		echo "installing chromium (the console tests drive a real browser)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v setpriv >/dev/null; then \
+		echo "installing util-linux (setpriv: the start-up tests run the service as root without its file override)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq util-linux >/dev/null; \
 	fi
 
 run: install

@@ -32,6 +32,7 @@ class State:
     schedule_listeners: list = field(default_factory=list)
 
     _huey: object = None
+    _sandbox: object = None
 
     def schedule_changed(self, when):
         for listener in self.schedule_listeners:
@@ -45,6 +46,20 @@ class State:
 
             self._huey = make_huey(self.config)
         return self._huey
+
+    @property
+    def sandbox(self):
+        """How runs execute here (web.sandbox.Sandbox), probed on first use.
+
+        Raises SandboxError (a ConfigError) with CLOUDCRON_SANDBOX=required on a host where
+        bubblewrap cannot build the sandbox.
+        """
+        if self._sandbox is None:
+            from .sandbox import detect, secret_paths
+
+            self._sandbox = detect(self.config.sandbox, self.config.unsafe_unsandboxed_ansible,
+                                   hidden=secret_paths(self.config))
+        return self._sandbox
 
     def enqueue(self, run_ids) -> None:
         from .queue import enqueue
@@ -69,8 +84,11 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
 
     from . import errors, ui
     from .api import bp
+    from .validation import check_request_text
 
     errors.register(app)
+    # Before routing to any view (or 404): a NUL in a path or query reaches PostgreSQL as a 500 otherwise.
+    app.before_request(check_request_text)
     app.register_blueprint(bp)
     ui.init_app(app, state)
 

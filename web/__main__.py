@@ -5,7 +5,9 @@ import argparse
 import logging
 import sys
 
-from .config import ConfigError
+from sqlalchemy.exc import DBAPIError
+
+from .config import ConfigError, StartupError
 
 
 def _state():
@@ -15,9 +17,9 @@ def _state():
 
 
 def cmd_migrate(args) -> int:
-    from .migrate import upgrade
+    from .migrate import prepare
 
-    upgrade(_state().db)
+    prepare(_state().db)
     print("database is up to date", file=sys.stderr)
     return 0
 
@@ -58,27 +60,44 @@ def first_start(st) -> str | None:
         return create_token(session, "default", "first start")
 
 
-def cmd_serve(args) -> int:
-    from waitress import serve
+def listen(app, host: str, port: int, threads: int):
+    """Bind the HTTP server now (nothing is served until .run()); StartupError in one line when it cannot."""
+    from waitress.server import create_server
 
+    try:
+        return create_server(app, host=host, port=port, threads=threads, ident="cloudcron")
+    except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot resolve
+        reason = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+        raise StartupError(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
+
+
+def cmd_serve(args) -> int:
     from . import create_app
-    from .migrate import upgrade
+    from .engine import start_embedded
+    from .migrate import prepare
+    from .queue import check_queue
 
     st = _state()
-    upgrade(st.db)
-    token = first_start(st)
-    if token:
-        print(f"Created org 'default'. Its API token (shown once, keep it):\n{token}", flush=True)
+    st.sandbox.announce()
+    prepare(st.db)
+    check_queue(st)  # the API enqueues runs too (run now, run_immediately)
     app = create_app(state=st)
-    from .engine import start_embedded
-
-    engine = start_embedded(st, dispatcher=not args.no_dispatcher, worker=not args.no_worker)
-    print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs); "
-          f"web console at http://{args.host}:{args.port}/ui/", flush=True)
+    # Bound before anything starts: a port in use stops here, before the dispatcher, the worker or a
+    # first-start token.
+    server = listen(app, args.host, args.port, args.threads)
     try:
-        serve(app, host=args.host, port=args.port, threads=args.threads, ident="cloudcron", _quiet=True)
+        token = first_start(st)
+        if token:
+            print(f"Created org 'default'. Its API token (shown once, keep it):\n{token}", flush=True)
+        engine = start_embedded(st, dispatcher=not args.no_dispatcher, worker=not args.no_worker)
+        print(f"cloudcron API on http://{args.host}:{args.port}/api/v1 (docs at /api/v1/docs); "
+              f"web console at http://{args.host}:{args.port}/ui/", flush=True)
+        try:
+            server.run()
+        finally:
+            engine.stop()
     finally:
-        engine.stop()
+        server.close()
     return 0
 
 
@@ -126,10 +145,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Alembic says which plugins it loaded at every start; only --log-level DEBUG wants that.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"cloudcron: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"cloudcron: {exc}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:  # token create/revoke on a database that went away: no traceback either
+        reason = exc.orig if exc.orig is not None else exc
+        print(f"cloudcron: database error: {' '.join(str(reason).split())}", file=sys.stderr)
         return 2
 
 

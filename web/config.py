@@ -8,7 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 
-class ConfigError(Exception):
+class StartupError(Exception):
+    """The service cannot start (a port in use, a database it cannot write); the message says why, in one line."""
+
+
+class ConfigError(StartupError):
     """A setting that cannot be used; the message names the variable."""
 
 
@@ -21,6 +25,10 @@ class Config:
     min_interval: timedelta = timedelta(seconds=1)
     max_body_bytes: int = 1024 * 1024
     output_cap: int = 256 * 1024
+    # CLOUDCRON_SANDBOX: auto (bubblewrap when it works here) | required (refuse to start without) | off
+    sandbox: str = "auto"
+    # CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE: run Ansible scripts even where runs are not sandboxed
+    unsafe_unsandboxed_ansible: bool = False
     ui_session_lifetime: timedelta = timedelta(hours=12)
     extra: dict = field(default_factory=dict)
 
@@ -47,6 +55,20 @@ def _positive_float(env, name, default):
     return value
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+SANDBOX_MODES = ("auto", "required", "off")
+
+
+def _flag(env, name) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}: '{env.get(name)}' is not a yes/no value; use 1 or 0")
+
+
 def load_config(env=None, **overrides) -> Config:
     """Build the configuration from `env` (default os.environ) and keyword overrides."""
     env = dict(os.environ if env is None else env)
@@ -56,7 +78,8 @@ def load_config(env=None, **overrides) -> Config:
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"CLOUDCRON_DATA_DIR: '{data_dir}' exists and is not a directory")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700: the data dir holds the key file, the database and the queue of the whole service.
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise ConfigError(f"CLOUDCRON_DATA_DIR: cannot create '{data_dir}': {exc.strerror}") from None
 
@@ -77,6 +100,9 @@ def load_config(env=None, **overrides) -> Config:
             f"CLOUDCRON_QUEUE_URL: '{_redact(queue_url)}' is not supported; use sqlite:///PATH or redis://HOST:PORT/DB"
         )
     min_interval = _positive_float(env, "CLOUDCRON_MIN_INTERVAL", 1.0)
+    sandbox = (env.get("CLOUDCRON_SANDBOX") or "auto").strip().lower()
+    if sandbox not in SANDBOX_MODES:
+        raise ConfigError(f"CLOUDCRON_SANDBOX: '{env.get('CLOUDCRON_SANDBOX')}' is not one of {', '.join(SANDBOX_MODES)}")
     session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
     if session_hours > 24 * 366:
         raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
@@ -86,6 +112,8 @@ def load_config(env=None, **overrides) -> Config:
         secret_key_file=key_file,
         queue_url=queue_url,
         min_interval=timedelta(seconds=min_interval),
+        sandbox=sandbox,
+        unsafe_unsandboxed_ansible=_flag(env, "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE"),
         ui_session_lifetime=timedelta(hours=session_hours),
     )
 

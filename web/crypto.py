@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from .config import ConfigError
+from .scrub import remember_secret
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -58,10 +59,13 @@ class Box:
         return self._fernet.encrypt(json.dumps(value).encode()).decode()
 
     def open(self, token: str):
+        """The secret sealed in `token`; while a run executes, it is also kept out of what the run stores."""
         try:
-            return json.loads(self._fernet.decrypt(token.encode()))
+            value = json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken:
             raise ValueError("a stored secret cannot be decrypted with this secret key") from None
+        remember_secret(value)
+        return value
 
 
 def new_token() -> str:

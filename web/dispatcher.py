@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import calendars, schedules
+from .backoff import Backoff, one_line
 from .crypto import new_id
 from .models import Run, Schedule
 from .runs import add_event, create_run
@@ -31,6 +32,7 @@ STALE_HEARTBEAT = timedelta(seconds=30)
 SPIN_FLOOR = 0.005          # a due row another dispatcher holds (SKIP LOCKED) is retried after this long
 CHECKPOINT_EVERY = 0.05     # SQLite: how often the WAL is checkpointed beside the claims (s)
 WAL_RESET_FRAMES = 8192     # SQLite: past this many WAL frames (~32 MB), reset the WAL even if writers wait
+ERROR_BACKOFF_CAP = 30.0    # the longest wait between tries while a tick or checkpoint keeps failing (s)
 
 # The claim is the hot path (10,000 schedules a minute is ~170 claims a second), so it runs statements
 # built once, on the tables, over a Core connection (on SQLite, compiled once and run on the DBAPI
@@ -285,6 +287,7 @@ class Dispatcher:
             checkpoints = threading.Thread(target=self._checkpoints, args=(stop,), daemon=True,
                                            name="dispatcher-checkpoint")
             checkpoints.start()
+        errors = Backoff("dispatcher tick", log, first=1.0, cap=ERROR_BACKOFF_CAP)
         try:
             while not stop.is_set():
                 try:
@@ -292,10 +295,10 @@ class Dispatcher:
                         self._own = self._claim_connection()
                     next_due = self.tick()
                 except Exception:
-                    log.exception("dispatcher tick failed; retrying")
                     self._close_own()
-                    next_due = None
-                    stop.wait(1.0)
+                    stop.wait(errors.failed())
+                    continue
+                errors.succeeded()
                 delay = MAX_SLEEP
                 if next_due is not None:
                     delay = min(MAX_SLEEP, (next_due - self.clock()).total_seconds())
@@ -322,13 +325,15 @@ class Dispatcher:
         if own is not None:
             try:
                 own.close()
-            except Exception:
-                log.exception("closing the claim connection failed")
+            except Exception as exc:  # after a failed tick, often: one line, the tick's failure has the traceback
+                log.warning("closing the claim connection failed: %s", one_line(exc))
 
     def _checkpoints(self, stop: threading.Event) -> None:
         """SQLite: copy the WAL into the database every CHECKPOINT_EVERY s, off the claim's path."""
         conn = None
-        while not stop.wait(CHECKPOINT_EVERY):
+        errors = Backoff("WAL checkpoint", log, first=1.0, cap=ERROR_BACKOFF_CAP)
+        wait = CHECKPOINT_EVERY
+        while not stop.wait(wait):
             try:
                 if conn is None:
                     conn = self.db.reader.connect()
@@ -341,8 +346,10 @@ class Dispatcher:
                 if frames >= WAL_RESET_FRAMES:
                     raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
                     self.wal_resets += 1
+                errors.succeeded()
+                wait = CHECKPOINT_EVERY
             except Exception:
-                log.exception("WAL checkpoint failed")
+                wait = errors.failed()
                 if conn is not None:
                     conn.close()
                     conn = None

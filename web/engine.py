@@ -56,9 +56,12 @@ def start_embedded(state, dispatcher: bool = True, worker: bool = True) -> Embed
 
 def run_worker(state, workers: int = 2) -> int:
     """python -m web worker: a Huey consumer of run ids until SIGINT/SIGTERM."""
-    from .migrate import upgrade
+    from .migrate import prepare
+    from .queue import check_queue
 
-    upgrade(state.db)
+    state.sandbox.announce()
+    prepare(state.db)
+    check_queue(state)
     start_worker_side(state)
     log.info("worker started with %d slot(s) on %s", workers, state.config.queue_url.split("@")[-1])
     consumer(state.huey, workers=workers, embedded=False).run()
@@ -67,9 +70,11 @@ def run_worker(state, workers: int = 2) -> int:
 
 def run_dispatcher(state) -> int:
     """python -m web dispatcher: claim due schedules until SIGINT/SIGTERM."""
-    from .migrate import upgrade
+    from .migrate import prepare
+    from .queue import check_queue
 
-    upgrade(state.db)
+    prepare(state.db)
+    check_queue(state)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from .crypto import Box, new_id
 from .errors import APIError
 from .models import Cloud, Key, Machine, Schedule
+from .validation import is_host
 
 
 class ProviderError(APIError):
@@ -139,8 +140,13 @@ def resolve(session: Session, box: Box, schedule: Schedule, now: datetime, need_
 
 
 def ssh_address(machine: Machine) -> str | None:
-    """Where to reach a machine over SSH: its override, else its first public, else private address."""
-    return machine.host or next(iter(machine.public_ips or []), None) or next(iter(machine.private_ips or []), None)
+    """Where to reach a machine over SSH: its override, else its first public, else private address.
+
+    Only a host name or an IP address counts: addresses come from providers, which may be any endpoint a
+    tenant points a cloud at, and one starting with '-' would reach ssh as an option.
+    """
+    candidates = [machine.host, *(machine.public_ips or []), *(machine.private_ips or [])]
+    return next((a for a in candidates if a and is_host(a)), None)
 
 
 def private_key(session: Session, box: Box, machine: Machine) -> str | None:

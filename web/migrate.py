@@ -6,6 +6,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
+from sqlalchemy.exc import DBAPIError
+
 from .db import Database
 
 HERE = Path(__file__).parent
@@ -25,3 +27,12 @@ def upgrade(db: Database) -> None:
     with db.writer.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def prepare(db: Database) -> None:
+    """Migrate and check that the database can be written; DatabaseUnavailable (one line) when it cannot."""
+    try:
+        upgrade(db)
+    except DBAPIError as exc:
+        raise db.unavailable(exc) from None
+    db.check_writable()

@@ -14,6 +14,8 @@ Conventions shared with web/runner.py:
 - ``Rendered.result_task`` names the task whose result completes a machine; None means a
   machine's result is only known when the playbook ends (user Ansible scripts, which may
   rescue their own failures).
+- A script host with ``cloudcron_time_limit`` runs its script under coreutils ``timeout`` on
+  the machine: a result with rc 124 or 137 that took at least that long was stopped there.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import jinja2
 import yaml
+
+from .validation import is_host, is_ssh_user
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "playbooks"
 POWER_STATES = ("started", "stopped", "restarted", "absent")
@@ -43,6 +47,10 @@ SSH_ARGS = "-o ControlMaster=auto -o ControlPersist=30s"
 CONTROL_DIR = "cp"
 KEY_DIR = "keys"
 FILES_DIR = "files"
+# Seconds between the TERM a script gets at its time limit on the machine and the KILL.
+REMOTE_KILL_AFTER = 5
+# coreutils timeout's exit statuses: the command was sent TERM, or KILL after --kill-after.
+TIMEOUT_STATUSES = (124, 137)
 _SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _env = jinja2.Environment(
@@ -73,6 +81,7 @@ class SshTarget:
     port: int
     user: str
     private_key: str = field(repr=False)  # PEM/OpenSSH text; never logged
+    time_limit: int | None = None  # seconds the script may run on the machine, see remote_time_limit
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,30 @@ class Rendered:
     files: dict[str, tuple[str, int]] = field(repr=False)  # relpath in the private dir -> (content, mode)
     expected: list[tuple[str, str]]  # (run_id, key) of every machine a result is due for
     result_task: str | None = RESULT_TASK
+    task_timeout: int | None = None  # Ansible's own per-task time limit (ANSIBLE_TASK_TIMEOUT), seconds
+
+
+def remote_time_limit(timeout: float) -> int:
+    """Seconds a script may run on a machine in a run of `timeout` seconds.
+
+    A little under the run's timeout: the time to connect and copy the script comes before
+    the limit starts, and after it the script module still has to remove its copy of the
+    script from the machine before the run's deadline stops the playbook. The margin is a
+    quarter of the timeout, at least 15 s and at most 60 s, and never more than half of it.
+    """
+    margin = min(max(timeout / 4, 15.0), 60.0, timeout / 2)
+    return max(1, int(timeout - margin))
+
+
+def _time_limit_wrapper(limit: int) -> str:
+    """The script module's `executable`: run the script under coreutils timeout when the machine has it.
+
+    The script module appends the script's path and the parameters, which reach the wrapper as
+    $0 and $@. timeout signals the script's whole process group; a machine without timeout
+    runs the script as before, without a limit.
+    """
+    return ("sh -c 'if command -v timeout >/dev/null 2>&1; then "
+            f"exec timeout -k {REMOTE_KILL_AFTER} {int(limit)} \"$0\" \"$@\"; fi; exec \"$0\" \"$@\"'")
 
 
 def render_power(state: str, clouds: list[CloudTargets]) -> Rendered:
@@ -145,20 +178,30 @@ def render_script(exec_type: str, script: str, params: str, targets: list[SshTar
         # line for the uploaded path, so it must not also appear inside the parameters.
         name = "cloudcron-" + hashlib.sha256(script.encode()).hexdigest()[:24]
         files[f"{FILES_DIR}/{name}"] = (script, 0o600)
-        for host in hosts.values():
+        for target, host in zip(targets, hosts.values()):
             host["cloudcron_script_cmd"] = f"{name} {params}" if params else name
+            if target.time_limit:
+                host["cloudcron_time_limit"] = int(target.time_limit)
+                host["cloudcron_script_executable"] = _time_limit_wrapper(target.time_limit)
         playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
         return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, expected)
     kind, text = _user_ansible(script)
     user_file = f"{FILES_DIR}/cloudcron-user-{kind}.yml"
     files[user_file] = (text, 0o600)
     playbook = _env.get_template("ansible_tasks.yml.j2").render(kind=kind, user_file=user_file)
-    return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, expected, result_task=None)
+    limits = [int(t.time_limit) for t in targets if t.time_limit]
+    # Ansible's task timeout is one setting per playbook run: the shortest limit of its runs.
+    return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, expected, result_task=None,
+                    task_timeout=min(limits) if limits else None)
 
 
 def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> dict[str, dict]:
     hosts: dict[str, dict] = {}
     for index, target in enumerate(targets):
+        # Both reach ssh's command line: the worker checks them, this keeps any other caller honest.
+        if not is_host(target.host) or not is_ssh_user(target.user):
+            raise RenderError(f"machine {target.key}: host {target.host!r} or user {target.user!r} "
+                              "is not a plain host name or address and user name")
         # The machine key reads well in Ansible's output; the index keeps names unique when a
         # machine appears twice or its key is not a plain name.
         name = target.key if _SAFE_HOSTNAME.match(target.key) else f"m{index}"

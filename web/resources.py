@@ -7,6 +7,7 @@ schemas typed them, see fields()), writes, and commits; a broken rule raises the
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -202,8 +203,19 @@ def script_json(s: Script) -> dict:
             "exec_type": s.exec_type, **_stamped(s)}
 
 
-def store_script(session: Session, org_id: str, values: dict, current: Script | None, now: datetime) -> Script:
-    """Create (current=None) or edit a script from ScriptIn fields; an edit changes only the fields given."""
+def store_script(session: Session, org_id: str, values: dict, current: Script | None, now: datetime,
+                 ansible_refusal: Callable[[], str | None] | None = None) -> Script:
+    """Create (current=None) or edit a script from ScriptIn fields; an edit changes only the fields given.
+
+    ansible_refusal (the service's Sandbox.ansible_refusal) says why Ansible scripts cannot run on
+    this host: creating one, or switching a script to exec_type ansible, is then a 400 with it.
+    """
+    if values.get("exec_type") == "ansible" and (current is None or current.exec_type != "ansible") \
+            and ansible_refusal is not None:
+        # Ansible scripts are tenant code on the worker: refused where runs cannot be sandboxed.
+        refusal = ansible_refusal()
+        if refusal:
+            raise BadRequest(f"exec_type: {refusal}")
     if current is None:
         require(values, "name", "script")
         script = Script(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),

@@ -10,6 +10,12 @@ passes collections_path, for example when the collection is installed elsewhere.
 
 Strings in the inventory and extra variables are written as !unsafe: they come from users and
 clouds, and Ansible must never evaluate them as templates on the worker.
+
+Given a working sandbox (web/sandbox.py), ansible-playbook runs inside bubblewrap: RunnerConfig
+prepares the command, and the runner prefixes it with bwrap's arguments. Either way the run's
+home and temporary directory are private to it: a tmpfs inside the sandbox, directories of the
+private run directory without it, so that AnsiballZ files (which carry credentials) go with
+the run, and with purge_leftovers when a worker was killed during it.
 """
 from __future__ import annotations
 
@@ -23,11 +29,14 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import yaml
+
+from .scrub import clean_text
+from .playbooks import TIMEOUT_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +91,12 @@ class ExecResult:
 
 def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int = 256 * 1024,
             on_result: Callable[[str, str, MachineResult], None] | None = None,
-            collections_path: str | None = None) -> ExecResult:
-    """Run the rendered playbook in a fresh private dir, report results as they come, remove the dir."""
+            collections_path: str | None = None, sandbox=None) -> ExecResult:
+    """Run the rendered playbook in a fresh private dir, report results as they come, remove the dir.
+
+    sandbox: a web.sandbox.Sandbox; when it is available the playbook runs inside bubblewrap,
+    otherwise (or with None) directly, with its home and temporary directory in the private dir.
+    """
     from ansible_runner.exceptions import AnsibleRunnerException, ConfigurationError
 
     base_dir = Path(base_dir)
@@ -94,7 +107,7 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
                          deadline=None if timeout is None else time.monotonic() + timeout)
     try:
         try:
-            runner = _prepare(rendered, private, recorder, collections_path)
+            runner = _prepare(rendered, private, recorder, collections_path, sandbox)
             status, rc = runner.run()
         except (OSError, AnsibleRunnerException, ConfigurationError) as exc:
             log.warning("could not run the playbook: %s", exc)
@@ -102,6 +115,10 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
         else:
             if recorder.timed_out:
                 outcome = ExecResult("timed_out", f"the run timed out after {timeout:g} s")
+            elif recorder.remote_timed_out:
+                # A script stopped at its time limit on a machine: the run's timeout, a little early.
+                outcome = ExecResult("timed_out", f"the run timed out: a script ran past its time limit of "
+                                                  f"{recorder.remote_timed_out:g} s on a machine")
             elif recorder.saw_stats:
                 recorder.finish_from_stats()
                 outcome = ExecResult("finished", None)
@@ -162,14 +179,19 @@ def _lock(private: Path) -> int:
     return fd
 
 
-def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str | None):
-    from ansible_runner.config.runner import RunnerConfig
-    from ansible_runner.runner import Runner
+def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str | None, sandbox=None):
+    from ansible_runner import Runner, RunnerConfig
 
     for relpath, (content, mode) in rendered.files.items():
         _write(private, relpath, content, mode)
+    sandboxed = sandbox is not None and sandbox.available
+    inventory = rendered.inventory
+    if not sandboxed:
+        # Ansible puts a local connection's module files (AnsiballZ, with the credentials in them)
+        # in ~<user>/.ansible/tmp, whatever HOME says: there, they would outlive a killed worker.
+        inventory = _with_local_vars(inventory, {"ansible_remote_tmp": str(private / "home" / ".ansible" / "tmp")})
     _write(private, PLAYBOOK_FILE, rendered.playbook, 0o600)
-    _write(private, INVENTORY_FILE, _unsafe_yaml(rendered.inventory), 0o600)
+    _write(private, INVENTORY_FILE, _unsafe_yaml(inventory), 0o600)
     # ansible-runner passes env/extravars as -e @file: a file, not the command line, so the
     # secrets in it never show in the process list.
     _write(private, "env/extravars", _unsafe_yaml(rendered.extravars or {}), 0o600)
@@ -184,6 +206,7 @@ def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str
         link.symlink_to(REPO_ROOT, target_is_directory=True)
         collections_path = str(private / "collections")
     (private / "tmp").mkdir(mode=0o700)
+    (private / "home").mkdir(mode=0o700)
     hosts = len(_inventory_hosts(rendered.inventory))
     config = RunnerConfig(
         private_data_dir=str(private),
@@ -194,9 +217,42 @@ def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str
         forks=max(1, min(hosts, MAX_FORKS)),
     )
     config.prepare()
-    config.env = _run_env(config.env, private, collections_path)
-    # ansible-runner resolves ansible-playbook through the job's PATH.
+    env = _run_env(config.env, private, collections_path)
+    if rendered.task_timeout:
+        env["ANSIBLE_TASK_TIMEOUT"] = str(int(rendered.task_timeout))
+    if sandboxed:
+        from .sandbox import home_in_sandbox
+
+        view = sandbox.view(private, extra_read_only=_collection_dirs(env["ANSIBLE_COLLECTIONS_PATH"]))
+        env.update(HOME=home_in_sandbox(view), TMPDIR="/tmp")
+        # ansible-playbook and its arguments, as RunnerConfig prepared them, run inside bwrap;
+        # bwrap finds ansible-playbook through the job's PATH.
+        config.command = sandbox.wrap(config.command, view)
+    else:
+        # ~ of local connections (~/.ansible/tmp) and Python's temporary files land in the private dir.
+        env.update(HOME=str(private / "home"), TMPDIR=str(private / "tmp"))
+    config.env = env
+    # ansible-runner resolves ansible-playbook (or bwrap) through the job's PATH.
     return Runner(config, event_handler=recorder.on_event, cancel_callback=recorder.should_stop)
+
+
+def _with_local_vars(inventory: dict, extra: dict) -> dict:
+    """A copy of a YAML-style inventory whose local-connection hosts also carry `extra`."""
+    def group(g: dict) -> dict:
+        g = dict(g or {})
+        if g.get("hosts"):
+            g["hosts"] = {name: {**(v or {}), **extra} if (v or {}).get("ansible_connection") == "local" else v
+                          for name, v in g["hosts"].items()}
+        if g.get("children"):
+            g["children"] = {name: group(child) for name, child in g["children"].items()}
+        return g
+
+    return {name: group(g) for name, g in inventory.items()}
+
+
+def _collection_dirs(collections_path: str) -> list[str]:
+    """The absolute directories of ANSIBLE_COLLECTIONS_PATH, which a sandboxed run must see."""
+    return [p for p in collections_path.split(os.pathsep) if os.path.isabs(p) and os.path.isdir(p)]
 
 
 def _run_env(env: dict[str, str], private: Path, collections_path: str) -> dict[str, str]:
@@ -256,7 +312,10 @@ def _mark_unsafe(value):
 
 
 def _unsafe_yaml(data: dict) -> str:
-    return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True)
+    # No line folding: a value split over lines could not be recognised (and redacted) should
+    # Ansible ever quote this file in an error.
+    return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True,
+                     width=float("inf"))
 
 
 def _inventory_hosts(inventory: dict) -> dict[str, dict]:
@@ -284,6 +343,7 @@ class _Capped:
 
     def add(self, text: str) -> None:
         if text:
+            text = clean_text(text)
             self.parts.append(text)
             self.size += len(text)
             if self.size > 4 * self.cap + 4096:
@@ -340,6 +400,7 @@ class _Recorder:
         self.saw_stats = False
         self.stats: dict = {}
         self.timed_out = False
+        self.remote_timed_out = 0.0  # the time limit a script was stopped at on a machine, if one was
         self.callback_error: BaseException | None = None
 
     # ansible-runner calls these two from its read loop; an exception escaping them would leave
@@ -378,7 +439,7 @@ class _Recorder:
 
     def output_tail(self) -> str:
         lines = (t.replace("\r", "").strip() for t in self.tail)
-        return "\n".join(line for line in lines if line)[-ERROR_TAIL_CHARS:]
+        return clean_text("\n".join(line for line in lines if line)[-ERROR_TAIL_CHARS:])
 
     def _host_result(self, kind: str, data: dict, display: str) -> None:
         host = data.get("host")
@@ -409,14 +470,20 @@ class _Recorder:
         elif kind == "runner_on_ok" and data.get("task") == self.result_task:
             rc = res.get("rc")
             ok = rc == 0 and not res.get("failed")
+            limit = hostvars.get("cloudcron_time_limit")
+            status = "succeeded" if ok else "failed"
             if ok:
                 error = None
             elif rc is None:
                 error = _msg(res, "the script did not run")
+            elif limit and rc in TIMEOUT_STATUSES and float(duration or 0) >= float(limit):
+                # Only the time limit ends a script with these statuses after that long.
+                status, error = "timed_out", f"the script ran past its time limit of {limit} s and was stopped"
+                self.remote_timed_out = float(limit)
             else:
                 error = f"the script exited with status {rc}"
             self._deliver(pair, MachineResult(
-                "succeeded" if ok else "failed", rc=rc,
+                status, rc=rc,
                 stdout=cap_text(_text(res.get("stdout")), self.cap),
                 stderr=cap_text(_text(res.get("stderr")), self.cap),
                 error=error, duration=duration, changed=res.get("changed")))
@@ -500,6 +567,10 @@ class _Recorder:
     def _deliver(self, pair: tuple[str, str], result: MachineResult) -> None:
         if pair in self.results:
             return
+        # Ansible hands output that is not UTF-8 on as lone surrogates (surrogateescape), which no
+        # database stores: the readable part is kept, the rest becomes U+FFFD.
+        result = replace(result, stdout=clean_text(result.stdout), stderr=clean_text(result.stderr),
+                         error=clean_text(result.error), state=clean_text(result.state))
         self.results[pair] = result
         if self.on_result is not None and self.callback_error is None:
             try:
@@ -513,7 +584,8 @@ def _pair(hostvars: dict) -> tuple[str, str]:
 
 
 def _text(value) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))
+    """Output as valid UTF-8 text, cleaned before any cap so that what is cut is counted in bytes of UTF-8."""
+    return clean_text(value if isinstance(value, str) else ("" if value is None else str(value)))
 
 
 def _msg(res: dict, default: str) -> str:

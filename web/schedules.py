@@ -5,9 +5,9 @@ Everything here but build() is pure: the current time is passed in, calendars co
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from .errors import BadRequest, Conflict
 from .models import Calendar, Cloud, Machine, Schedule, ScheduleCalendar, Script
 from .schemas import ScheduleIn
 from .timemath import TimeSpecError, Timing, Window, format_instant
-from .validation import check_fields, validate
+from .validation import check_fields, loads, validate
 
 ALIASES = {"cronjob_type": "schedule_type", "cronjob_entry": "schedule_entry", "task_enabled": "enabled"}
 # The pause fields change through POST /schedules/<id>/pause and /resume only, so a client sending a
@@ -73,16 +73,10 @@ def checked(fn, *args, **kwargs):
 def _entry_value(raw, schedule_type: str):
     """Undo the JSON.stringify Mist's clients apply to entries; a one_off may be {"entry": date}."""
     if isinstance(raw, str) and schedule_type in ("interval", "crontab"):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise BadRequest(f"schedule_entry: must be a JSON object for a {schedule_type} schedule") from None
+        raw = loads(raw, "schedule_entry")  # the body's rules (finite numbers, storable text) hold inside it too
     if schedule_type == "one_off":
         if isinstance(raw, str) and raw.lstrip().startswith("{"):
-            try:
-                raw = json.loads(raw)
-            except ValueError:
-                raise BadRequest("schedule_entry: not valid JSON") from None
+            raw = loads(raw, "schedule_entry")
         if isinstance(raw, dict):
             if set(raw) != {"entry"}:
                 raise BadRequest("schedule_entry: a one_off entry is a date or {\"entry\": <date>}")
@@ -214,11 +208,12 @@ def _check_can_fire(session: Session, merged: dict, now: datetime) -> None:
             raise BadRequest(f"schedule_entry, expires: the one_off date {format_instant(entry)} is not before "
                              f"expires {format_instant(expires)}, so it can never fire")
         return
-    if timemath.next_fire(bare, now) is None:
+    # Without expires, only the end of the calendar (year 9999) stops a schedule: first_run_at says so.
+    if expires is not None and timemath.next_fire(bare, now) is None:
         since = max(now, start_after) if start_after is not None else now
-        until = f" and expires {format_instant(expires)}" if expires is not None else ""
         fields = "schedule_entry, start_after, expires" if start_after is not None else "schedule_entry, expires"
-        raise BadRequest(f"{fields}: no fire time between {format_instant(since)}{until}, so it can never fire")
+        raise BadRequest(f"{fields}: no fire time between {format_instant(since)} and expires "
+                         f"{format_instant(expires)}, so it can never fire")
     ids = merged["exclude_calendars"] or []
     if ids:
         compiled = checked(calendar_rules.compiled, session, ids)
@@ -271,14 +266,22 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
     values = build(session, org_id, given, current, now, state.config.min_interval)
     if current is None or values["name"] != current.name:
         _check_name_free(session, org_id, values["name"], except_id=current.id if current else None)
+    # next_run_at is computed on the merged values before the session changes: a 400 leaves it as it was.
+    compiled = calendar_rules.compiled(session, values["exclude_calendars"] or [])
+    pause_state = {f: getattr(current, f) for f in ("paused_at", "paused_until", "pause_note", "skip_next")} \
+        if current is not None else {"paused_at": None, "paused_until": None, "pause_note": None, "skip_next": 0}
+    new_id_ = new_id() if current is None else current.id
+    fire = first_run_at(SimpleNamespace(**values, **pause_state, id=new_id_,
+                                        created_at=current.created_at if current is not None else now,
+                                        total_run_count=current.total_run_count if current is not None else 0),
+                        now, compiled)
     run = None
     try:
         if current is None:
-            schedule = Schedule(id=new_id(), org_id=org_id, total_run_count=0, skip_next=0, created_at=now,
-                                updated_at=now, **{c: values[c] for c in COLUMNS})
+            schedule = Schedule(id=new_id_, org_id=org_id, total_run_count=0, skip_next=0, created_at=now,
+                                updated_at=now, next_run_at=fire, **{c: values[c] for c in COLUMNS})
             session.add(schedule)
             _link_calendars(session, schedule)
-            schedule.next_run_at = next_run_at(schedule, now, load_calendars(session, schedule))
             run = on_schedule_created(session, schedule, now)
         else:
             schedule = current
@@ -287,7 +290,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
             if "exclude_calendars" in given:
                 _link_calendars(session, schedule)
             schedule.updated_at = now
-            schedule.next_run_at = next_run_at(schedule, now, load_calendars(session, schedule))
+            schedule.next_run_at = fire
         session.commit()
     except IntegrityError:  # a schedule of the same name written meanwhile (at a flush or at the commit)
         session.rollback()
@@ -443,6 +446,8 @@ def preview_body(session: Session | None, org_id: str | None, given: dict, after
         _check_jitter({"schedule_type": probe.schedule_type, "schedule_entry": probe.schedule_entry,
                        "start_after": probe.start_after, "timezone": probe.timezone, "jitter": probe.jitter})
     calendars = load_calendars(session, probe) if session is not None else {}
+    if after_raw is None and not is_exhausted(probe):
+        first_run_at(probe, after, calendars)  # from now, a preview refuses what a create would refuse
     return preview(probe, after, count, show_skipped, calendars)
 
 
@@ -637,6 +642,20 @@ def decide(s, now: datetime, busy: bool, calendars: dict | None = None) -> FireD
     else:
         out.next_run_at = timemath.next_fire(plan, now) if s.enabled else None
     return out
+
+
+def first_run_at(s, now: datetime, calendars: dict | None = None) -> datetime | None:
+    """next_run_at of a schedule a request creates or edits; 400 when its next fire would be after year 9999.
+
+    With no expiry, calendar or pause, an enabled interval or crontab schedule that is not used up always
+    fires again, unless its next fire falls past the last instant a date can hold (the time math then finds none).
+    """
+    fire = next_run_at(s, now, calendars)
+    if fire is None and not is_exhausted(s) and s.expires is None and s.schedule_type != "one_off" \
+            and not s.exclude_calendars and s.paused_at is None:
+        raise BadRequest("schedule_entry: its next fire time would be after 9999-12-31T23:59:59Z, "
+                         "the last instant cloudcron supports")
+    return fire
 
 
 def to_json(s, now: datetime | None = None) -> dict:

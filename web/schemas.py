@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from .validation import HOST_RULE, SSH_USER_RULE, is_host, is_ssh_user
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -18,6 +21,23 @@ Instant = Annotated[
         }
     ),
 ]
+
+
+def _host(value: str) -> str:
+    if not is_host(value):
+        raise PydanticCustomError("host", HOST_RULE)
+    return value
+
+
+def _ssh_user(value: str) -> str:
+    if not is_ssh_user(value):
+        raise PydanticCustomError("ssh_user", SSH_USER_RULE)
+    return value
+
+
+# Both reach ssh's command line on the worker.
+Host = Annotated[str, StringConstraints(max_length=253), AfterValidator(_host)]
+SshUser = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ssh_user)]
 
 
 class _In(BaseModel):
@@ -198,9 +218,9 @@ class CloudIn(_In):
 class MachineIn(_In):
     name: Name | None = None
     machine_id: Id | None = None
-    host: Annotated[str, StringConstraints(max_length=255)] | None = None
+    host: Host | None = None
     port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
-    ssh_user: Annotated[str, StringConstraints(max_length=255)] | None = None
+    ssh_user: SshUser | None = None
     key_id: Id | None = None
     tags: dict[Annotated[str, StringConstraints(max_length=255)], Annotated[str, StringConstraints(max_length=255)]] | None = None
 

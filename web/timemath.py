@@ -495,7 +495,10 @@ def _next_wall_clock(cron: _Crontab, tz, after: datetime) -> datetime:
     # start inside a repeated hour skips matches: those of that hour's first occurrence.
     while True:
         with cron.lock:
-            cursor = cron.iterator.get_next(datetime, start_time=cursor)
+            try:
+                cursor = cron.iterator.get_next(datetime, start_time=cursor)
+            except ValueError:  # croniter stepping past year 9999 ("year 10000 is out of range")
+                raise OverflowError("no crontab match before year 10000") from None
         fire = local_to_utc(cursor, tz)
         if fire > after:
             return fire
@@ -517,7 +520,10 @@ def _next_elapsed(cron: _Crontab, zone: str, tz, after: datetime) -> datetime:
         # fire must be later; from a transition instant, that instant may fire.
         cursor = (local if strict else local - _ONE_US).replace(second=0, microsecond=0)
         with cron.lock:
-            match = cron.iterator.get_next(datetime, start_time=cursor)
+            try:
+                match = cron.iterator.get_next(datetime, start_time=cursor)
+            except ValueError:  # croniter stepping past year 9999 ("year 10000 is out of range")
+                raise OverflowError("no crontab match before year 10000") from None
         fire = (match - offset).replace(tzinfo=UTC)
         if change is None and fire.astimezone(tz).utcoffset() != offset:
             change = _change_between(tz, t, fire, offset)  # a change beyond the searched years

@@ -7,9 +7,12 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select, update
 
+from .backoff import Backoff
 from .machines import ProviderError, private_key, resolve, ssh_address
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
 from .runs import add_event
+from .scrub import run_secrets
+from .validation import SSH_USER_RULE, is_ssh_user
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ def claim(state, run_id: str, now: datetime) -> bool:
 
 def prepare(state, run_id: str, now: datetime):
     """Resolve targets and render the playbook; machines that cannot be reached are failed at once."""
-    from .playbooks import CloudTargets, RenderError, SshTarget, render_power, render_script
+    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit, render_power, render_script
 
     box = state.box
     with state.db.transaction() as session:
@@ -45,6 +48,10 @@ def prepare(state, run_id: str, now: datetime):
         script = session.get(Script, schedule.script_id) if schedule.script_id else None
         if schedule.script_id and script is None:
             return None, f"script '{schedule.script_id}' no longer exists"
+        if script is not None and script.exec_type == "ansible":
+            refusal = state.sandbox.ansible_refusal()
+            if refusal:
+                return None, refusal
         try:
             targets = resolve(session, box, schedule, now, need_addresses=script is not None)
         except ProviderError as exc:
@@ -73,12 +80,15 @@ def prepare(state, run_id: str, now: datetime):
             ssh: list = []
             for m in targets.machines:
                 address, key = ssh_address(m), private_key(session, box, m)
-                if not address or not key:
-                    why = "no address to reach it over SSH" if not address else "no SSH key (set key_id on the machine)"
+                if not address or not key or not is_ssh_user(m.ssh_user or "root"):
+                    why = ("no address to reach it over SSH" if not address
+                           else "no SSH key (set key_id on the machine)" if not key
+                           else f"ssh_user {m.ssh_user!r} {SSH_USER_RULE}")
                     failed.append((m.id, m.cloud_id, m.machine_id, why))
                     continue
                 ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
-                                     user=m.ssh_user or "root", private_key=key))
+                                     user=m.ssh_user or "root", private_key=key,
+                                     time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
             if ssh:
                 try:
                     rendered = render_script(script.exec_type, script.script, schedule.params or "", ssh)
@@ -120,13 +130,19 @@ def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
 
 
 def _heartbeat(state, run_id: str, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_EVERY):
+    # A failed beat is tried again sooner (1, 2, 4 ... s, never later than the usual beat), logged in full once.
+    errors = Backoff(f"heartbeat of run {run_id}", log, first=1.0, cap=HEARTBEAT_EVERY)
+    wait = HEARTBEAT_EVERY
+    while not stop.wait(wait):
         try:
             with state.db.transaction() as session:
                 session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
                                 .values(heartbeat_at=utcnow()))
         except Exception:
-            log.exception("heartbeat for run %s failed", run_id)
+            wait = errors.failed()
+        else:
+            errors.succeeded()
+            wait = HEARTBEAT_EVERY
 
 
 def finish(state, run_id: str, exec_status: str | None, error: str | None) -> str:
@@ -164,12 +180,20 @@ def _summary(rows) -> str | None:
 
 
 def execute_run(state, run_id: str) -> str | None:
-    """Do one run from start to end; returns its final status, or None when another worker has it."""
-    from .runner import execute
+    """Do one run from start to end; returns its final status, or None when another worker has it.
 
+    Secrets decrypted for the run (credentials, SSH keys) never appear in what it stores: see scrub.run_secrets.
+    """
     now = utcnow()
     if not claim(state, run_id, now):
         return None
+    with run_secrets():
+        return _execute_claimed(state, run_id, now)
+
+
+def _execute_claimed(state, run_id: str, now: datetime) -> str:
+    from .runner import execute
+
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(state, run_id, stop), daemon=True, name=f"heartbeat-{run_id[:8]}")
     beat.start()
@@ -183,6 +207,7 @@ def execute_run(state, run_id: str) -> str | None:
         result = execute(
             rendered, base_dir=state.config.work_dir, timeout=meta["timeout"], output_cap=state.config.output_cap,
             on_result=lambda rid, key, res: _record(state, rid, key, res, meta["script"]),
+            sandbox=state.sandbox,
         )
         return finish(state, run_id, result.status, result.error)
     except Exception as exc:

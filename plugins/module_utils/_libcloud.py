@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import time
 
+from ._redact import Redactor
+
 try:
     from libcloud.common.exceptions import BaseHTTPError
     from libcloud.common.types import InvalidCredsError
@@ -98,16 +100,19 @@ def get_driver(provider: str, credentials: dict, options: dict):
     if "timeout" not in options and _accepts(cls, "timeout"):
         options["timeout"] = DEFAULT_TIMEOUT
     try:
-        return cls(**credentials, **options)
+        driver = cls(**credentials, **options)
     except TypeError as exc:
         # The message names the parameter, never its value, so it is safe to pass on.
         raise ValueError("bad credentials or driver options for %s: %s" % (provider, exc)) from None
     except ValueError:
         raise
     except Exception as exc:  # some drivers authenticate while being built
-        detail = _redact(str(exc) or type(exc).__name__, credentials.values())
+        detail = Redactor(credentials.values()).redact(str(exc) or type(exc).__name__)
         message = "could not connect to %s: %s: %s" % (provider, type(exc).__name__, detail)
         raise LibcloudActionError(message, permanent=not _is_transient(exc)) from None
+    # Every credential, not only key and secret: drivers take tokens, passwords and URLs under other names.
+    driver._cloudcron_redactor = Redactor(credentials.values())
+    return driver
 
 
 def _state_of(node):
@@ -142,16 +147,12 @@ def _describe(node):
     }
 
 
-def _secrets_of(driver):
-    return [getattr(driver, attr, None) for attr in ("key", "secret", "token")]
-
-
-def _redact(text, secrets):
-    # Provider error messages sometimes echo what they were sent.
-    for value in secrets:
-        if isinstance(value, str) and len(value) >= 4:
-            text = text.replace(value, "********")
-    return text
+def _redactor_of(driver):
+    """What hides the driver's credentials in messages (a driver built elsewhere: its key, secret and token)."""
+    redactor = getattr(driver, "_cloudcron_redactor", None)
+    if redactor is None:
+        redactor = Redactor(getattr(driver, attr, None) for attr in ("key", "secret", "token"))
+    return redactor
 
 
 def _is_transient(exc):
@@ -177,7 +178,8 @@ def _call(driver, what, func, *args):
                 reason = "authentication failed"
             else:
                 reason = type(exc).__name__
-            detail = _redact(str(exc) or type(exc).__name__, _secrets_of(driver))
+            # Provider error messages sometimes echo what they were sent.
+            detail = _redactor_of(driver).redact(str(exc) or type(exc).__name__)
             message = "%s: %s: %s" % (what, reason, detail)
             raise LibcloudActionError(message, permanent=not transient) from None
     raise AssertionError("unreachable")

@@ -38,7 +38,9 @@ options:
     description:
       - The driver's constructor credentials, for example C(key) (AWS access key id),
         C(secret) (AWS secret access key) and C(token) (AWS session token) for V(ec2).
-      - Never logged nor shown in output.
+      - Never logged nor shown in output. Where a value would appear in a message (also percent-encoded,
+        base64-encoded or escaped), it is replaced by C(********) as a whole word; values of fewer than 4
+        characters are left to Ansible's own no_log masking.
     type: dict
     required: true
   driver_options:
@@ -148,6 +150,32 @@ from ansible_collections.cloudcron.scheduler.plugins.module_utils._libcloud impo
     get_driver,
     power,
 )
+from ansible_collections.cloudcron.scheduler.plugins.module_utils._redact import Redactor, secret_forms, secret_strings
+
+NO_LOG_MARK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+def _marked(value):
+    if isinstance(value, dict):
+        return {k: _marked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_marked(v) for v in value]
+    return value if value is None or isinstance(value, bool) else NO_LOG_MARK
+
+
+def hide_credentials(module):
+    """Take over the masking of the credentials from Ansible; return (redactor, invocation to report).
+
+    Ansible masks a no_log value wherever it occurs, inside words too: a secret "list" made
+    "listing machines failed" read "********ing machines failed". Here the credentials are
+    masked as whole tokens and in their encoded forms (module_utils/_redact.py), and the module's
+    arguments are reported with the credentials replaced by Ansible's usual marker. Values too
+    short for that redaction stay under Ansible's own masking.
+    """
+    credentials = module.params["credentials"]
+    module.no_log_values.difference_update(v for v in secret_strings(credentials) if secret_forms(v))
+    invocation = {"module_args": dict(module.params, credentials=_marked(credentials))}
+    return Redactor([credentials]), invocation
 
 
 def main():
@@ -166,6 +194,7 @@ def main():
         module.fail_json(msg=missing_required_lib("apache-libcloud"), exception=str(LIBCLOUD_IMPORT_ERROR))
 
     params = module.params
+    redactor, invocation = hide_credentials(module)
     try:
         driver = get_driver(params["provider"], params["credentials"], params["driver_options"])
     except ValueError as exc:
@@ -176,14 +205,15 @@ def main():
         ]
     else:
         results = power(driver, params["machine_ids"], params["state"], check_mode=module.check_mode)
+    results = redactor.redact_data(results)
     changed = any(r["changed"] for r in results)
     failed = [r for r in results if r["failed"]]
     if failed:
         names = ", ".join(r["machine_id"] for r in failed)
         details = "; ".join(dict.fromkeys(r["msg"] for r in failed))
         msg = "%d of %d machines failed (%s): %s" % (len(failed), len(results), names, details)
-        module.fail_json(msg=msg, changed=changed, results=results)
-    module.exit_json(changed=changed, results=results)
+        module.fail_json(msg=msg, changed=changed, results=results, invocation=invocation)
+    module.exit_json(changed=changed, results=results, invocation=invocation)
 
 
 if __name__ == "__main__":

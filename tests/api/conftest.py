@@ -129,3 +129,17 @@ def schedule(api, schedule_body):
     status, body = api.post("schedules", schedule_body())
     assert status == 200, body
     return body
+
+
+@pytest.fixture
+def backend_api(database_url, tmp_path):
+    """A client of a fresh org on a freshly migrated database of each kind (SQLite, PostgreSQL)."""
+    st = make_state(load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "backend-data"),
+                                 "CLOUDCRON_DATABASE_URL": database_url}))
+    upgrade(st.db)
+    with st.db.transaction() as session:
+        token = create_token(session, "acme")
+    client = Client(create_app(state=st).test_client(), token)
+    client.state = st
+    yield client
+    st.db.dispose()

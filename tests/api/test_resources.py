@@ -239,6 +239,26 @@ def test_it_stores_a_script_of_each_exec_type(api):
         assert (body["name"], body["description"], body["script"], body["exec_type"]) == (exec_type, "d", script, exec_type)
 
 
+def test_without_the_sandbox_an_ansible_script_is_refused_naming_the_opt_out(api):
+    api.state.config.sandbox = "off"  # as CLOUDCRON_SANDBOX=off, or a host without bubblewrap
+    status, answer = api.post("scripts", {"name": "a", "script": "- ansible.builtin.ping:\n", "exec_type": "ansible"})
+    assert status == 400 and answer["error"].startswith("exec_type: Ansible scripts run only in the bubblewrap sandbox")
+    assert "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE=1" in answer["error"]
+    assert api.get("scripts")[1] == []
+    status, script = api.post("scripts", {"name": "e", "script": "#!/bin/sh\ntrue\n"})
+    assert status == 200
+    status, answer = api.patch(f"scripts/{script['id']}", {"exec_type": "ansible", "script": "- ansible.builtin.ping:\n"})
+    assert status == 400 and answer["error"].startswith("exec_type:")
+    assert api.get(f"scripts/{script['id']}")[1]["exec_type"] == "executable"
+
+
+def test_the_unsafe_opt_out_lets_ansible_scripts_in_without_the_sandbox(api):
+    api.state.config.sandbox = "off"
+    api.state.config.unsafe_unsandboxed_ansible = True
+    status, body = api.post("scripts", {"name": "a", "script": "- ansible.builtin.ping:\n", "exec_type": "ansible"})
+    assert status == 200 and body["exec_type"] == "ansible"
+
+
 def test_a_script_is_executable_by_default(api):
     assert api.post("scripts", {"name": "s", "script": "true"})[1]["exec_type"] == "executable"
 

@@ -5,6 +5,7 @@ loopback; every run is a real ansible-playbook through ansible-runner, taken by 
 """
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -123,3 +124,28 @@ def test_a_script_on_three_ssh_machines_one_failing_ends_partial(server, sshd_ho
         assert f"err from {host.port}" in result["stderr"] and "out from" not in result["stderr"]
         expected = (3, "failed") if host.port == bad_port else (0, "succeeded")
         assert (result["rc"], result["status"]) == expected, result
+
+
+def test_a_script_past_its_timeout_is_stopped_on_the_machine_and_its_copy_removed(server, sshd_hosts, tmp_path):
+    host = sshd_hosts[1]
+    status, key = server.api("POST", "keys", {"name": "slow-key", "private": host.private_key})
+    _, lab = server.api("POST", "clouds", {"title": "slow-lab", "provider": "other"})
+    status, m = server.api("POST", f"clouds/{lab['id']}/machines", {
+        "name": "slow", "host": host.host, "port": host.port, "ssh_user": host.user, "key_id": key["id"]})
+    assert status == 200, m
+    seen = tmp_path / "remote"
+    # The sshd host is this machine: the script leaves its pid and its own path where the test finds them.
+    script = f"#!/bin/sh\necho \"$$ $0\" > {seen}\nsleep 300\n"
+    status, scr = server.api("POST", "scripts", {"name": "sleeps-past-timeout", "script": script})
+    assert status == 200, scr
+    # A 30 s timeout gives the script 15 s on the machine (web.playbooks.remote_time_limit).
+    sch = schedule(server, name="too-slow", script_id=scr["id"], selectors=[{"type": "machines", "ids": [m["id"]]}],
+                   schedule_type="interval", schedule_entry={"every": 1, "period": "days"}, run_immediately=True,
+                   timeout=30)
+    run = run_of(server, sch["id"], timeout=120)
+    assert run["status"] == "timed_out", run
+    (result,) = run["machines"]
+    assert result["status"] == "timed_out" and "time limit of 15 s" in result["error"], result
+    pid, path = seen.read_text().split()
+    assert not os.path.exists(f"/proc/{pid}"), "the script still runs on the machine"
+    assert not os.path.exists(path), "the script's copy is still on the machine"

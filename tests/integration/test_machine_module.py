@@ -189,3 +189,15 @@ def test_credentials_never_appear_in_output_or_on_disk(tmp_path, collections_pat
             content = path.read_bytes()
             for value in credentials.values():
                 assert value.encode() not in content, path
+
+
+def test_a_credential_that_is_a_common_word_is_masked_only_as_a_whole_word(tmp_path, collections_path, moto_server):
+    # Ansible's own no_log masking replaced the value inside words: "1 of 1 ********s failed".
+    credentials = {"key": "machine", "secret": _secret_looking_credentials()["secret"]}
+    playbook = Playbook(tmp_path, collections_path, moto_server, credentials=credentials)
+    rc, result, output = playbook.run(["i-0badc0ffee0000002"], "stopped", "-vvv")
+    assert rc != 0
+    assert result["msg"].startswith("1 of 1 machines failed (i-0badc0ffee0000002): "), result["msg"]
+    assert "********s" not in output
+    assert '"key": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in output
+    assert credentials["secret"] not in output

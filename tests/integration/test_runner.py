@@ -12,6 +12,7 @@ import pytest
 
 from web.playbooks import CloudTargets, SshTarget, render_power, render_script
 from web.runner import PRIVATE_PREFIX, cap_text, execute, purge_leftovers
+from web.sandbox import detect
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,6 +26,12 @@ echo "stdout from $port: $2"
 echo "stderr from $port" >&2
 if [ "$port" = "$1" ]; then exit 3; fi
 """
+
+
+@pytest.fixture(params=["sandboxed", "unsandboxed"])
+def sandbox(request):
+    """Each run both inside bubblewrap (which this machine must provide) and without it."""
+    return detect("required") if request.param == "sandboxed" else None
 
 
 def _targets(hosts, run_id=RUN):
@@ -60,14 +67,15 @@ def _assert_nothing_left(base_dir: Path) -> None:
     assert _processes_using(base_dir) == []  # no playbook, worker or ssh master survives
 
 
-def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path):
+def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path, sandbox):
     base = tmp_path / "runs"
     failing = sshd_hosts[1].port
     targets = _targets(sshd_hosts) + [SshTarget(RUN, "f" * 32, "127.0.0.1", _closed_port(), "root", sshd_hosts[0].private_key)]
     # The second parameter would be 42 if Ansible templated what users send.
     rendered = render_script("executable", PORT_SCRIPT, f"{failing} '{{{{ 6 * 7 }}}}'", targets)
     seen = []
-    result = execute(rendered, base_dir=base, timeout=240, on_result=lambda *call: seen.append(call))
+    result = execute(rendered, base_dir=base, timeout=240, on_result=lambda *call: seen.append(call),
+                     sandbox=sandbox)
 
     assert result.status == "finished" and result.error is None
     assert sorted((run_id, key) for run_id, key, _ in seen) == sorted(rendered.expected)  # once each
@@ -87,7 +95,7 @@ def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path):
     _assert_nothing_left(base)
 
 
-def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkeypatch):
+def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkeypatch, sandbox):
     base = tmp_path / "runs"
     # A worker secret in the environment must not reach the playbook.
     monkeypatch.setenv("CLOUDCRON_SECRET_KEY", "worker-secret-value")
@@ -104,7 +112,7 @@ def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkey
     rendered = render_script("ansible", tasks, "", _targets(sshd_hosts))
     ghost = (RUN, "0" * 31 + "9")
     rendered.expected.append(ghost)  # a machine the playbook never mentions
-    result = execute(rendered, base_dir=base, timeout=240)
+    result = execute(rendered, base_dir=base, timeout=240, sandbox=sandbox)
 
     assert result.status == "finished"
     for i, host in enumerate(sshd_hosts):
@@ -150,7 +158,7 @@ def test_a_playbook_ansible_cannot_load_is_an_error_for_every_machine(sshd_hosts
     _assert_nothing_left(base)
 
 
-def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path):
+def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path, sandbox):
     base = tmp_path / "runs"
     pid_dir = tmp_path / "remote-pids"
     pid_dir.mkdir()
@@ -158,7 +166,7 @@ def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path):
     script = f"#!/bin/sh\necho $$ > {pid_dir}/${{SSH_CONNECTION##* }}\nexec sleep 600\n"
     rendered = render_script("executable", script, "", _targets(sshd_hosts))
     try:
-        result = execute(rendered, base_dir=base, timeout=8)
+        result = execute(rendered, base_dir=base, timeout=8, sandbox=sandbox)
         assert result.status == "timed_out" and "timed out" in result.error
         assert set(result.results) == set(rendered.expected)
         assert {r.status for r in result.results.values()} == {"timed_out"}
@@ -169,6 +177,44 @@ def test_a_run_past_its_timeout_is_stopped(sshd_hosts, tmp_path):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
+
+
+def test_a_script_past_its_time_limit_is_stopped_on_the_machine_and_its_copy_removed(sshd_hosts, tmp_path, sandbox):
+    base = tmp_path / "runs"
+    host = sshd_hosts[0]
+    seen = tmp_path / "remote"
+    # The sshd host is this machine: the script leaves its pid and its own path where the test finds them.
+    script = f"#!/bin/sh\necho \"$$ $0\" > {seen}\nsleep 120\necho never\n"
+    targets = [SshTarget(RUN, "a" * 32, host.host, host.port, host.user, host.private_key, time_limit=3)]
+    result = execute(render_script("executable", script, "", targets), base_dir=base, timeout=240, sandbox=sandbox)
+    (res,) = result.results.values()
+    assert (res.status, res.rc) in (("timed_out", 124), ("timed_out", 137)), res
+    assert "time limit of 3 s" in res.error and "never" not in res.stdout
+    assert result.status == "timed_out" and "time limit" in result.error
+    pid, path = seen.read_text().split()
+    assert not os.path.exists(f"/proc/{pid}") and not os.path.exists(path)
+    _assert_nothing_left(base)
+
+
+def test_a_script_exiting_124_by_itself_is_a_failure_not_a_timeout(sshd_hosts, tmp_path):
+    host = sshd_hosts[0]
+    targets = [SshTarget(RUN, "a" * 32, host.host, host.port, host.user, host.private_key, time_limit=60)]
+    result = execute(render_script("executable", "#!/bin/sh\nexit 124\n", "", targets), base_dir=tmp_path / "runs",
+                     timeout=240)
+    (res,) = result.results.values()
+    assert (res.status, res.rc, result.status) == ("failed", 124, "finished"), res
+
+
+def test_an_ansible_script_task_is_stopped_at_the_time_limit(sshd_hosts, tmp_path, sandbox):
+    host = sshd_hosts[0]
+    targets = [SshTarget(RUN, "a" * 32, host.host, host.port, host.user, host.private_key, time_limit=3)]
+    rendered = render_script("ansible", "- ansible.builtin.raw: sleep 30\n", "", targets)
+    assert rendered.task_timeout == 3
+    result = execute(rendered, base_dir=tmp_path / "runs", timeout=240, sandbox=sandbox)
+    (res,) = result.results.values()
+    # Ansible's own task timeout; its wording changed across ansible-core versions.
+    assert res.status == "failed" and "3" in res.error, res
+    assert "timed out" in res.error.lower() or "time frame" in res.error
 
 
 def test_output_over_the_cap_keeps_head_and_tail_with_a_marker(sshd_hosts, tmp_path):
@@ -184,6 +230,18 @@ def test_output_over_the_cap_keeps_head_and_tail_with_a_marker(sshd_hosts, tmp_p
         assert "[cloudcron: " in text and "bytes of output truncated]" in text
     assert res.stdout.startswith("FIRST\nxxx") and res.stdout.endswith("xxx\nLAST\n")
     _assert_nothing_left(base)
+
+
+def test_output_that_is_not_utf8_reaches_the_caller_as_valid_text(sshd_hosts, tmp_path):
+    # Ansible hands such bytes on as lone surrogates, which no database stores.
+    script = "#!/bin/sh\nprintf 'caf\\351 \\303\\251\\000\\n'\nprintf 'x\\377' >&2\nexit 4\n"
+    seen = []
+    rendered = render_script("executable", script, "", _targets(sshd_hosts[:1]))
+    result = execute(rendered, base_dir=tmp_path / "runs", timeout=240, on_result=lambda *call: seen.append(call))
+    res = result.results[(RUN, f"{0:032x}")]
+    assert (res.status, res.rc) == ("failed", 4)
+    assert (res.stdout, res.stderr) == ("caf\ufffd \u00e9\ufffd\n", "x\ufffd")
+    assert seen[0][2] == res
 
 
 def test_cap_text_leaves_short_text_alone_and_never_splits_characters():
@@ -208,7 +266,7 @@ def test_when_recording_a_result_fails_the_run_stops_and_leaves_nothing(sshd_hos
     _assert_nothing_left(base)
 
 
-def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path):
+def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path, sandbox):
     base = tmp_path / "runs"
     ids = moto_server.create_machines(2)
     missing = "i-0000000000000dead"
@@ -217,7 +275,7 @@ def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path):
     seen = []
     # No collections_path: the runner links this checkout in as cloudcron.scheduler itself.
     result = execute(render_power("stopped", [cloud]), base_dir=base, timeout=240,
-                     on_result=lambda *call: seen.append(call))
+                     on_result=lambda *call: seen.append(call), sandbox=sandbox)
 
     assert result.status == "finished"
     assert len(seen) == 3
@@ -231,12 +289,13 @@ def test_power_run_against_moto_reports_each_machine(moto_server, tmp_path):
     _assert_nothing_left(base)
 
 
-def test_power_run_with_bad_credentials_fails_every_machine_of_that_cloud(moto_server, tmp_path, collections_path):
+def test_power_run_with_bad_credentials_fails_every_machine_of_that_cloud(moto_server, tmp_path, collections_path,
+                                                                         sandbox):
     base = tmp_path / "runs"
     ids = moto_server.create_machines(1)
     cloud = CloudTargets(RUN, "ec2", {"key": "testing"}, dict(moto_server.options), {ids[0]: "d" * 32})
     result = execute(render_power("stopped", [cloud]), base_dir=base, timeout=240,
-                     collections_path=str(collections_path))
+                     collections_path=str(collections_path), sandbox=sandbox)
     (res,) = result.results.values()
     assert res.status == "failed" and res.error
     assert moto_server.state(ids[0]) == "running"

@@ -265,6 +265,15 @@ def test_the_schedules_table_filters_and_shows_the_last_ten_outcomes(console, ap
     assert "every 2 minutes" in page
 
 
+def test_without_the_sandbox_the_console_refuses_an_ansible_script_as_the_api_does(console, api, state):
+    state.config.sandbox = "off"  # as CLOUDCRON_SANDBOX=off, or a host without bubblewrap
+    resp = console.post("/ui/scripts/new", {"name": "tasks", "description": "", "exec_type": "ansible",
+                                            "script": "- ansible.builtin.ping:\n"})
+    assert resp.status_code == 400 and 'id="exec_type-error"' in text(resp)
+    assert "Ansible scripts run only in the bubblewrap sandbox" in text(resp)
+    assert api.get("scripts")[1] == []
+
+
 def test_scripts_keys_and_machines_are_written_through_the_api_rules(console, api, cloud):
     resp = console.post("/ui/scripts/new", {"name": "uptime", "description": "", "exec_type": "executable",
                                             "script": "#!/bin/sh\r\nuptime\r\n"})

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy import text
+
 from web import make_state
 from web.config import ConfigError, load_config
 from web.crypto import load_or_create_key
@@ -27,6 +29,23 @@ def test_defaults_put_everything_in_instance_under_the_working_directory(tmp_pat
     assert config.queue_url == f"sqlite:///{data / 'queue.db'}"
     assert config.min_interval == timedelta(seconds=1)
     assert config.max_body_bytes == 1024 * 1024
+    assert config.sandbox == "auto" and config.unsafe_unsandboxed_ansible is False
+
+
+def test_sandbox_settings_are_read_in_any_case():
+    config = load_config({"CLOUDCRON_SANDBOX": "Required", "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE": "TRUE"})
+    assert config.sandbox == "required" and config.unsafe_unsandboxed_ansible is True
+    config = load_config({"CLOUDCRON_SANDBOX": "off", "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE": "0"})
+    assert config.sandbox == "off" and config.unsafe_unsandboxed_ansible is False
+
+
+def test_the_data_dir_is_created_private(tmp_path):
+    old = os.umask(0o000)
+    try:
+        config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "new" / "data")})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(config.data_dir.stat().st_mode) == 0o700
 
 
 def test_each_variable_overrides_its_default(tmp_path):
@@ -73,6 +92,10 @@ def bad_values(tmp_path):
         ("CLOUDCRON_MIN_INTERVAL", "fast"),
         ("CLOUDCRON_MIN_INTERVAL", "0"),
         ("CLOUDCRON_MIN_INTERVAL", "-1"),
+        ("CLOUDCRON_SANDBOX", "maybe"),
+        ("CLOUDCRON_SANDBOX", "bwrap"),
+        ("CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE", "please"),
+        ("CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE", "2"),
         ("CLOUDCRON_UI_SESSION_HOURS", "a day"),
         ("CLOUDCRON_UI_SESSION_HOURS", "0"),
         ("CLOUDCRON_UI_SESSION_HOURS", "100000"),
@@ -115,15 +138,23 @@ def test_a_secret_key_file_that_cannot_be_created_is_a_config_error_naming_the_v
     assert raised is not None and raised.startswith("CLOUDCRON_SECRET_KEY_FILE:"), raised
 
 
-def test_the_secret_key_file_is_created_once_with_mode_0600(tmp_path):
+def test_the_secret_key_database_and_queue_files_are_created_with_mode_0600(tmp_path):
     old = os.umask(0o000)  # even a permissive umask must not widen it
     try:
         state = make_state(load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "d")}))
+        with state.db.transaction() as session:
+            session.execute(text("CREATE TABLE probe (x INTEGER)"))
+            session.execute(text("INSERT INTO probe VALUES (1)"))
+        state.huey.enqueue(state.huey.execute_run.s("no-such-run"))
     finally:
         os.umask(old)
     key_file = tmp_path / "d" / "secret.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     first = key_file.read_bytes()
+    files = ["cloudcron.db", "cloudcron.db-wal", "cloudcron.db-shm", "queue.db"]
+    # The WAL and SHM files exist while a connection is open: written, not yet checkpointed.
+    modes = {name: stat.S_IMODE((tmp_path / "d" / name).stat().st_mode) for name in files}
+    assert modes == {name: 0o600 for name in files}
     state.db.dispose()
     assert load_or_create_key(key_file) == first.strip()
     assert key_file.read_bytes() == first

@@ -137,3 +137,14 @@ def test_an_unreachable_cloud_fails_every_machine_after_bounded_retries(monkeypa
     assert [r["failed"] for r in results] == [True, True]
     assert all("listing machines failed" in r["msg"] for r in results)
     assert all(secret not in r["msg"] for r in results)
+
+
+def test_a_short_credential_is_hidden_only_where_it_is_a_whole_word(monkeypatch):
+    # A secret "list" used to turn "listing machines failed" into "********ing machines failed".
+    monkeypatch.setattr(_libcloud, "RETRY_DELAYS", ())
+    options = {"host": "127.0.0.1", "port": _free_port(), "secure": False, "region": "us-east-1", "signature_version": "4"}
+    driver = _libcloud.get_driver("ec2", {"key": "list", "secret": "list"}, options)
+    (result,) = _libcloud.power(driver, ["i-1"], "stopped")
+    assert result["failed"] is True
+    assert result["msg"].startswith("listing machines failed: "), result["msg"]
+    assert "********ing" not in result["msg"]

@@ -143,6 +143,12 @@ def test_unknown_exec_type_and_empty_targets_are_refused():
         render_script("executable", "echo", "", [])
 
 
+@pytest.mark.parametrize("host, user", [("-oProxyCommand=touch /tmp/x", "u"), ("h 1", "u"), ("h", "-oX"), ("h", "a b")])
+def test_a_host_or_user_ssh_could_read_as_an_option_is_refused(host, user):
+    with pytest.raises(RenderError, match="not a plain host name"):
+        render_script("executable", "echo", "", [SshTarget("r", "k", host, 22, user, KEY)])
+
+
 def _clouds():
     return [
         CloudTargets("run-1", "ec2", {"key": "AKIA", "secret": "s3cr3t-value"}, {"region": "eu-west-1"},

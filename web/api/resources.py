@@ -195,9 +195,13 @@ def list_scripts():
     return list_response(query, script_json, (Script.created_at.desc(), Script.id.desc()))
 
 
+def _ansible_refusal() -> str | None:
+    return state().sandbox.ansible_refusal()
+
+
 @bp.post("/scripts")
 def create_script():
-    script = resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), None, utcnow())
+    script = resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), None, utcnow(), _ansible_refusal)
     return jsonify(script_json(script))
 
 
@@ -209,7 +213,7 @@ def get_script(id_):
 @bp.patch("/scripts/<id_>")
 def edit_script(id_):
     script = get_owned(Script, id_, "script")
-    resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), script, utcnow())
+    resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), script, utcnow(), _ansible_refusal)
     return jsonify(script_json(script))
 
 

@@ -4,7 +4,6 @@ the signed-in org, so another org's resource is a 404 here exactly as in the API
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import timedelta
@@ -23,6 +22,7 @@ from ..errors import APIError, BadRequest
 from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script, Token
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
+from ..validation import loads
 from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms
 
 PAGE = 50
@@ -457,17 +457,15 @@ def cloud_list():
     counts = dict(s.execute(select(Machine.cloud_id, func.count()).where(Machine.org_id == org)
                             .group_by(Machine.cloud_id)).all())
     return render_template("clouds.html", clouds=[resources.cloud_json(c) for c in clouds], counts=counts,
-                           error=error, error_field=error.split(":", 1)[0] if error else None,
+                           # "credentials.secret: ..." belongs to the credentials field
+                           error=error, error_field=error.split(":", 1)[0].split(".")[0] if error else None,
                            values=values), (400 if error else 200)
 
 
 def _json_field(name: str, text: str):
     if not text:
         return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise BadRequest(f"{name}: not valid JSON") from None
+    return loads(text, name)  # the API body's rules: finite numbers, storable strings
 
 
 def _cloud_page(cloud: Cloud, error=None, values=None, status=200):
@@ -535,7 +533,7 @@ def _script_form(current: Script | None):
         body = {k: (v if v != "" else None) for k, v in values.items()}
         try:
             script = resources.store_script(s, g.org_id, resources.fields(ScriptIn, body, resources.STAMPS),
-                                            current, utcnow())
+                                            current, utcnow(), lambda: state().sandbox.ansible_refusal())
             return redirect(url_for("ui.script_page", id_=script.id))
         except APIError as exc:
             s.rollback()

@@ -1,0 +1,96 @@
+"""Rows as they are written: valid UTF-8 without NUL everywhere, and no secret of the executing run, on both databases."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from web import make_state
+from web.auth import ensure_org
+from web.config import load_config
+from web.crypto import new_id
+from web.migrate import upgrade
+from web.models import Cloud, Event, Machine, Run, RunMachine, Schedule
+from web.scrub import clean_text, run_secrets
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("caf\udce9", "caf\ufffd"),              # one Latin-1 byte, as Ansible's surrogateescape hands it on
+    ("\udcc3\udca9t\udcc3\udca9", "été"),   # escaped bytes that are UTF-8 together decode again
+    ("a\x00b", "a\ufffdb"),
+    ("lone \ud800 high", "lone \ufffd high"),
+    ("\udcff\udcfe", "\ufffd\ufffd"),
+    ("plain café ☃", "plain café ☃"),
+])
+def test_clean_text_keeps_what_is_readable_and_replaces_the_rest(text, expected):
+    cleaned = clean_text(text)
+    assert cleaned == expected
+    cleaned.encode("utf-8")  # strict: no surrogate is left
+
+
+def test_clean_text_leaves_other_values_alone():
+    assert clean_text(None) is None and clean_text(3) == 3
+
+
+@pytest.fixture
+def state(database_url, tmp_path):
+    st = make_state(load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), "CLOUDCRON_DATABASE_URL": database_url}))
+    upgrade(st.db)
+    yield st
+    st.db.dispose()
+
+
+def _run(session, org_id) -> Run:
+    cloud = Cloud(id=new_id(), org_id=org_id, title="c", provider="other", options={}, created_at=NOW, updated_at=NOW)
+    schedule = Schedule(id=new_id(), org_id=org_id, name="s", action="stop", machines_per_cloud=[], selectors=[],
+                        schedule_type="interval", schedule_entry={"every": 1, "period": "days"}, enabled=True,
+                        run_immediately=False, timezone="UTC", misfire_grace=300, concurrency="forbid", timeout=60,
+                        total_run_count=0, created_at=NOW, updated_at=NOW)
+    session.add_all([cloud, schedule])
+    session.flush()
+    run = Run(id=new_id(), org_id=org_id, schedule_id=schedule.id, trigger="manual", created_at=NOW, status="running")
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _write(state, sealed: str, dirty: str):
+    """Open the sealed secret as a run does, then write a run's rows holding `dirty` text; return the rows as stored."""
+    with state.db.transaction() as session:
+        org_id = ensure_org(session, "acme").id
+        run = _run(session, org_id)
+        secret = state.box.open(sealed)["secret"]
+        run.error = f"{dirty} failed with {secret}"
+        session.add(RunMachine(run_id=run.id, machine_key="k", status="failed", stdout=dirty, stderr=secret,
+                               error=f"key={secret}"))
+        session.add(Event(org_id=org_id, time=NOW, type="machine_action_failed", schedule_id=run.schedule_id,
+                          run_id=run.id, data={"error": f"{dirty}: {secret}", dirty: [secret]}))
+        session.add(Machine(id=new_id(), org_id=org_id, cloud_id=session.query(Cloud.id).scalar(), machine_id="i-1",
+                            name=dirty, state="running", public_ips=[], private_ips=[], tags={"t": dirty},
+                            created_at=NOW, updated_at=NOW))
+        run_id = run.id
+    with state.db.session() as session:
+        return (session.get(Run, run_id), session.query(RunMachine).filter_by(run_id=run_id).one(),
+                session.query(Event).filter_by(run_id=run_id).one(), session.query(Machine).one())
+
+
+def test_rows_written_during_a_run_hold_clean_text_and_none_of_its_secrets(state):
+    secret = "hunter2-" + new_id()
+    sealed = state.box.seal({"key": "AKIAEXAMPLE", "secret": secret})
+    with run_secrets():
+        run, machine, event, provider_machine = _write(state, sealed, "caf\udce9\x00")
+    assert run.error == "caf\ufffd\ufffd failed with ********"
+    assert (machine.stdout, machine.stderr, machine.error) == ("caf\ufffd\ufffd", "********", "key=********")
+    assert event.data == {"error": "caf\ufffd\ufffd: ********", "caf\ufffd\ufffd": ["********"]}
+    # Machines come from providers: cleaned, and not redacted (they are no run record).
+    assert provider_machine.name == "caf\ufffd\ufffd" and provider_machine.tags == {"t": "caf\ufffd\ufffd"}
+
+
+def test_outside_a_run_rows_are_cleaned_but_nothing_is_redacted(state):
+    secret = "hunter2-" + new_id()
+    sealed = state.box.seal({"secret": secret})
+    run, machine, _, _ = _write(state, sealed, "ok\x00")
+    assert run.error == f"ok\ufffd failed with {secret}"
+    assert machine.stderr == secret
