@@ -16,7 +16,7 @@ from typing import Callable
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import schedules, timemath
+from . import calendars, schedules, timemath
 from .backoff import Backoff, one_line
 from .crypto import new_id
 from .models import Event, Run, Schedule
@@ -47,9 +47,11 @@ _S, _R = Schedule.__table__, Run.__table__
 # Each due row says whether a run of its schedule is still queued or running (concurrency "forbid").
 _BUSY = select(_R.c.id).where(_R.c.schedule_id == _S.c.id, (_R.c.status == "queued") | (_R.c.status == "running")) \
     .exists().label("busy")
+# The time columns are NULL or 0 for a schedule without calendars, pause or jitter: no value to convert.
 _HEAD = select(_S.c.id, _S.c.org_id, _S.c.schedule_type, _S.c.schedule_entry, _S.c.timezone, _S.c.enabled,
                _S.c.start_after, _S.c.expires, _S.c.max_run_count, _S.c.misfire_grace, _S.c.concurrency,
-               _S.c.total_run_count, _S.c.last_run_at, _S.c.next_run_at, _S.c.created_at, _BUSY) \
+               _S.c.total_run_count, _S.c.last_run_at, _S.c.next_run_at, _S.c.created_at, _S.c.exclude_calendars,
+               _S.c.jitter, _S.c.paused_at, _S.c.paused_until, _S.c.pause_note, _S.c.skip_next, _BUSY) \
     .where(_S.c.next_run_at.is_not(None)).order_by(_S.c.next_run_at)
 # SQLite (the writer lock is held): walk the next_run_at index from its head; the due rows are the
 # claim, and the first row not yet due says when to wake, so no second query is needed.
@@ -61,7 +63,7 @@ _INSERT_RUNS = insert(_R)
 # A fire computed: the error of an earlier attempt no longer holds.
 _ADVANCE = update(_S).where(_S.c.id == bindparam("b_id")).values(
     next_run_at=bindparam("b_next"), total_run_count=bindparam("b_count"), last_run_at=bindparam("b_last"),
-    last_error=None)
+    last_error=None, skip_next=bindparam("b_skip"))
 _QUARANTINE = update(_S).where(_S.c.id == bindparam("b_id")).values(
     next_run_at=bindparam("b_next"), last_error=bindparam("b_error"))
 
@@ -131,11 +133,12 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Due:
-    """A due schedule's timing columns, as schedules.next_run_at and runs.create_run read them."""
+    """A due schedule's timing columns, as schedules.decide and runs.create_run read them."""
 
     def __init__(self, row, error: str | None = None):
         self.__dict__.update(row if isinstance(row, dict) else row._mapping)
-        self.ended: list[tuple[str, datetime, str]] = []  # (status, scheduled_for, error) of runs not run
+        self.ended: list[tuple[str, datetime, str, dict]] = []  # (status, scheduled_for, error, data) of runs not run
+        self.calendars: dict = {}  # compiled calendars by id, for a schedule that excludes some
         self.error = error  # why its fire could not be decided: it is quarantined, not fired
 
 
@@ -196,6 +199,7 @@ class Dispatcher:
                 next_due = None
             self._last_due = len(due)
             if due:
+                self._attach_calendars(conn, due)
                 busy = {s.id for s in due if s.busy and s.concurrency == "forbid"}
                 runs: list[dict] = []
                 advances: list[dict] = []
@@ -208,12 +212,13 @@ class Dispatcher:
                     if run is not None:
                         runs.append(run)
                         queued.append(run["id"])
-                    for status, fire_at, error in schedule.ended:
+                    for status, fire_at, error, data in schedule.ended:
                         if session is None:
                             session = Session(bind=conn)
-                        create_run(session, schedule, "scheduled", fire_at, now, status=status, error=error)
+                        create_run(session, schedule, "scheduled", fire_at, now, status=status, error=error, data=data)
                     advances.append({"b_id": schedule.id, "b_next": schedule.next_run_at,
-                                     "b_count": schedule.total_run_count, "b_last": schedule.last_run_at})
+                                     "b_count": schedule.total_run_count, "b_last": schedule.last_run_at,
+                                     "b_skip": schedule.skip_next})
                 if self.db.is_sqlite:
                     cursor = conn.connection.dbapi_connection.cursor()
                     if runs:
@@ -277,34 +282,36 @@ class Dispatcher:
         return {"b_id": schedule.id, "b_next": schedule.next_run_at, "b_error": schedule.error,
                 "org_id": schedule.org_id}
 
+    @staticmethod
+    def _attach_calendars(conn, due: list[_Due]) -> None:
+        """Give each due schedule that excludes calendars their compiled form: one query for the whole claim
+        (two when a calendar changed since it was compiled), none when no due schedule names a calendar."""
+        ids = {c for s in due if s.exclude_calendars for c in s.exclude_calendars}
+        if ids:
+            broken: dict = {}
+            compiled = calendars.compiled(conn, ids, broken)
+            for s in due:
+                if s.exclude_calendars:
+                    s.calendars = compiled
+                    bad = next((c for c in s.exclude_calendars if c in broken), None)
+                    if bad is not None and s.error is None:  # quarantined like any row that cannot be computed
+                        s.error = f"calendar '{bad}' cannot be compiled ({_describe(broken[bad])})"
+
     def _fire(self, schedule: _Due, now: datetime, busy: set[str]) -> dict | None:
-        """Decide one due schedule's fire: returns the queued run's row (None when nothing runs), puts
-        runs that end at once in schedule.ended, and advances the schedule's counters and next_run_at."""
-        due = schedule.next_run_at
-        grace = timedelta(seconds=schedule.misfire_grace)
-        if now - due <= grace:
-            fire_at = due
-        else:
-            # Too late for this fire: record it, and run only a fire that is still within the grace.
-            schedule.ended.append(("missed", due, f"missed by {(now - due).total_seconds():.0f} s "
-                                                  f"(misfire_grace is {schedule.misfire_grace} s)"))
-            recent = timemath.next_fire(schedules.timing(schedule), now - grace)
-            fire_at = recent if recent is not None and recent <= now else None
-        run = None
-        if fire_at is not None:
-            if schedule.id in busy:
-                schedule.ended.append(("skipped", fire_at,
-                                       "the previous run of this schedule is still going (concurrency: forbid)"))
-            else:
-                # The row runs.create_run writes for a queued run, plus enqueued_at.
-                run = {"id": new_id(), "org_id": schedule.org_id, "schedule_id": schedule.id, "trigger": "scheduled",
-                       "scheduled_for": fire_at, "created_at": now, "enqueued_at": now, "status": "queued"}
-                busy.add(schedule.id)
-                schedule.total_run_count = (schedule.total_run_count or 0) + 1
-                schedule.last_run_at = now
-        # Several fires passed while we were away coalesce into the one above: skip to after now.
-        schedule.next_run_at = schedules.next_run_at(schedule, now)
-        return run
+        """Apply the fire decision (schedules.decide) to one due schedule: returns the queued run's row (None
+        when nothing runs), puts runs that end at once in schedule.ended, and advances its counters."""
+        decision = schedules.decide(schedule, now, schedule.id in busy, schedule.calendars)
+        schedule.ended = decision.ended
+        schedule.next_run_at = decision.next_run_at
+        schedule.total_run_count = decision.total_run_count
+        schedule.last_run_at = decision.last_run_at
+        schedule.skip_next = decision.skip_next
+        if decision.run_for is None:
+            return None
+        busy.add(schedule.id)
+        # The row runs.create_run writes for a queued run, plus enqueued_at.
+        return {"id": new_id(), "org_id": schedule.org_id, "schedule_id": schedule.id, "trigger": "scheduled",
+                "scheduled_for": decision.run_for, "created_at": now, "enqueued_at": now, "status": "queued"}
 
     # ------------------------------------------------------------------ repair
 

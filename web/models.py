@@ -177,6 +177,40 @@ class Schedule(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Calendar ids in the order given; NULL (not []) when there are none, so the dispatcher's claim
+    # decodes no JSON for the schedules that use none. schedule_calendars holds the same ids with
+    # foreign keys, so a calendar in use cannot be deleted.
+    exclude_calendars: Mapped[list | None] = mapped_column(JSON)
+    jitter: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A pause: no fire from paused_at until paused_until (NULL: until resumed).
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pause_note: Mapped[str | None] = mapped_column(Text)
+    # Fires still to skip (recorded as skipped with pause_note as the reason).
+    skip_next: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Calendar(Base):
+    __tablename__ = "calendars"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    entries: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScheduleCalendar(Base):
+    """Which calendars a schedule excludes; the foreign keys make deleting a calendar in use fail."""
+
+    __tablename__ = "schedule_calendars"
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True)
+    # NO ACTION (checked at the end of the statement), not RESTRICT: a calendar in use cannot be deleted,
+    # yet deleting an org removes its schedules' links and its calendars in one cascade.
+    calendar_id: Mapped[str] = mapped_column(ForeignKey("calendars.id"), primary_key=True, index=True)
 
 
 class Run(Base):

@@ -1,4 +1,4 @@
-"""Clouds, machines, SSH keys and scripts: the rules every writer (the API, the console) goes through.
+"""Clouds, machines, SSH keys, scripts and calendars: the rules every writer (the API, the console) goes through.
 
 Each function takes the session and the org, checks the fields a client sent (as the API's
 schemas typed them, see fields()), writes, and commits; a broken rule raises the API's errors
@@ -17,8 +17,8 @@ from .config import DEFAULT_DENIED_NETWORKS
 from .crypto import Box, new_id
 from .errors import BadRequest, Conflict
 from .keys import derive_public, generate_private
-from .models import Cloud, Key, Machine, Script
-from .timemath import format_instant
+from .models import Calendar, Cloud, Key, Machine, Schedule, ScheduleCalendar, Script
+from .timemath import TimeSpecError, format_instant
 from .validation import check_fields, validate
 
 STAMPS = {"id", "created_at", "updated_at"}
@@ -253,3 +253,74 @@ def store_script(session: Session, org_id: str, values: dict, current: Script | 
         script.updated_at = now
     commit(session, f"name: a script named '{script.name}' already exists")
     return script
+
+
+# ---------------------------------------------------------------- calendars
+
+def calendar_json(c: Calendar) -> dict:
+    """A calendar as the API answers it."""
+    return {"id": c.id, "name": c.name, "description": c.description, "timezone": c.timezone,
+            "entries": c.entries or [], **_stamped(c)}
+
+
+def calendars_query(org_id: str, name: str | None = None):
+    """The select of an org's calendars, optionally the one with exactly this name."""
+    query = select(Calendar).where(Calendar.org_id == org_id)
+    return query if name is None else query.where(Calendar.name == name)
+
+
+def store_calendar(state, session: Session, org_id: str, values: dict, current: Calendar | None,
+                   now: datetime) -> Calendar:
+    """Create (current=None) or edit a calendar from CalendarIn fields; an edit changes only the fields given.
+
+    Entries are checked in the calendar's timezone (web.calendars.check_entries, a 400 naming the entry);
+    an edit recomputes next_run_at of every schedule that excludes the calendar, in the same transaction.
+    """
+    from . import calendars, schedules
+
+    def checked(fn, *args):
+        try:
+            return fn(*args)
+        except TimeSpecError as exc:
+            raise BadRequest(str(exc)) from None
+
+    if current is None:
+        require(values, "name")
+        tz = checked(calendars.check_timezone, values.get("timezone") or "UTC")
+        calendar = Calendar(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),
+                            timezone=tz, entries=checked(calendars.check_entries, values.get("entries") or [], tz, now),
+                            created_at=now, updated_at=now)
+        session.add(calendar)
+    else:
+        calendar = current
+        if values.get("name"):
+            calendar.name = values["name"]
+        if "description" in values:
+            calendar.description = values["description"]
+        if values.get("timezone") is not None or "entries" in values:
+            tz = checked(calendars.check_timezone, values.get("timezone") or calendar.timezone)
+            entries = values.get("entries")
+            if entries is None:
+                entries = [] if "entries" in values else calendar.entries or []
+            calendar.entries = checked(calendars.check_entries, entries, tz, now)
+            calendar.timezone = tz
+        calendar.updated_at = now
+        session.flush()
+        users = session.scalars(select(Schedule).join(ScheduleCalendar, ScheduleCalendar.schedule_id == Schedule.id)
+                                .where(ScheduleCalendar.calendar_id == calendar.id)).all()
+        schedules.recompute(session, users, now)
+    commit(session, f"name: a calendar named '{calendar.name}' already exists")
+    calendars.remember(calendar, now)
+    if current is not None:
+        state.schedule_changed(None)  # the schedules excluding it may fire at other times now
+    return calendar
+
+
+def delete_calendar(session: Session, calendar: Calendar) -> None:
+    """Delete a calendar; 409 naming a schedule that still excludes it."""
+    user = session.scalar(select(Schedule.name).join(ScheduleCalendar, ScheduleCalendar.schedule_id == Schedule.id)
+                          .where(ScheduleCalendar.calendar_id == calendar.id).limit(1))
+    if user is not None:
+        raise Conflict(f"calendar '{calendar.id}' is excluded by schedule '{user}'; change or delete that schedule first")
+    session.delete(calendar)
+    commit(session, f"calendar '{calendar.id}' is excluded by a schedule; change or delete that schedule first")

@@ -18,15 +18,19 @@ SHUTDOWN = "shutdown"         # the worker was stopped (SIGTERM) and its drain p
 
 
 def create_run(session: Session, schedule: Schedule, trigger: str, scheduled_for: datetime | None,
-               now: datetime, status: str = "queued", error: str | None = None) -> Run:
-    """Add a run row for `schedule`; queued runs are picked up by the enqueue sweep after commit."""
+               now: datetime, status: str = "queued", error: str | None = None, data: dict | None = None) -> Run:
+    """Add a run row for `schedule`; queued runs are picked up by the enqueue sweep after commit.
+
+    A run that ends at once (missed, skipped) gets its event, carrying `data` as well (a missed record's count).
+    """
     run = Run(id=new_id(), org_id=schedule.org_id, schedule_id=schedule.id, trigger=trigger,
               scheduled_for=scheduled_for, created_at=now, status=status, error=error)
     if status in FINAL:
         run.finished_at = now
     session.add(run)
     if status != "queued":  # a queued run gets its events from the worker; claims stay cheap
-        add_event(session, run, "schedule_" + status, now, {"trigger": trigger, **({"error": error} if error else {})})
+        add_event(session, run, "schedule_" + status, now,
+                  {"trigger": trigger, **({"error": error} if error else {}), **(data or {})})
     return run
 
 

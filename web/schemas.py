@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from .validation import HOST_RULE, SSH_USER_RULE, is_host, is_ssh_user
@@ -89,6 +89,10 @@ class ScheduleIn(_In):
     misfire_grace: Annotated[StrictInt, Field(ge=0, le=86400 * 366)] | None = None
     concurrency: Literal["forbid", "allow"] | None = None
     timeout: Annotated[StrictInt, Field(ge=1, le=86400 * 7)] | None = None
+    exclude_calendars: Annotated[list[Id], Field(max_length=20, description="ids of the org's calendars whose "
+                                                 "entries exclude fire times")] | None = None
+    jitter: Annotated[StrictInt, Field(ge=0, le=86400, description="seconds: each fire is delayed by a stable "
+                                       "offset in [0, jitter)")] | None = None
 
 
 class PreviewIn(ScheduleIn):
@@ -96,6 +100,112 @@ class PreviewIn(ScheduleIn):
 
     after: Instant = None
     count: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
+    show_skipped: StrictBool | None = Field(default=None, description="also list the fire times that do not run "
+                                            "(calendar, pause, skip_next) with the reason")
+
+
+Note = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class PauseIn(_In):
+    """Pause a schedule: no fire until `until` (null: until resumed), or skip its next `skip_next` fires."""
+
+    until: Instant = None
+    note: Note | None = None
+    skip_next: Annotated[StrictInt, Field(ge=1, le=100000)] | None = None
+
+
+TagMatch = dict[Annotated[str, StringConstraints(max_length=255)], Annotated[str, StringConstraints(max_length=255)]]
+
+
+class BulkResumeIn(_In):
+    """Which schedules a bulk pause or resume acts on: a name prefix, tags a target machine has, or both."""
+
+    name_prefix: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    tags: Annotated[TagMatch, Field(min_length=1)] | None = None
+
+
+class BulkPauseIn(BulkResumeIn, PauseIn):
+    """A pause of every schedule matching name_prefix and/or tags."""
+
+
+# Calendar entries: one model per kind. The API checks an entry against the model of its kind (told by its
+# key), then checks dates, days and countries with messages naming the entry (web/calendars.py).
+WeeklyPoint = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+ShortString = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class DateEntry(_In):
+    date: ShortString = Field(description="YYYY-MM-DD: that whole day in the calendar's timezone")
+
+
+class RangeEntry(_In):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: ShortString = Field(alias="from", description="YYYY-MM-DD (whole days) or 'YYYY-MM-DD HH:MM[:SS]'")
+    to: ShortString = Field(description="YYYY-MM-DD (included) or 'YYYY-MM-DD HH:MM[:SS]' (excluded)")
+
+
+class YearlyEntry(_In):
+    yearly: ShortString = Field(description="MM-DD: that day every year")
+
+
+class WeeklyWindow(_In):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: WeeklyPoint = Field(alias="from", description="day and time, e.g. 'fri 18:00'")
+    to: WeeklyPoint = Field(description="day and time, e.g. 'mon 06:00' (excluded)")
+
+
+class WeeklyEntry(_In):
+    weekly: WeeklyWindow
+
+
+class HolidaysSpec(_In):
+    country: ShortString = Field(description="ISO 3166-1 code, e.g. 'GR'")
+    subdivision: ShortString | None = Field(default=None, description="a subdivision code of the country, e.g. 'CA'")
+
+
+class HolidaysEntry(_In):
+    holidays: HolidaysSpec
+
+
+class IcalEntry(_In):
+    ical: Annotated[str, StringConstraints(min_length=1, max_length=512 * 1024)] = Field(
+        description="the text of an iCalendar (.ics) file; its events (recurrences expanded) are excluded")
+
+
+CALENDAR_ENTRY_MODELS = {"date": DateEntry, "from": RangeEntry, "yearly": YearlyEntry, "weekly": WeeklyEntry,
+                         "holidays": HolidaysEntry, "ical": IcalEntry}
+
+
+def _inline(schema: dict) -> dict:
+    """A model's JSON schema with its $defs put in place, to embed where a $ref cannot point."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node):
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return walk(dict(defs[node["$ref"].rsplit("/", 1)[1]]))
+        return {k: walk(v) for k, v in node.items()}
+
+    return walk(schema)
+
+
+CalendarEntry = Annotated[dict[str, Any], WithJsonSchema({
+    "description": "one of: {date}, {from, to}, {yearly}, {weekly: {from, to}}, {holidays: {country, subdivision}}, "
+                   "{ical}",
+    "oneOf": [_inline(m.model_json_schema()) for m in CALENDAR_ENTRY_MODELS.values()]})]
+
+
+class CalendarIn(_In):
+    """A calendar: named, in a timezone, with entries that exclude time from the schedules naming it."""
+
+    name: Name | None = None
+    description: ShortText | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+    entries: Annotated[list[CalendarEntry], Field(max_length=1000)] | None = None
 
 
 class CloudIn(_In):

@@ -5,6 +5,8 @@ returned is timezone-aware UTC.
 """
 from __future__ import annotations
 
+import bisect
+import hashlib
 import math
 import re
 import threading
@@ -323,6 +325,10 @@ class _Crontab:
     expression: str  # croniter's five-field form, built from the expanded sets
     lock: threading.Lock
     iterator: croniter
+    # Debian cron's DST rule: an entry whose minute and hour fields are both fixed (neither starts
+    # with '*') is a wall-clock appointment; any other entry follows elapsed time.
+    fixed: bool
+    min_gap: timedelta  # the shortest wall-clock time between two fires (day fields only lengthen it)
 
 
 _NAIVE_EPOCH = datetime(1970, 1, 1)
@@ -345,7 +351,10 @@ def _compile(fields: tuple, field: str) -> _Crontab:
     expression = " ".join(part(n) for n in ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"))
     # Fixed start time so croniter never reads the clock; each use passes its own start.
     iterator = croniter(expression, _NAIVE_EPOCH, day_or=False)
-    return _Crontab(expression, threading.Lock(), iterator)
+    fixed = not fields[0].startswith("*") and not fields[1].startswith("*")
+    day = sorted(h * 60 + m for h in sets["hour"] for m in sets["minute"])
+    gaps = [b - a for a, b in zip(day, day[1:])] + [day[0] + 1440 - day[-1]]
+    return _Crontab(expression, threading.Lock(), iterator, fixed, timedelta(minutes=min(gaps)))
 
 
 def _crontab_fields(entry, field: str) -> tuple:
@@ -365,12 +374,88 @@ def normalize_crontab(entry, field="schedule_entry") -> dict:
     return dict(zip(CRONTAB_FIELDS, fields))
 
 
+# --- zone transitions -----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def _transitions(zone: str, year: int) -> tuple:
+    """The instants in a UTC year at which `zone`'s UTC offset changes, ascending.
+
+    zoneinfo does not list its transitions, so the offset is sampled once a day and each change
+    is narrowed down to the second (tzdata transitions are whole seconds; no zone changes its
+    offset twice within a day).
+    """
+    tz = _zone(zone)
+    if tz is UTC:
+        return ()
+    day = timedelta(days=1)
+    t = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999 else datetime(9999, 12, 31, tzinfo=UTC)
+    found = []
+    before = t.astimezone(tz).utcoffset()
+    while t < end:
+        n = min(t + day, end)
+        after = n.astimezone(tz).utcoffset()
+        if after != before:
+            lo, hi = t, n
+            while hi - lo > timedelta(seconds=1):
+                mid = lo + timedelta(seconds=(hi - lo) // timedelta(seconds=1) // 2)
+                if mid.astimezone(tz).utcoffset() == before:
+                    lo = mid
+                else:
+                    hi = mid
+            found.append(hi)
+        before, t = after, n
+    return tuple(found)
+
+
+TRANSITION_HORIZON = 4  # years searched for a zone's next offset change before calling it none
+
+
+def _next_transition(zone: str, t: datetime) -> datetime | None:
+    """The first instant after `t`, within TRANSITION_HORIZON years, at which `zone`'s offset changes."""
+    for year in range(t.year, min(t.year + TRANSITION_HORIZON, 9999) + 1):
+        table = _transitions(zone, year)
+        i = bisect.bisect_right(table, t)
+        if i < len(table):
+            return table[i]
+    return None
+
+
+def _change_between(tz, lo: datetime, hi: datetime, offset: timedelta) -> datetime:
+    """The first instant in (lo, hi] whose offset differs from `offset` (the offset at lo), to the second."""
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + timedelta(seconds=(hi - lo) // timedelta(seconds=1) // 2)
+        if mid.astimezone(tz).utcoffset() == offset:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 # --- fire times ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class Window:
+    """A span of time [start, end) in which no fire happens; end None means for ever.
+
+    `reason` says why, in the form preview answers carry (e.g. {"reason": "calendar", ...}).
+    """
+
+    start: datetime
+    end: datetime | None
+    reason: dict
+
+
+@dataclass(frozen=True)
 class Timing:
-    """What decides a schedule's fire times."""
+    """What decides a schedule's fire times.
+
+    blocks: objects with window(t) -> Window | None (compiled calendars, a pause); a fire whose
+    instant falls in a window is not a fire. jitter: seconds; each fire is delayed by a stable
+    offset in [0, jitter) derived from `key` (the schedule id) and the undelayed fire time.
+    """
 
     schedule_type: str  # "interval" | "crontab" | "one_off"
     entry: object  # normalized dict for interval/crontab; aware datetime for one_off
@@ -378,6 +463,15 @@ class Timing:
     timezone: str = "UTC"  # applies to crontab
     start_after: datetime | None = None
     expires: datetime | None = None
+    jitter: int = 0
+    key: str = ""
+    blocks: tuple = ()
+
+
+_ONE_US = timedelta(microseconds=1)
+# A search that crosses more blocked windows than this finds no fire: the schedule is then inactive
+# (a calendar that excludes every fire for centuries, one window at a time).
+MAX_WINDOWS = 100_000
 
 
 def _micros(delta: timedelta) -> int:
@@ -398,7 +492,16 @@ def _next_interval(timing: Timing, after: datetime) -> datetime:
 
 def _next_crontab(timing: Timing, after: datetime) -> datetime | None:
     cron = _compile(_crontab_fields(timing.entry, "schedule_entry"), "schedule_entry")
-    tz = _zone(timing.timezone or "UTC")
+    zone = timing.timezone or "UTC"
+    tz = _zone(zone)
+    if cron.fixed or tz is UTC:
+        return _next_wall_clock(cron, tz, after)
+    return _next_elapsed(cron, zone, tz, after)
+
+
+def _next_wall_clock(cron: _Crontab, tz, after: datetime) -> datetime:
+    """A fixed entry: each matching wall time fires once, a repeated one at its first occurrence and
+    one inside a DST gap at the gap's end (Debian cron's rule for entries with a fixed minute and hour)."""
     # The next minute strictly after `after` is the next one after its minute's start; cutting
     # seconds here also keeps croniter's float timestamps away from microsecond rounding.
     cursor = after.astimezone(tz).replace(tzinfo=None, second=0, microsecond=0)
@@ -416,40 +519,199 @@ def _next_crontab(timing: Timing, after: datetime) -> datetime | None:
             return fire
 
 
-def next_fire(timing: Timing, after: datetime) -> datetime | None:
-    """The first fire time strictly after `after`, or None when there is none."""
-    after = _require_aware(after, "after").astimezone(UTC)
+def _next_elapsed(cron: _Crontab, zone: str, tz, after: datetime) -> datetime:
+    """An entry whose minute or hour starts with '*': it fires at every instant whose local time
+    matches, so both copies of a repeated hour fire and a DST gap adds nothing (Debian cron's rule).
+
+    Between two transitions the offset is constant and local time is elapsed time shifted; the
+    first match in the current stretch is the answer, else the search goes on from the transition.
+    """
+    t, strict = after, True
+    while True:
+        offset = t.astimezone(tz).utcoffset()
+        change = _next_transition(zone, t)
+        local = t.replace(tzinfo=None) + offset
+        # croniter answers the first whole minute strictly after its start: from `after` itself a
+        # fire must be later; from a transition instant, that instant may fire.
+        cursor = (local if strict else local - _ONE_US).replace(second=0, microsecond=0)
+        with cron.lock:
+            try:
+                match = cron.iterator.get_next(datetime, start_time=cursor)
+            except ValueError:  # croniter stepping past year 9999 ("year 10000 is out of range")
+                raise OverflowError("no crontab match before year 10000") from None
+        fire = (match - offset).replace(tzinfo=UTC)
+        if change is None and fire.astimezone(tz).utcoffset() != offset:
+            change = _change_between(tz, t, fire, offset)  # a change beyond the searched years
+        if change is None or fire < change:
+            return fire
+        t, strict = change, False
+
+
+def _next_nominal(timing: Timing, after: datetime) -> datetime | None:
+    """The schedule's own next fire time after `after` (no jitter, blocks or expires), or None."""
     start_after = timing.start_after
+    if timing.schedule_type == "one_off":
+        fire = _require_aware(timing.entry, "one_off entry").astimezone(UTC)
+        if fire <= after or (start_after is not None and fire < start_after):
+            return None
+        return fire
+    if timing.schedule_type == "interval":
+        return _next_interval(timing, after)
+    if timing.schedule_type == "crontab":
+        floor = after
+        if start_after is not None and _require_aware(start_after, "start_after") > after:
+            floor = start_after.astimezone(UTC) - _ONE_US  # start_after itself may fire
+        return _next_crontab(timing, floor)
+    raise ValueError(f"unknown schedule_type {timing.schedule_type!r}")
+
+
+def jitter_offset(key: str, nominal: datetime, jitter: int) -> timedelta:
+    """The stable delay in [0, jitter) seconds of the fire `nominal` of the schedule `key`.
+
+    A keyed hash (BLAKE2b) of the schedule id and the fire's instant in microseconds: the same in
+    every process and release, different from one schedule and one fire to the next.
+    """
+    if jitter <= 0:
+        return timedelta(0)
+    digest = hashlib.blake2b(f"{key}|{_micros(nominal - EPOCH)}".encode(), digest_size=8).digest()
+    return timedelta(microseconds=int.from_bytes(digest, "big") % (jitter * 1_000_000))
+
+
+def _next_candidate(timing: Timing, after: datetime) -> datetime | None:
+    """The first (jittered) fire instant after `after` and before expires, blocks not considered."""
     expires = timing.expires
-    if expires is not None and _require_aware(expires, "expires") <= after:
+    if not timing.jitter:
+        fire = _next_nominal(timing, after)
+        return fire if fire is None or expires is None or fire < expires else None
+    # Fire times are the set {n + offset(n)}: any nominal n within jitter before `after` may land
+    # after it, and a later n may land earlier than an earlier one's delayed instant.
+    spread = timedelta(seconds=timing.jitter)
+    best = None
+    nominal = _next_nominal(timing, after - spread)
+    while nominal is not None and (best is None or nominal < best) and (expires is None or nominal < expires):
+        fire = nominal + jitter_offset(timing.key, nominal, timing.jitter)
+        if fire > after and (best is None or fire < best) and (expires is None or fire < expires):
+            best = fire
+        nominal = _next_nominal(timing, nominal)
+    return best
+
+
+def blocked(timing: Timing, t: datetime) -> Window | None:
+    """The window of `timing`'s blocks (calendars, pause) that holds the instant `t`, if any."""
+    for block in timing.blocks:
+        window = block.window(t)
+        if window is not None:
+            return window
+    return None
+
+
+def _next(timing: Timing, after: datetime, skipped: list | None = None, limit: int = 0) -> datetime | None:
+    t = after
+    for _ in range(MAX_WINDOWS):
+        fire = _next_candidate(timing, t)
+        if fire is None or not timing.blocks:
+            return fire
+        window = blocked(timing, fire)
+        if window is None:
+            return fire
+        if skipped is not None and len(skipped) < limit:
+            skipped.append((fire, window.reason))
+            t = fire
+        elif window.end is None:
+            return None
+        else:
+            t = max(fire, window.end - _ONE_US)  # every fire inside the window is blocked: jump past it
+    return None
+
+
+def next_fire(timing: Timing, after: datetime) -> datetime | None:
+    """The first fire time strictly after `after`, or None when there is none.
+
+    Applies, in this order: the schedule's own times (interval grid, crontab with Debian cron's DST
+    rule, one_off) from start_after on; the jitter delay; fires at or after expires dropped; fires
+    inside a block's window (calendar exclusion, pause) dropped.
+    """
+    after = _require_aware(after, "after").astimezone(UTC)
+    if timing.expires is not None and _require_aware(timing.expires, "expires") <= after:
         return None
     try:
-        if timing.schedule_type == "one_off":
-            fire = _require_aware(timing.entry, "one_off entry").astimezone(UTC)
-            if fire <= after or (start_after is not None and fire < start_after):
-                return None
-        elif timing.schedule_type == "interval":
-            fire = _next_interval(timing, after)
-        elif timing.schedule_type == "crontab":
-            floor = after
-            if start_after is not None and _require_aware(start_after, "start_after") > after:
-                floor = start_after.astimezone(UTC) - timedelta(microseconds=1)  # start_after itself may fire
-            fire = _next_crontab(timing, floor)
-        else:
-            raise ValueError(f"unknown schedule_type {timing.schedule_type!r}")
+        return _next(timing, after)
     except (OverflowError, CroniterError):
         return None  # no fire time representable before year 9999 (or within croniter's search window)
-    if fire is None or (expires is not None and fire >= expires):
-        return None
-    return fire
 
 
-def preview(timing: Timing, after: datetime, count: int) -> list[datetime]:
-    """The next `count` fire times strictly after `after` (fewer when the schedule ends)."""
+def last_fire_at_or_before(timing: Timing, t: datetime, known: datetime) -> datetime:
+    """The newest fire time <= `t`, given `known`, a fire time <= `t`.
+
+    Bisects the instants between `known` and `t` (about 40 next_fire calls at most), so it stays
+    cheap however many fires lie in between.
+    """
+    lo, hi = known, t  # lo: a fire <= t; no fire in (hi, t]
+    while True:
+        nxt = next_fire(timing, lo)
+        if nxt is None or nxt > t:
+            return lo
+        if nxt > hi - (hi - lo) / 2:
+            lo = nxt
+            continue
+        mid = lo + (hi - lo) / 2
+        probe = next_fire(timing, mid)
+        if probe is None or probe > t:
+            hi = mid
+        else:
+            lo = probe
+
+
+def count_fires(timing: Timing, first: datetime, before: datetime, cap: int = 10_000) -> tuple[int, bool]:
+    """How many fire times lie in [first, before): (count, whether counting stopped at `cap`).
+
+    A plain interval is counted by arithmetic; anything else one fire at a time, up to `cap`.
+    """
+    if first >= before:
+        return 0, False
+    if timing.schedule_type == "interval" and not timing.jitter and not timing.blocks and timing.expires is None:
+        period = int(timing.entry["every"]) * _PERIOD_US[timing.entry["period"]]
+        base = timing.start_after if timing.start_after is not None else timing.anchor
+        k_first = -(-_micros(first - base) // period)  # ceil
+        k_last = (_micros(before - base) - 1) // period
+        return max(0, k_last - max(k_first, 0 if timing.start_after is not None else 1) + 1), False  # exact, no cap
+    count, t = 0, first - _ONE_US
+    while count < cap:
+        fire = next_fire(timing, t)
+        if fire is None or fire >= before:
+            return count, False
+        count, t = count + 1, fire
+    more = next_fire(timing, t)
+    return count, more is not None and more < before
+
+
+def min_spacing(timing: Timing) -> timedelta | None:
+    """A lower bound of the wall-clock time between two fires (None for a one_off, which fires once)."""
+    if timing.schedule_type == "interval":
+        return timedelta(microseconds=int(timing.entry["every"]) * _PERIOD_US[timing.entry["period"]])
+    if timing.schedule_type == "crontab":
+        return _compile(_crontab_fields(timing.entry, "schedule_entry"), "schedule_entry").min_gap
+    return None
+
+
+def preview(timing: Timing, after: datetime, count: int, skipped: list | None = None) -> list[datetime]:
+    """The next `count` fire times strictly after `after` (fewer when the schedule ends).
+
+    With a `skipped` list, the blocked fire instants met on the way are appended to it as
+    (instant, reason), at most `count` of them; past that, blocked windows are jumped over.
+    """
+    after = _require_aware(after, "after").astimezone(UTC)
     times: list[datetime] = []
+    t = after
     while len(times) < count:
-        fire = next_fire(timing, times[-1] if times else after)
+        if timing.expires is not None and timing.expires <= t:
+            break
+        try:
+            fire = _next(timing, t, skipped, count)
+        except (OverflowError, CroniterError):
+            break
         if fire is None:
             break
         times.append(fire)
+        t = fire
     return times

@@ -158,8 +158,22 @@ options:
       - Seconds after which a run is stopped (service default 3600), the API's C(timeout) field.
       - Named so because O(timeout) is the connection's timeout.
     type: int
+  exclude_calendars:
+    description:
+      - Calendars, by name or by id, whose entries (dates, weekly windows, public holidays, iCalendar events)
+        exclude fire times of this schedule. See M(cloudcron.scheduler.calendar).
+      - V([]) removes them all.
+    type: list
+    elements: str
+  jitter:
+    description:
+      - Seconds. Each fire is delayed by a stable pseudo-random offset below this, derived from the schedule
+        and the fire time, so many schedules due at the same time do not call a cloud in the same second.
+      - At most the shortest time between two fires of the schedule. The service's default is V(0).
+    type: int
 seealso:
   - module: cloudcron.scheduler.schedule_info
+  - module: cloudcron.scheduler.calendar
   - module: cloudcron.scheduler.cloud
   - module: cloudcron.scheduler.script
 """
@@ -198,6 +212,23 @@ EXAMPLES = r"""
       every: 2
       period: hours
     expires: "2030-11-10 20:20:00"
+
+- name: Stop the dev machines at 19:00 on working days only, not all in the same minute
+  cloudcron.scheduler.schedule:
+    name: dev-evening-stop
+    action: stop
+    selectors:
+      - type: tags
+        include:
+          env: dev
+    schedule_type: crontab
+    schedule_entry:
+      minute: "0"
+      hour: "19"
+    timezone: Europe/Athens
+    exclude_calendars:
+      - greek-holidays
+    jitter: 300
 
 - name: Destroy a machine once
   cloudcron.scheduler.schedule:
@@ -242,6 +273,12 @@ schedule:
     misfire_grace: 300
     concurrency: forbid
     timeout: 3600
+    exclude_calendars: []
+    jitter: 0
+    paused: false
+    paused_until: null
+    pause_note: null
+    skip_next: 0
     active: true
     next_run_at: "2030-01-07T17:00:00Z"
     total_run_count: 0
@@ -283,7 +320,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
 # option name -> API field, for options compared as they are
 SIMPLE_FIELDS = {"enabled": "enabled", "run_immediately": "run_immediately", "timezone": "timezone",
-                 "misfire_grace": "misfire_grace", "concurrency": "concurrency", "run_timeout": "timeout"}
+                 "misfire_grace": "misfire_grace", "concurrency": "concurrency", "run_timeout": "timeout",
+                 "jitter": "jitter"}
 # The service's date forms: Mist's "2016-3-24 17:20:00", ISO 8601, epoch seconds.
 _MIST_DATE = re.compile(
     r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(\.\d{1,6})?)?)?"
@@ -479,6 +517,12 @@ class Resolver:
             return value
         return self.client.find("scripts", "name", value, "script")["id"]
 
+    def calendar_id(self, value):
+        """The id of a calendar given by name or id; one the schedule already excludes costs no request."""
+        if value in (self.current.get("exclude_calendars") or []):
+            return value
+        return self.client.find("calendars", "name", value, "calendar")["id"]
+
     def cloud_id(self, value):
         """The id of a cloud given by title or id."""
         known = set(pair[0] for pair in self.current.get("machines_per_cloud") or [] if pair)
@@ -523,6 +567,9 @@ def desired_fields(params, current, resolver):
     for field in ("start_after", "expires"):
         if params.get(field) is not None:
             want[field] = normalize_date(params[field], tz_name)
+    if params.get("exclude_calendars") is not None:
+        ids = [resolver.calendar_id(value) for value in params["exclude_calendars"]]
+        want["exclude_calendars"] = [i for n, i in enumerate(ids) if i not in ids[:n]]  # the service drops repeats
     return want
 
 
@@ -618,6 +665,8 @@ def argument_spec():
         misfire_grace=dict(type="int"),
         concurrency=dict(type="str", choices=["forbid", "allow"]),
         run_timeout=dict(type="int"),
+        exclude_calendars=dict(type="list", elements="str"),
+        jitter=dict(type="int"),
     )
     return spec
 

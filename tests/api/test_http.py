@@ -175,6 +175,24 @@ def test_the_openapi_description_holds_every_schedulein_field(api):
         {"$ref": "#/components/schemas/ScheduleIn"}
 
 
+def test_every_api_route_is_in_the_openapi_description(api, app):
+    doc = api.get("openapi.json")[1]
+    documented = {(re.sub(r"\{[^}]+\}", "{}", path), method) for path, ops in doc["paths"].items() for method in ops}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/") or rule.endpoint in ("api.openapi_json", "api.openapi_docs"):
+            continue
+        path = re.sub(r"<[^>]+>", "{}", rule.rule.removeprefix("/api/v1"))
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method.lower()) in documented, (method, rule.rule)
+
+
+def test_the_openapi_description_holds_the_calendar_entry_kinds(api):
+    doc = api.get("openapi.json")[1]
+    entries = doc["components"]["schemas"]["CalendarIn"]["properties"]["entries"]
+    kinds = [next(iter(option["properties"])) for option in entries["items"]["oneOf"]]
+    assert kinds == ["date", "from", "yearly", "weekly", "holidays", "ical"]
+
+
 def test_every_reference_in_the_openapi_description_resolves(api):
     doc = api.get("openapi.json")[1]
     refs = set(re.findall(r'"\$ref": "([^"]+)"', json.dumps(doc)))

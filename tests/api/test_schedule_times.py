@@ -287,13 +287,16 @@ def test_a_one_off_that_ran_has_no_next_run_at(api, schedule_body):
     assert (body["next_run_at"], body["active"]) == (None, False)
 
 
-def test_a_schedule_whose_expires_comes_before_its_first_fire_has_no_next_run_at(api, schedule_body):
+def test_a_schedule_whose_expires_leaves_one_fire_fires_once(api, schedule_body):
     status, body = api.post("schedules", schedule_body(start_after="2030-01-01T00:00:00Z", expires="2030-01-01T00:00:00.5Z"))
     assert status == 200, body
     assert body["next_run_at"] == "2030-01-01T00:00:00Z"
+
+
+def test_creating_a_one_off_at_or_after_its_expires_is_a_400_naming_the_fields(api, schedule_body):
     status, body = api.post("schedules", schedule_body(name="late", schedule_type="one_off", schedule_entry="2031-1-1 00:00:00",
                                                        expires="2030-12-31T00:00:00Z"))
-    assert status == 200 and body["next_run_at"] is None
+    assert status == 400 and body["error"].startswith("schedule_entry, expires:") and "never fire" in body["error"]
 
 
 # ------------------------------------------------------------------ preview
@@ -419,3 +422,105 @@ def test_the_list_filters_by_name(api, three):
     status, items, resp = api.call("GET", "schedules?name=second")
     assert names_of(items) == ["second"] and resp.headers["X-Total-Count"] == "1"
     assert api.get("schedules?name=nope")[1] == []
+
+
+# ------------------------------------------------------------------ edits that re-send past values
+
+def test_resending_a_past_expires_unchanged_with_a_new_description_works(api, schedule_body, schedule):
+    set_stored(api, schedule["id"], expires=PAST, start_after=PAST - timedelta(days=1))
+    # The whole schedule sent back, as Mist's UI does, in Mist's date form.
+    whole = schedule_body(description="retired", expires="2020-1-1 00:00:00", start_after="2019-12-31 00:00:00")
+    status, body = api.post(f"schedules/{schedule['id']}", whole)
+    assert status == 200, body
+    assert (body["description"], body["expires"], body["active"]) == ("retired", "2020-01-01T00:00:00Z", False)
+    status, body = api.post(f"schedules/{schedule['id']}", {**whole, "expires": "2020-1-2 00:00:00"})
+    assert status == 400 and body["error"].startswith("expires:") and "future" in body["error"]
+
+
+def test_resending_a_past_one_off_date_unchanged_works(api, schedule_body):
+    status, sched = api.post("schedules", schedule_body(schedule_type="one_off", schedule_entry="2030-1-1 00:00:00"))
+    set_stored(api, sched["id"], schedule_entry="2020-01-01T00:00:00Z")
+    status, body = api.put(f"schedules/{sched['id']}", schedule_body(schedule_type="one_off", description="ran",
+                                                                     schedule_entry="2020-01-01 00:00:00"))
+    assert status == 200, body
+    status, body = api.put(f"schedules/{sched['id']}", schedule_body(schedule_type="one_off",
+                                                                     schedule_entry="2020-01-02 00:00:00"))
+    assert status == 400 and body["error"].startswith("schedule_entry:")
+
+
+# ------------------------------------------------------------------ schedules that can never fire
+
+def test_creating_a_one_off_before_its_start_after_is_a_400_naming_both(api, schedule_body):
+    status, body = api.post("schedules", schedule_body(schedule_type="one_off", schedule_entry="2030-1-1 00:00:00",
+                                                       start_after="2030-02-01T00:00:00Z"))
+    assert status == 400 and body["error"].startswith("schedule_entry, start_after:") and "never fire" in body["error"]
+
+
+def test_creating_a_crontab_with_no_fire_between_start_after_and_expires_is_a_400(api, schedule_body):
+    leap_day = {"minute": "0", "hour": "0", "day_of_month": "29", "month_of_year": "2"}
+    status, body = api.post("schedules", schedule_body(schedule_type="crontab", schedule_entry=leap_day,
+                                                       start_after="2029-03-01T00:00:00Z", expires="2031-12-31T00:00:00Z"))
+    assert status == 400 and body["error"].startswith("schedule_entry, start_after, expires:"), body
+    status, body = api.post("schedules", schedule_body(schedule_type="crontab", schedule_entry=leap_day,
+                                                       start_after="2029-03-01T00:00:00Z", expires="2032-12-31T00:00:00Z"))
+    assert status == 200 and body["next_run_at"] == "2032-02-29T00:00:00Z"
+
+
+def test_an_edit_that_ends_a_schedule_is_allowed(api, schedule_body):
+    status, sched = api.post("schedules", schedule_body(schedule_type="crontab", schedule_entry={"minute": "0", "hour": "3"},
+                                                        start_after="2030-01-01T00:00:00Z"))
+    status, body = api.patch(f"schedules/{sched['id']}", {"expires": "2030-01-01T01:00:00Z"})
+    assert status == 200, body
+    assert (body["next_run_at"], body["active"]) == (None, False)
+
+
+# ------------------------------------------------------------------ jitter
+
+def test_jitter_delays_next_run_at_and_the_preview_by_a_stable_bounded_offset(api, schedule_body):
+    hourly = {"minute": "0"}
+    status, sched = api.post("schedules", schedule_body(schedule_type="crontab", schedule_entry=hourly, jitter=600,
+                                                        start_after="2030-01-01T00:00:00Z"))
+    assert status == 200, sched
+    assert sched["jitter"] == 600
+    first = iso(sched["next_run_at"])
+    assert datetime(2030, 1, 1, tzinfo=timezone.utc) <= first < datetime(2030, 1, 1, 0, 10, tzinfo=timezone.utc)
+    status, preview = api.get(f"schedules/{sched['id']}/preview?count=100&after=2029-12-31T23:59:00Z")
+    times = [iso(t) for t in preview["next_run_times"]]
+    assert times[0] == first
+    delays = [t - datetime(2030, 1, 1, tzinfo=timezone.utc) - timedelta(hours=k) for k, t in enumerate(times)]
+    assert all(timedelta(0) <= d < timedelta(minutes=10) for d in delays)
+    assert len(set(delays)) > 90  # spread over the ten minutes
+    assert api.get(f"schedules/{sched['id']}/preview?count=100&after=2029-12-31T23:59:00Z")[1] == preview  # stable
+    # Another schedule with the same timing gets other offsets.
+    status, twin = api.post("schedules", schedule_body(name="twin", schedule_type="crontab", schedule_entry=hourly,
+                                                       jitter=600, start_after="2030-01-01T00:00:00Z"))
+    assert twin["next_run_at"] != sched["next_run_at"]
+
+
+def test_jitter_longer_than_the_time_between_fires_is_a_400(api, schedule_body):
+    status, body = api.post("schedules", schedule_body(jitter=121))  # every 2 minutes
+    assert status == 400 and body["error"].startswith("jitter:") and "120" in body["error"]
+    assert api.post("schedules", schedule_body(jitter=120))[0] == 200
+    for jitter in (-1, 86401, 1.5, "10"):
+        status, body = api.post("schedules", schedule_body(name="j", jitter=jitter))
+        assert status == 400 and body["error"].startswith("jitter:"), jitter
+
+
+def test_a_jitter_edit_is_checked_against_the_stored_entry(api, schedule):
+    status, body = api.patch(f"schedules/{schedule['id']}", {"jitter": 200})
+    assert status == 400 and body["error"].startswith("jitter:")
+    status, body = api.patch(f"schedules/{schedule['id']}", {"jitter": 30})
+    assert status == 200 and body["jitter"] == 30
+    status, body = api.patch(f"schedules/{schedule['id']}", {"schedule_entry": {"every": 10, "period": "seconds"}})
+    assert status == 400 and body["error"].startswith("jitter:")
+
+
+def test_a_body_preview_shows_jitter(api):
+    status, body = api.post("schedules/preview", {"schedule_type": "interval", "schedule_entry": {"every": 1, "period": "hours"},
+                                                  "start_after": "2030-01-01T00:00:00Z", "jitter": 3600,
+                                                  "after": "2029-12-31T00:00:00Z", "count": 5})
+    assert status == 200, body
+    times = [iso(t) for t in body["next_run_times"]]
+    assert all(timedelta(0) <= t - datetime(2030, 1, 1, k, tzinfo=timezone.utc) < timedelta(hours=1)
+               for k, t in enumerate(times))
+    assert len(set(t.minute for t in times)) > 1

@@ -10,7 +10,8 @@ import pytest
 HEX32 = re.compile(r"[0-9a-f]{32}")
 ANSWER_FIELDS = {"id", "name", "description", "action", "script_id", "params", "machines_per_cloud", "selectors",
                  "schedule_type", "schedule_entry", "enabled", "run_immediately", "start_after", "expires",
-                 "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout", "active", "next_run_at",
+                 "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout", "exclude_calendars", "jitter",
+                 "paused", "paused_until", "pause_note", "skip_next", "active", "next_run_at",
                  "total_run_count", "last_run_at", "last_error", "created_at", "updated_at"}
 
 
@@ -243,7 +244,8 @@ def test_it_rejects_bad_machines_per_cloud(api, schedule_body):
 
 # ------------------------------------------------------------------ read-only, unknown and legacy fields
 
-READ_ONLY = ["id", "active", "next_run_at", "total_run_count", "last_run_at", "last_error", "created_at", "updated_at"]
+READ_ONLY = ["id", "active", "next_run_at", "total_run_count", "last_run_at", "last_error", "created_at", "updated_at",
+             "paused", "paused_until", "pause_note", "skip_next"]
 
 
 def test_a_read_only_field_is_a_400_naming_it_on_create_and_edit(api, schedule_body, schedule):

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from web import make_state
 from web.dispatcher import ERROR_BACKOFF, Dispatcher
-from web.models import Run, Schedule
+from web.models import Event, Run, Schedule
 from web.worker import claim as worker_claim
 
 from .conftest import T0
@@ -80,13 +80,13 @@ def test_two_dispatchers_never_create_the_same_run_twice(env, database_url):
     assert set(per_schedule) == set(ids) and set(per_schedule.values()) == {1}
 
 
-def test_fires_missed_within_the_grace_coalesce_into_one_run(env):
+def test_fires_missed_within_the_grace_coalesce_into_one_run_labelled_with_the_newest(env):
     sid = env.add(now=T0 - timedelta(minutes=1))  # due at T0, then every minute
     d, _ = dispatcher(env)
     now = T0 + timedelta(minutes=3, seconds=10)  # four fires passed, the oldest 190 s ago (< 300 s)
     assert len(d.claim(now)) == 1
     [run] = runs_of(env, sid)
-    assert run.status == "queued" and run.scheduled_for == T0
+    assert run.status == "queued" and run.scheduled_for == T0 + timedelta(minutes=3)
     assert env.schedule(sid).next_run_at == T0 + timedelta(minutes=4)
 
 
@@ -102,12 +102,20 @@ def test_fires_older_than_the_grace_are_recorded_missed_and_not_run(env):
     assert env.schedule(sid).next_run_at == T0 + timedelta(hours=1)
 
 
-def test_a_late_fire_runs_only_the_recent_one_within_the_grace(env):
+def test_a_late_fire_records_every_fire_older_than_the_grace_and_runs_the_newest(env):
     sid = env.add(now=T0 - timedelta(minutes=1), misfire_grace=120)
     d, _ = dispatcher(env)
+    # Due at T0, every minute; at T0 + 10:30 the grace reaches back to T0 + 8:30: T0 .. T0 + 8:00 (9 fires)
+    # are missed, T0 + 9:00 and T0 + 10:00 coalesce into one run for T0 + 10:00.
     assert len(d.claim(T0 + timedelta(minutes=10, seconds=30))) == 1
     statuses = sorted((r.status, r.scheduled_for) for r in runs_of(env, sid))
-    assert statuses == [("missed", T0), ("queued", T0 + timedelta(minutes=9))]
+    assert statuses == [("missed", T0), ("queued", T0 + timedelta(minutes=10))]
+    with env.state.db.session() as s:
+        [event] = s.scalars(select(Event).where(Event.schedule_id == sid, Event.type == "schedule_missed")).all()
+    assert (event.data["missed_count"], event.data["first_missed"], event.data["last_missed"]) == \
+        (9, "2026-06-01T12:00:00Z", "2026-06-01T12:08:00Z")
+    assert "9 fires missed" in [r.error for r in runs_of(env, sid) if r.status == "missed"][0]
+    assert env.schedule(sid).next_run_at == T0 + timedelta(minutes=11)
 
 
 def test_a_one_off_runs_once_then_turns_inactive(env):
@@ -278,3 +286,84 @@ def test_the_sweep_ends_the_machines_of_an_interrupted_run(env):
     assert machines["m2"].status == "succeeded"
     [event] = events_of(env, sid, "schedule_interrupted")
     assert event.data["reason"] == "worker_lost"
+
+
+class Statements:
+    """Counts the SQL statements SQLAlchemy sends on an engine that mention a table."""
+
+    def __init__(self, engine, table):
+        from sqlalchemy import event
+
+        self.engine, self.table, self.seen = engine, table, []
+        event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany):
+        if self.table in statement:
+            self.seen.append(statement)
+
+    def close(self):
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def add_calendar(env, entries, tz="UTC"):
+    from web.calendars import check_entries
+    from web.crypto import new_id
+    from web.models import Calendar
+
+    with env.state.db.transaction() as s:
+        cid = new_id()
+        s.add(Calendar(id=cid, org_id=env.org_id, name=cid, timezone=tz, entries=check_entries(entries, tz, T0),
+                       created_at=T0, updated_at=T0))
+    return cid
+
+
+def test_a_claim_skips_fires_a_calendar_excludes_reading_calendars_once_per_claim(env):
+    cid = add_calendar(env, [{"from": "2026-06-01 12:01", "to": "2026-06-01 12:05"}])
+    with_calendar = [env.add(now=T0 - timedelta(minutes=1), exclude_calendars=[cid], concurrency="allow")
+                     for _ in range(3)]
+    plain = env.add(now=T0 - timedelta(minutes=1), concurrency="allow")
+    d, _ = dispatcher(env)
+    watch = Statements(env.state.db.writer, "FROM calendars")
+    try:
+        assert len(d.claim(T0)) == 4
+        queries = len(watch.seen)
+        assert 1 <= queries <= 2  # updated_at of all three schedules' calendar; its entries when not cached yet
+        assert all(env.schedule(sid).next_run_at == T0 + timedelta(minutes=5) for sid in with_calendar)
+        assert env.schedule(plain).next_run_at == T0 + timedelta(minutes=1)
+        watch.seen.clear()
+        assert len(d.claim(T0 + timedelta(minutes=1))) == 1  # only the plain schedule is due
+        assert watch.seen == []  # no schedule with calendars was due: no calendar query at all
+        assert len(d.claim(T0 + timedelta(minutes=5))) == 4
+        assert len(watch.seen) == 1  # compiled calendars are cached by id and updated_at
+    finally:
+        watch.close()
+
+
+def test_a_claim_sees_a_calendar_changed_after_next_run_at_was_stored(env):
+    from web.models import Calendar
+
+    cid = add_calendar(env, [])
+    sid = env.add(now=T0 - timedelta(minutes=1), exclude_calendars=[cid])
+    d, _ = dispatcher(env)
+    assert len(d.claim(T0)) == 1
+    with env.state.db.transaction() as s:  # another process edits the calendar without touching next_run_at
+        cal = s.get(Calendar, cid)
+        cal.entries = [{"from": "2026-06-01 12:00", "to": "2026-06-01 12:10"}]
+        cal.updated_at = T0 + timedelta(seconds=1)
+    assert d.claim(T0 + timedelta(minutes=1)) == []
+    assert env.schedule(sid).next_run_at == T0 + timedelta(minutes=10)
+    assert [r.status for r in runs_of(env, sid)] == ["queued"]
+
+
+def test_skip_next_is_counted_down_in_the_claim(env):
+    sid = env.add(now=T0 - timedelta(minutes=1), concurrency="allow")
+    with env.state.db.transaction() as s:
+        s.execute(update(Schedule).where(Schedule.id == sid).values(skip_next=1, pause_note="maintenance"))
+    d, _ = dispatcher(env)
+    assert d.claim(T0) == []
+    assert env.schedule(sid).skip_next == 0
+    assert len(d.claim(T0 + timedelta(minutes=1))) == 1
+    assert [(r.status, r.error) for r in runs_of(env, sid)] == [
+        ("skipped", "skip_next: maintenance (0 more to skip)"), ("queued", None)]

@@ -254,6 +254,44 @@ def test_absent_removes_the_schedule_and_stays_removed(first_apply, ansible, ser
     assert rc == 0 and recap(output)["changed"] == 0, output[-4000:]
 
 
+CALENDARS = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Holidays, a freeze given with unquoted YAML dates, and weekends
+      cloudcron.scheduler.calendar:
+        name: office-closed
+        timezone: Europe/Athens
+        entries:
+          - holidays: {country: GR}
+          - {from: 2026-12-24, to: 2027-01-02}
+          - weekly: {from: fri 18:00, to: mon 06:00}
+    - name: Stop the lab at 19:00 on working days, spread over five minutes
+      cloudcron.scheduler.schedule:
+        name: lab-evening-stop
+        action: stop
+        machines: [{cloud: lab, machine: web1}]
+        schedule_type: crontab
+        schedule_entry: {minute: 0, hour: 19}
+        timezone: Europe/Athens
+        exclude_calendars: [office-closed]
+        jitter: 300
+"""
+
+
+def test_a_calendar_and_a_schedule_excluding_it_are_declared_once(first_apply, ansible, service, org):
+    assert first_apply[0] == 0
+    rc, output = ansible.playbook(CALENDARS)
+    assert rc == 0, output[-4000:]
+    assert recap(output)["changed"] == 2
+    calendar = by_name(service, org, "calendars", "name", "office-closed")
+    assert calendar["entries"][1] == {"from": "2026-12-24", "to": "2027-01-02"}
+    schedule = by_name(service, org, "schedules", "name", "lab-evening-stop")
+    assert (schedule["exclude_calendars"], schedule["jitter"]) == ([calendar["id"]], 300)
+    rc, output = ansible.playbook(CALENDARS)
+    assert rc == 0 and recap(output)["changed"] == 0, output[-4000:]
+
+
 def test_a_wrong_token_fails_the_task_with_the_services_message(ansible):
     wrong = "not-a-valid-token-0123456789abcdef"
     rc, output = ansible.playbook(DECLARE, CLOUDCRON_TOKEN=wrong)

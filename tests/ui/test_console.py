@@ -379,3 +379,17 @@ def test_a_console_refresh_over_the_orgs_listing_limit_is_refused_at_once(consol
         resp = console.post(path + "/refresh", {"csrf_token": token})
         assert resp.status_code == 429 and "CLOUDCRON_LISTINGS_PER_ORG" in text(resp)
         slow.join(timeout=60)
+
+
+def test_a_schedules_timeline_marks_the_fires_a_calendar_or_a_pause_holds(console, api, schedule_body):
+    status, cal = api.post("calendars", {"name": "new year", "entries": [{"date": "2030-01-01"}]})
+    status, sch = api.post("schedules", schedule_body(name="daily", schedule_type="crontab",
+                                                      schedule_entry={"minute": "0", "hour": "6"},
+                                                      start_after="2029-12-30T00:00:00Z", exclude_calendars=[cal["id"]]))
+    assert status == 200, sch
+    page = text(console.get(f"/ui/schedules/{sch['id']}"))
+    assert html.unescape(page).count("excluded by new year: 2030-01-01") == 1
+    assert page.count('<li class="marked">') == 1 and page.count('<li><time datetime="') == 9
+    api.post(f"schedules/{sch['id']}/pause", {"note": "audit"})
+    page = html.unescape(text(console.get(f"/ui/schedules/{sch['id']}")))
+    assert page.count("paused: audit") == 9  # every fire is held, but the one the calendar excludes anyway

@@ -8,7 +8,8 @@ from flask import Response, jsonify, send_from_directory
 
 from .. import __version__, db
 from ..models import Org
-from ..schemas import CloudIn, KeyIn, MachineIn, PreviewIn, ScheduleIn, ScriptIn
+from ..schemas import (BulkPauseIn, BulkResumeIn, CalendarIn, CloudIn, KeyIn, MachineIn, PauseIn, PreviewIn,
+                       ScheduleIn, ScriptIn)
 from . import bp, org_id
 
 
@@ -23,16 +24,32 @@ ROUTES = [
     ("/ping", "get", "Check a token", None, "the token's org"),
     ("/schedules", "get", "List schedules (newest first; limit, offset, name; total in X-Total-Count)", None, "array of schedules"),
     ("/schedules", "post", "Create a schedule", ScheduleIn, "the schedule"),
-    ("/schedules/preview", "post", "Preview the next fire times of a schedule body", PreviewIn, "{next_run_times: [...]}"),
+    ("/schedules/preview", "post", "Preview the next fire times of a schedule body (show_skipped: also the "
+     "excluded ones, with the calendar that excluded them)", PreviewIn, "{next_run_times: [...], skipped: [...]}"),
+    ("/schedules/pause", "post", "Pause every schedule matching name_prefix and/or tags of its target machines",
+     BulkPauseIn, "{count, ids}"),
+    ("/schedules/resume", "post", "Resume every schedule matching name_prefix and/or tags of its target machines",
+     BulkResumeIn, "{count, ids}"),
     ("/schedules/{id}", "get", "Get a schedule", None, "the schedule"),
     ("/schedules/{id}", "patch", "Edit a schedule (fields merged, result checked as a whole)", ScheduleIn, "the schedule"),
     ("/schedules/{id}", "put", "Edit a schedule (same as PATCH)", ScheduleIn, "the schedule"),
     ("/schedules/{id}", "post", "Edit a schedule (same as PATCH, as Mist's examples do)", ScheduleIn, "the schedule"),
     ("/schedules/{id}", "delete", "Delete a schedule", None, "{deleted: id}"),
     ("/schedules/{id}/run", "post", "Start a run now", None, "the run"),
+    ("/schedules/{id}/preview", "get", "The next fire times of a stored schedule, pause, skip_next and jitter "
+     "included (?count, after, show_skipped)", None, "{next_run_times: [...], skipped: [...]}"),
+    ("/schedules/{id}/pause", "post", "Pause until an instant (null: until resumed), or skip the next N fires",
+     PauseIn, "the schedule"),
+    ("/schedules/{id}/resume", "post", "End a pause and forget fires left to skip", None, "the schedule"),
     ("/schedules/{id}/runs", "get", "Runs of a schedule, newest first", None, "array of runs"),
     ("/runs/{id}", "get", "A run with its per-machine results", None, "the run"),
     ("/logs", "get", "Events (schedule_id, run_id, event_type, start, stop, limit)", None, "array of events"),
+    ("/calendars", "get", "List calendars (name; total in X-Total-Count)", None, "array of calendars"),
+    ("/calendars", "post", "Add a calendar: a timezone and entries that exclude time", CalendarIn, "the calendar"),
+    ("/calendars/{id}", "get", "Get a calendar", None, "the calendar"),
+    ("/calendars/{id}", "patch", "Edit a calendar (the schedules excluding it are recomputed)", CalendarIn,
+     "the calendar"),
+    ("/calendars/{id}", "delete", "Delete a calendar (409 while a schedule excludes it)", None, "{deleted: id}"),
     ("/clouds", "get", "List clouds", None, "array of clouds"),
     ("/clouds", "post", "Add a cloud (credentials are write-only)", CloudIn, "the cloud"),
     ("/clouds/{id}", "get", "Get a cloud", None, "the cloud"),
@@ -89,7 +106,8 @@ def openapi_spec() -> dict:
     spec.components.security_scheme("token", {"type": "apiKey", "in": "header", "name": "Authorization"})
     spec.components.schema("Error", ERROR_SCHEMA)
     seen = set()
-    for model in (ScheduleIn, PreviewIn, CloudIn, MachineIn, KeyIn, ScriptIn):
+    for model in (ScheduleIn, PreviewIn, PauseIn, BulkPauseIn, BulkResumeIn, CalendarIn, CloudIn, MachineIn, KeyIn,
+                  ScriptIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, sub in schema.pop("$defs", {}).items():
             if name not in seen:

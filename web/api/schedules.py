@@ -1,40 +1,44 @@
-"""Schedules: the Mist v1 contract (/api/v1/schedules), made strict."""
+"""Schedules: the Mist v1 contract (/api/v1/schedules), made strict; previews, pause and resume."""
 from __future__ import annotations
 
 from flask import jsonify, request
 
-from .. import db, schedules, state, utcnow
+from .. import db, schedules, state, timemath, utcnow
+from ..errors import BadRequest
 from ..models import Schedule
-from ..schemas import PreviewIn
+from ..schemas import BulkPauseIn, BulkResumeIn, PauseIn, PreviewIn
 from ..timemath import format_instant
-from ..validation import json_body, validate
+from ..validation import json_body, query_int, validate
 from . import bp, get_owned, list_response, org_id
 
 
 @bp.get("/schedules")
 def list_schedules():
     query = schedules.query_for_org(org_id(), request.args.get("name"))
-    return list_response(query, schedules.to_json, (Schedule.created_at.desc(), Schedule.id.desc()))
+    now = utcnow()
+    return list_response(query, lambda s: schedules.to_json(s, now), (Schedule.created_at.desc(), Schedule.id.desc()))
 
 
 @bp.post("/schedules")
 def create_schedule():
     given = schedules.parse_fields(json_body())
-    schedule = schedules.store(state(), db(), org_id(), given, None, utcnow())
-    return jsonify(schedules.to_json(schedule))
+    now = utcnow()
+    schedule = schedules.store(state(), db(), org_id(), given, None, now)
+    return jsonify(schedules.to_json(schedule, now))
 
 
 @bp.get("/schedules/<id_>")
 def get_schedule(id_):
-    return jsonify(schedules.to_json(get_owned(Schedule, id_, "schedule")))
+    return jsonify(schedules.to_json(get_owned(Schedule, id_, "schedule"), utcnow()))
 
 
 @bp.route("/schedules/<id_>", methods=["PATCH", "PUT", "POST"])
 def edit_schedule(id_):
     schedule = get_owned(Schedule, id_, "schedule")
     given = schedules.parse_fields(json_body())
-    schedules.store(state(), db(), org_id(), given, schedule, utcnow())
-    return jsonify(schedules.to_json(schedule))
+    now = utcnow()
+    schedules.store(state(), db(), org_id(), given, schedule, now)
+    return jsonify(schedules.to_json(schedule, now))
 
 
 @bp.delete("/schedules/<id_>")
@@ -46,10 +50,97 @@ def delete_schedule(id_):
 @bp.post("/schedules/preview")
 def preview_schedule():
     body = json_body()
-    extra = {k: body.pop(k) for k in ("after", "count") if k in body}
+    extra = {k: body.pop(k) for k in ("after", "count", "show_skipped") if k in body}
     given = schedules.parse_fields(body)
     opts = validate(PreviewIn, {k: v for k, v in extra.items() if v not in (None, "")})
-    times = schedules.preview_times(given, opts.get("after"), opts.get("count", 5), utcnow(),
-                                    state().config.min_interval)
-    return jsonify({"next_run_times": [format_instant(t) for t in times]})
+    preview = schedules.preview_body(db(), org_id(), given, opts.get("after"), opts.get("count", 5), utcnow(),
+                                     state().config.min_interval, bool(opts.get("show_skipped")))
+    return jsonify(preview.to_json())
 
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadRequest(f"{name}: must be true or false")
+
+
+@bp.get("/schedules/<id_>/preview")
+def preview_stored_schedule(id_):
+    """The next fires of a stored schedule, with its pause, skip_next and jitter (?count, after, show_skipped)."""
+    schedule = get_owned(Schedule, id_, "schedule")
+    count = query_int("count", 5, 1, 1000)
+    after = utcnow()
+    if request.args.get("after"):
+        after = schedules.checked(timemath.parse_instant, request.args["after"], schedule.timezone, field="after")
+    preview = schedules.preview(schedule, after, count, _flag("show_skipped"),
+                                schedules.load_calendars(db(), schedule))
+    return jsonify(preview.to_json())
+
+
+def _pause_values(body: dict, tz: str, now) -> dict:
+    """until (parsed in `tz`, in the future), note and skip_next of a pause body; 400 naming the field."""
+    values = validate(PauseIn, {k: v for k, v in body.items() if k in PauseIn.model_fields and v not in (None, "")})
+    until = values.get("until")
+    if until is not None:
+        until = schedules.checked(timemath.parse_instant, until, tz, field="until")
+        if until <= now:
+            raise BadRequest(f"until: {format_instant(until)} is not in the future")
+        if values.get("skip_next"):
+            raise BadRequest("until, skip_next: give one of them (a pause until an instant, or a number of fires to skip)")
+    return {"until": until, "note": values.get("note"), "skip_next": values.get("skip_next")}
+
+
+@bp.post("/schedules/<id_>/pause")
+def pause_schedule(id_):
+    schedule = get_owned(Schedule, id_, "schedule")
+    body = json_body()
+    validate(PauseIn, {k: v for k, v in body.items() if v not in (None, "")})  # unknown fields named
+    now = utcnow()
+    schedules.set_pause(state(), db(), [schedule], now, **_pause_values(body, schedule.timezone, now))
+    return jsonify(schedules.to_json(schedule, now))
+
+
+@bp.post("/schedules/<id_>/resume")
+def resume_schedule(id_):
+    schedule = get_owned(Schedule, id_, "schedule")
+    now = utcnow()
+    schedules.set_pause(state(), db(), [schedule], now, resume_them=True)
+    return jsonify(schedules.to_json(schedule, now))
+
+
+def _matching(match: dict) -> list[Schedule]:
+    if not match.get("name_prefix") and not match.get("tags"):
+        raise BadRequest("name_prefix, tags: give at least one, to say which schedules")
+    return schedules.matching(db(), org_id(), match.get("name_prefix"), match.get("tags"))
+
+
+@bp.post("/schedules/pause")
+def pause_schedules():
+    """Pause every schedule matching name_prefix and/or tags (each until resumed, or until `until`)."""
+    body = json_body()
+    match = validate(BulkPauseIn, {k: v for k, v in body.items() if v not in (None, "")})
+    now = utcnow()
+    values = _pause_values(body, "UTC", now)  # refuse a bad body even when nothing matches
+    rows = _matching(match)
+    by_zone: dict = {}
+
+    def until_of(schedule):  # a date without an offset is read in each schedule's own timezone
+        if schedule.timezone not in by_zone:
+            by_zone[schedule.timezone] = _pause_values(body, schedule.timezone, now)["until"]
+        return by_zone[schedule.timezone]
+
+    schedules.set_pause(state(), db(), rows, now, until_of, values["note"], values["skip_next"])
+    return jsonify({"count": len(rows), "ids": [s.id for s in rows]})
+
+
+@bp.post("/schedules/resume")
+def resume_schedules():
+    """Resume every schedule matching name_prefix and/or tags."""
+    match = validate(BulkResumeIn, {k: v for k, v in json_body().items() if v not in (None, "")})
+    now = utcnow()
+    rows = _matching(match)
+    schedules.set_pause(state(), db(), rows, now, resume_them=True)
+    return jsonify({"count": len(rows), "ids": [s.id for s in rows]})

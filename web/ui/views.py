@@ -16,7 +16,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import false, func, select
 from werkzeug.exceptions import HTTPException
 
-from .. import db, resources, runs, schedules, state, utcnow
+from .. import calendars, db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
 from ..cadence import describe
 from ..crypto import hash_token
@@ -217,15 +217,21 @@ def signout():
 
 # ---------------------------------------------------------------- dashboard
 
-def _timing(sch: Schedule, now, count: int) -> tuple[str, list, str | None]:
-    """(cadence in words, the next `count` fires, None), or ("", [], error) when the stored timing cannot be computed.
+def _timing(sch: Schedule, now, count: int, calendars: dict | None = None) -> tuple[str, list, str | None]:
+    """(cadence in words, the next `count` fires as {"at", "note"}, None), or ("", [], error) when the stored
+    timing cannot be computed. A fire a calendar excludes, a pause holds or skip_next skips carries its
+    reason in "note"; `calendars` are the schedule's compiled calendars (schedules.load_calendars).
 
     A stored row may hold what the API would refuse (an operator's edit, a zone tzdata has
     dropped): that schedule shows its error and every other row of the page still renders, as the
     dispatcher contains such a row rather than stopping.
     """
     try:
-        return describe(sch.schedule_type, sch.schedule_entry, sch.timezone), schedules.upcoming(sch, now, count), None
+        preview = schedules.preview(sch, now, count, True, calendars)
+        timeline = sorted([{"at": t, "note": None} for t in preview.times]
+                          + [{"at": t, "note": _skip_note(reason)} for t, reason in preview.skipped],
+                          key=lambda fire: fire["at"])[:count]
+        return describe(sch.schedule_type, sch.schedule_entry, sch.timezone), timeline, None
     except Exception as exc:  # noqa: BLE001  (any stored value can be wrong: contain the row)
         return "", [], _timing_error(exc)
 
@@ -245,7 +251,8 @@ def dashboard():
     # In time order and lazily: the work is about one fire computation per fire counted, so a
     # thousand schedules firing every minute cost DUE_COUNTED computations, not a thousand times it.
     errors: list = []
-    fires = schedules.fires_until(active, now, horizon, errors=errors)
+    compiled = calendars.compiled(s, {c for sch in active for c in sch.exclude_calendars or []})
+    fires = schedules.fires_until(active, now, horizon, errors=errors, calendars=compiled)
     due = list(islice(fires, DUE_COUNTED))
     capped = next(fires, None) is not None
     unreadable = [(sch, _timing_error(exc)) for sch, exc in errors]
@@ -439,6 +446,14 @@ def schedule_preview():
                            no_date=_no_date(values))
 
 
+def _skip_note(reason: dict) -> str:
+    """Why a fire will not run, in a few words."""
+    if reason["reason"] == "calendar":
+        return f"excluded by {reason['calendar']}: {reason['entry']}"
+    note = f": {reason['note']}" if reason.get("note") else ""
+    return ("paused" if reason["reason"] == "paused" else "skipped (skip_next)") + note
+
+
 @bp.get("/schedules/<id_>")
 def schedule_page(id_):
     s, org = db(), g.org_id
@@ -447,9 +462,8 @@ def schedule_page(id_):
     query = runs.runs_query(org, id_)
     total = s.scalar(select(func.count()).select_from(query.subquery()))
     run_rows = s.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(PAGE).offset(offset)).all()
-    cadence, upcoming, timing_error = _timing(sch, utcnow(), 10)
-    # Each fire as {"at", "note"}: calendars will mark excluded and skipped fires in "note".
-    timeline = [{"at": t, "note": None} for t in upcoming]
+    # Each fire as {"at", "note"}: a fire a calendar excludes, a pause holds or skip_next skips has its reason.
+    cadence, timeline, timing_error = _timing(sch, utcnow(), 10, schedules.load_calendars(s, sch))
     script = s.get(Script, sch.script_id) if sch.script_id else None
     return render_template("schedule.html", s=sch, data=schedules.to_json(sch), script=script,
                            cadence=cadence, timing_error=timing_error,

@@ -20,10 +20,11 @@ ATHENS = "Europe/Athens"
 class RecordingClient:
     """Holds schedules, clouds and scripts in memory and records every call like the real client's."""
 
-    def __init__(self, schedules=(), clouds=(), scripts=()):
+    def __init__(self, schedules=(), clouds=(), scripts=(), calendars=()):
         self.schedules = {s["id"]: copy.deepcopy(s) for s in schedules}
         self.clouds = list(clouds)
         self.scripts = list(scripts)
+        self.calendars = list(calendars)
         self.calls = []
 
     @property
@@ -32,7 +33,8 @@ class RecordingClient:
 
     def find_one(self, collection, field, value):
         self.calls.append(("GET", collection, {field: value}))
-        items = {"schedules": list(self.schedules.values()), "clouds": self.clouds, "scripts": self.scripts}[collection]
+        items = {"schedules": list(self.schedules.values()), "clouds": self.clouds, "scripts": self.scripts,
+                 "calendars": self.calendars}[collection]
         found = [i for i in items if i.get(field) == value]
         return copy.deepcopy(found[0]) if found else None
 
@@ -68,6 +70,8 @@ def stored(**overrides):
         "schedule_entry": {"minute": "30", "hour": "2", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
         "enabled": True, "run_immediately": False, "start_after": None, "expires": "2030-01-01T08:00:00Z",
         "max_run_count": None, "timezone": ATHENS, "misfire_grace": 300, "concurrency": "forbid", "timeout": 3600,
+        "exclude_calendars": [], "jitter": 0, "paused": False, "paused_until": None, "pause_note": None,
+        "skip_next": 0,
         "active": True, "next_run_at": "2029-06-02T23:30:00Z", "total_run_count": 0, "last_run_at": None,
         "created_at": "2029-06-01T10:00:00Z", "updated_at": "2029-06-01T10:00:00Z",
     }
@@ -268,3 +272,25 @@ def test_absent_in_check_mode_keeps_the_schedule():
     client = RecordingClient(schedules=[stored()])
     assert mod.ensure(client, params(name="nightly", state="absent"), check_mode=True)["changed"] is True
     assert client.writes == [] and "a" * 32 in client.schedules
+
+
+# ------------------------------------------------------------------ calendars and jitter
+
+
+def test_excluded_calendars_by_name_are_resolved_to_ids_once_each_without_repeats():
+    client = RecordingClient()
+    client.calendars = [{"id": "1" * 32, "name": "greek-holidays"}, {"id": "2" * 32, "name": "weekends"}]
+    task = params(name="n", exclude_calendars=["greek-holidays", "weekends", "1" * 32], jitter=300)
+    want = mod.desired_fields(task, stored(exclude_calendars=["1" * 32]), mod.Resolver(client, stored(exclude_calendars=["1" * 32])))
+    assert want["exclude_calendars"] == ["1" * 32, "2" * 32] and want["jitter"] == 300
+    assert [c[1] for c in client.calls] == ["calendars", "calendars"]  # the id already excluded costs nothing
+
+
+def test_unchanged_calendars_and_jitter_write_nothing():
+    current = stored(exclude_calendars=["1" * 32], jitter=300)
+    client = RecordingClient(schedules=[current])
+    client.calendars = [{"id": "1" * 32, "name": "greek-holidays"}]
+    result = mod.ensure(client, params(**dict(TASK, exclude_calendars=["1" * 32], jitter=300)), check_mode=False)
+    assert result["changed"] is False and client.writes == []
+    result = mod.ensure(client, params(**dict(TASK, exclude_calendars=[], jitter=0)), check_mode=False)
+    assert client.writes == [("PATCH", "schedules/" + "a" * 32, {"exclude_calendars": [], "jitter": 0})]
