@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import calendars, db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
+from ..auth import set_actor
 from ..cadence import describe
 from ..crypto import hash_token
 from ..errors import APIError
@@ -65,10 +66,12 @@ def _signed_in_org() -> str | None:
     """The org of the cookie's session, or None (no session, signed out, expired, or the token was revoked)."""
     sid = session.get("sid")
     # A short read of its own: a POST's writing session starts only when the view needs it.
-    org_id = sessions.org_of(state().db, sid, utcnow()) if isinstance(sid, str) else None
-    if org_id is None:
+    actor = sessions.actor_of(state().db, sid, utcnow()) if isinstance(sid, str) else None
+    if actor is None:
         session.clear()
-    return org_id
+        return None
+    set_actor(actor)  # the audit log records the console's changes as made by the session's token
+    return actor.org_id
 
 
 def _reader():
