@@ -262,3 +262,23 @@ def test_the_retention_setting_is_read_and_checked(tmp_path):
     for bad in ("0", "-1", "ten", "99999"):
         with pytest.raises(ConfigError, match="CLOUDCRON_AUDIT_RETENTION_DAYS"):
             load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_AUDIT_RETENTION_DAYS": bad})
+
+
+def test_record_filter_and_prune_on_each_database(backend_api):
+    """The same entries, filters and pruning on SQLite and PostgreSQL (JSON changes, the time index)."""
+    from web import audit
+
+    api = backend_api
+    status, cloud = api.post("clouds", {"title": "aws", "provider": "ec2", "credentials": {"key": "AKIA1", "secret": "s"}})
+    assert status == 200, cloud
+    assert api.patch(f"clouds/{cloud['id']}", {"options": {"region": "eu-west-1"}, "credentials": {"key": "AKIA2"}})[0] == 200
+    update, create = entries(api, id=cloud["id"])
+    assert update["changes"] == {"options": {"before": {}, "after": {"region": "eu-west-1"}},
+                                 "credentials": {"before": "***", "after": "***"}}
+    assert entries(api, resource="cloud", action="create") == [create]
+
+    now = datetime.now(UTC)
+    with api.state.db.transaction() as s:
+        s.scalar(select(AuditEntry).where(AuditEntry.id == create["id"])).time = now - timedelta(days=365, seconds=1)
+    assert audit.prune(api.state, now) == 1
+    assert entries(api, id=cloud["id"]) == [update]
