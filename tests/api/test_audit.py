@@ -253,17 +253,6 @@ def test_prune_deletes_entries_past_the_retention_in_batches_and_keeps_the_rest(
     assert [e["name"] for e in entries(api, resource="schedule")] == ["p6"]
 
 
-def test_the_retention_setting_is_read_and_checked(tmp_path):
-    from web.config import ConfigError, load_config
-
-    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).audit_retention_days == 365
-    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path),
-                        "CLOUDCRON_AUDIT_RETENTION_DAYS": "30"}).audit_retention_days == 30
-    for bad in ("0", "-1", "ten", "99999"):
-        with pytest.raises(ConfigError, match="CLOUDCRON_AUDIT_RETENTION_DAYS"):
-            load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_AUDIT_RETENTION_DAYS": bad})
-
-
 def test_record_filter_and_prune_on_each_database(backend_api):
     """The same entries, filters and pruning on SQLite and PostgreSQL (JSON changes, the time index)."""
     from web import audit

@@ -47,3 +47,14 @@ def test_a_snapshot_leaves_out_identity_stamps_and_what_the_service_derives():
     assert shot["selectors"] == [{"type": "tags", "include": {"env": "dev"}}]
     assert "state" not in snapshot(Machine(id="m", org_id="o", state="running"))
     assert "credentials" in snapshot(Cloud(id="c", org_id="o", credentials_enc="sealed"))
+
+
+def test_the_retention_setting_is_read_and_checked(tmp_path):
+    from web.config import ConfigError, load_config
+
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).audit_retention_days == 365
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path),
+                        "CLOUDCRON_AUDIT_RETENTION_DAYS": "30"}).audit_retention_days == 30
+    for bad in ("0", "-1", "ten", "99999"):
+        with pytest.raises(ConfigError, match="CLOUDCRON_AUDIT_RETENTION_DAYS"):
+            load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_AUDIT_RETENTION_DAYS": bad})
