@@ -192,7 +192,7 @@ def declare_machine(session: Session, org_id: str, cloud: Cloud, values: dict, n
 
 
 def machine_read_only(cloud: Cloud) -> set[str]:
-    """The MachineIn fields an edit may not send: a libcloud cloud's machines take their name and tags from the provider."""
+    """The MachineIn fields an edit may not send; a libcloud cloud's machines take name and tags from the provider."""
     read_only = MACHINE_READ_ONLY | {"machine_id"}
     if cloud.provider != "other":
         read_only |= {"name", "tags"}

@@ -381,7 +381,7 @@ def matching(session: Session, org_id: str, name_prefix: str | None, tags: dict 
 
 
 def delete(session: Session, schedule: Schedule) -> None:
-    """Delete a schedule and commit, with its audit entry; its runs and logs stay (a run's record outlives its schedule)."""
+    """Delete a schedule and commit, with its audit entry; its runs and logs stay (a run's record outlives it)."""
     audit.record(session, schedule, "delete")
     session.delete(schedule)
     session.commit()

@@ -258,9 +258,12 @@ def test_record_filter_and_prune_on_each_database(backend_api):
     from web import audit
 
     api = backend_api
-    status, cloud = api.post("clouds", {"title": "aws", "provider": "ec2", "credentials": {"key": "AKIA1", "secret": "s"}})
+    status, cloud = api.post("clouds", {"title": "aws", "provider": "ec2",
+                                        "credentials": {"key": "AKIA1", "secret": "s"}})
     assert status == 200, cloud
-    assert api.patch(f"clouds/{cloud['id']}", {"options": {"region": "eu-west-1"}, "credentials": {"key": "AKIA2"}})[0] == 200
+    status, body = api.patch(f"clouds/{cloud['id']}", {"options": {"region": "eu-west-1"},
+                                                      "credentials": {"key": "AKIA2"}})
+    assert status == 200, body
     update, create = entries(api, id=cloud["id"])
     assert update["changes"] == {"options": {"before": {}, "after": {"region": "eu-west-1"}},
                                  "credentials": {"before": "***", "after": "***"}}
