@@ -37,3 +37,20 @@ def test_a_script_added_in_the_console_is_recorded(console, api):
     [entry] = api.get("audit?resource=script")[1]
     assert entry["action"] == "create" and entry["name"] == "uptime"
     assert entry["token_id"] is not None
+
+
+def test_a_schedules_page_lists_who_changed_it_newest_first(app, api, schedule, state):
+    from .conftest import text
+
+    with state.db.transaction() as session:
+        token = create_token(session, "acme", "bob")
+    console = Console(app.test_client())
+    assert console.sign_in(token).status_code == 302
+    assert console.post(f"/ui/schedules/{schedule['id']}/enabled", {"enabled": "false"}).status_code == 302
+
+    page = text(console.get(f"/ui/schedules/{schedule['id']}"))
+    changes = page[page.index('id="changes-h"'):]
+    rows = changes.split("<tr>")[2:]  # after the header row
+    assert len(rows) == 2
+    assert "bob" in rows[0] and "update" in rows[0] and "enabled" in rows[0]
+    assert "create" in rows[1] and "bob" not in rows[1]
