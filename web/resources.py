@@ -93,40 +93,39 @@ def check_options(options, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
 
 def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime,
                  denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
-    """Add a cloud from CloudIn fields (title, provider, credentials, options); credentials are sealed with `box`.
+    """Add a cloud from CloudIn fields (title, provider, credentials, options); see store_cloud."""
+    return store_cloud(session, box, org_id, values, None, now, denied_networks)
 
-    Creating a cloud does not contact the provider; its options are checked (check_options).
+
+def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: Cloud | None, now: datetime,
+                denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
+    """Create (current=None) or edit a cloud from CloudIn fields; an edit changes only the fields given.
+
+    Credentials are sealed with `box` (never answered); the provider cannot change (400); options are
+    checked (check_options). Storing a cloud does not contact the provider.
     """
-    require(values, "title", "provider")
-    check_provider(values["provider"])
-    check_options(values.get("options"), denied_networks)
-    cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
-                  options=values.get("options") or {}, created_at=now, updated_at=now,
-                  credentials_enc=box.seal(values.get("credentials") or {}))
-    session.add(cloud)
-    audit.record(session, cloud, "create", now=now)
-    commit(session, f"title: a cloud titled '{cloud.title}' already exists")
-    return cloud
-
-
-def update_cloud(session: Session, box: Box, cloud: Cloud, values: dict, now: datetime,
-                 denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
-    """Edit a cloud from CloudIn fields: title, options (checked as on create) and credentials (sealed anew).
-
-    The provider cannot change (400: add a new cloud instead). Does not contact the provider.
-    """
-    if "provider" in values and values["provider"] != cloud.provider:
-        raise BadRequest("provider: cannot be changed; add a new cloud instead")
-    before = audit.snapshot(cloud)
-    if values.get("title"):
-        cloud.title = values["title"]
-    if "options" in values:
-        check_options(values["options"], denied_networks)
-        cloud.options = values["options"] or {}
-    if values.get("credentials") is not None:
-        cloud.credentials_enc = box.seal(values["credentials"])
-    cloud.updated_at = now
-    audit.record(session, cloud, "update", before, now)
+    before = audit.snapshot(current) if current is not None else None
+    if current is None:
+        require(values, "title", "provider")
+        check_provider(values["provider"])
+        check_options(values.get("options"), denied_networks)
+        cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
+                      options=values.get("options") or {}, created_at=now, updated_at=now,
+                      credentials_enc=box.seal(values.get("credentials") or {}))
+        session.add(cloud)
+    else:
+        cloud = current
+        if "provider" in values and values["provider"] != cloud.provider:
+            raise BadRequest("provider: cannot be changed; add a new cloud instead")
+        if values.get("title"):
+            cloud.title = values["title"]
+        if "options" in values:
+            check_options(values["options"], denied_networks)
+            cloud.options = values["options"] or {}
+        if values.get("credentials") is not None:
+            cloud.credentials_enc = box.seal(values["credentials"])
+        cloud.updated_at = now
+    audit.record(session, cloud, "create" if current is None else "update", before, now)
     commit(session, f"title: a cloud titled '{cloud.title}' already exists")
     return cloud
 
@@ -276,27 +275,31 @@ def key_material(values: dict) -> tuple[str, str]:
 
 
 def create_key(session: Session, box: Box, org_id: str, values: dict, now: datetime) -> Key:
-    """Add an SSH key from KeyIn fields; the private key is sealed with `box` and never answered."""
-    require(values, "name")
-    private, public = key_material(values)
-    key = Key(id=new_id(), org_id=org_id, name=values["name"], public=public,
-              private_enc=box.seal(private), created_at=now, updated_at=now)
-    session.add(key)
-    audit.record(session, key, "create", now=now)
-    commit(session, f"name: a key named '{key.name}' already exists")
-    return key
+    """Add an SSH key from KeyIn fields; see store_key."""
+    return store_key(session, box, org_id, values, None, now)
 
 
-def update_key(session: Session, box: Box, key: Key, values: dict, now: datetime) -> Key:
-    """Rename a key and/or replace its private half (given, or generate: true); the private key is sealed with `box`."""
-    before = audit.snapshot(key)
-    if values.get("name"):
-        key.name = values["name"]
-    if values.get("private") or values.get("generate"):
-        private, key.public = key_material(values)
-        key.private_enc = box.seal(private)
-    key.updated_at = now
-    audit.record(session, key, "update", before, now)
+def store_key(session: Session, box: Box, org_id: str, values: dict, current: Key | None, now: datetime) -> Key:
+    """Create (current=None) or edit an SSH key from KeyIn fields; the private key is sealed with `box`, never answered.
+
+    An edit changes the name when given, and the key pair when `private` or `generate` is given.
+    """
+    before = audit.snapshot(current) if current is not None else None
+    if current is None:
+        require(values, "name")
+        private, public = key_material(values)
+        key = Key(id=new_id(), org_id=org_id, name=values["name"], public=public,
+                  private_enc=box.seal(private), created_at=now, updated_at=now)
+        session.add(key)
+    else:
+        key = current
+        if values.get("name"):
+            key.name = values["name"]
+        if values.get("private") or values.get("generate"):
+            private, key.public = key_material(values)
+            key.private_enc = box.seal(private)
+        key.updated_at = now
+    audit.record(session, key, "create" if current is None else "update", before, now)
     commit(session, f"name: a key named '{key.name}' already exists")
     return key
 

@@ -42,8 +42,8 @@ def get_cloud(id_):
 @bp.patch("/clouds/<id_>")
 def edit_cloud(id_):
     cloud = get_owned(Cloud, id_, "cloud")
-    resources.update_cloud(db(), state().box, cloud, _fields(CloudIn, STAMPS), utcnow(),
-                           denied_networks=state().config.denied_networks)
+    resources.store_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), cloud, utcnow(),
+                          state().config.denied_networks)
     return jsonify(cloud_json(cloud))
 
 
@@ -133,7 +133,7 @@ def get_key(id_):
 @bp.patch("/keys/<id_>")
 def edit_key(id_):
     key = get_owned(Key, id_, "key")
-    resources.update_key(db(), state().box, key, _fields(KeyIn, STAMPS | {"public"}), utcnow())
+    resources.store_key(db(), state().box, org_id(), _fields(KeyIn, STAMPS | {"public"}), key, utcnow())
     return jsonify(key_json(key))
 
 
