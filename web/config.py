@@ -45,6 +45,8 @@ class Config:
     # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
     drain_seconds: float = 25.0
     ui_session_lifetime: timedelta = timedelta(hours=12)
+    # CLOUDCRON_AUDIT_RETENTION_DAYS: audit entries older than this are pruned (web.audit.prune).
+    audit_retention_days: int = 365
     extra: dict = field(default_factory=dict)
 
     @property
@@ -84,7 +86,7 @@ def _flag(env, name) -> bool:
     raise ConfigError(f"{name}: '{env.get(name)}' is not a yes/no value; use 1 or 0")
 
 
-def _count(env, name, default, minimum=1):
+def _count(env, name, default, minimum=1, maximum=None):
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -94,6 +96,8 @@ def _count(env, name, default, minimum=1):
         raise ConfigError(f"{name}: '{raw}' is not a whole number") from None
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got '{raw}'")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}: must be at most {maximum}, got '{raw}'")
     return value
 
 
@@ -179,6 +183,8 @@ def load_config(env=None, **overrides) -> Config:
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
         ui_session_lifetime=timedelta(hours=session_hours),
+        # At most a century: a longer span reaches before year 1, where no date can be computed.
+        audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import calendars, schedules, timemath
+from . import audit, calendars, schedules, timemath
 from .backoff import Backoff, one_line
 from .crypto import new_id
 from .models import Event, Run, Schedule
@@ -336,6 +336,7 @@ class Dispatcher:
             self.enqueue(lost)
         if dead:
             log.warning("marked %d run(s) interrupted", len(dead))
+        audit.prune(self.state, now)  # audit entries past CLOUDCRON_AUDIT_RETENTION_DAYS, in short batches
         return len(lost), len(dead)
 
     # ------------------------------------------------------------------ loop

@@ -263,3 +263,26 @@ class Event(Base):
     cloud_id: Mapped[str | None] = mapped_column(ID)
     machine_id: Mapped[str | None] = mapped_column(String(255))
     data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class AuditEntry(Base):
+    """One change to an org's resource: who (token id and label, kept after the token is revoked), when,
+    what (action, resource kind, id, name) and the field-level before/after, secrets masked (web.audit)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_org_time", "org_id", "time"),
+        Index("ix_audit_log_org_resource_id", "org_id", "resource_id"),
+        Index("ix_audit_log_time", "time"),  # retention deletes by age across orgs
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    # No foreign key: the record of a change outlives the token that made it.
+    token_id: Mapped[str | None] = mapped_column(ID)
+    token_label: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    resource: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    changes: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -75,7 +75,8 @@ def run_now(state, session: Session, schedule: Schedule, now: datetime) -> Run:
     With concurrency forbid, Conflict (409) naming the run while one is queued or running. The check
     and the insert hold the schedule row: `session` must be a writer (on SQLite its BEGIN IMMEDIATE
     is the lock; on PostgreSQL SELECT ... FOR UPDATE, which the dispatcher's claim skips), so parallel
-    calls make one run."""
+    calls make one run. The audit entry (run_now, with the run's id) is committed with the run."""
+    from . import audit
     from .errors import Conflict
 
     schedule = session.scalars(select(Schedule).where(Schedule.id == schedule.id).with_for_update()
@@ -86,6 +87,7 @@ def run_now(state, session: Session, schedule: Schedule, now: datetime) -> Run:
             raise Conflict(f"concurrency: run '{running.id}' of this schedule is still {running.status} "
                            "(concurrency: forbid); wait for it to end, or set concurrency to allow")
     run = start_now(session, schedule, "manual", now)
+    audit.record(session, schedule, "run_now", now=now, extra={"run_id": {"before": None, "after": run.id}})
     session.commit()
     state.enqueue([run.id])
     return run

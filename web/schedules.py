@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import audit
 from . import calendars as calendar_rules
 from . import timemath
 from .crypto import new_id
@@ -278,6 +279,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
                                         total_run_count=current.total_run_count if current is not None else 0),
                         now, compiled)
     run = None
+    before = audit.snapshot(current) if current is not None else None
     try:
         if current is None:
             schedule = Schedule(id=new_id_, org_id=org_id, total_run_count=0, skip_next=0, created_at=now,
@@ -294,6 +296,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
             schedule.updated_at = now
             schedule.next_run_at = fire
             schedule.last_error = None  # the edit passed every check and next_run_at was computed again
+        audit.record(session, schedule, "create" if current is None else "update", before, now)
         session.commit()
     except IntegrityError:  # a schedule of the same name written meanwhile (at a flush or at the commit)
         session.rollback()
@@ -324,7 +327,9 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
 
     A pause holds fires from `now` until `until` (None: until resumed; or a function of the schedule
     giving its instant), or skip_next skips the next fires. The dispatcher is woken after the commit.
+    Each schedule gets an audit entry (resume, pause or skip_next) in the same transaction.
     """
+    before = [audit.snapshot(s) for s in rows]
     for schedule in rows:
         if resume_them:
             resume(schedule)
@@ -332,6 +337,9 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
             pause(schedule, now, until(schedule) if callable(until) else until, note, skip_next)
         schedule.updated_at = now
     recompute(session, rows, now)
+    action = "resume" if resume_them else "skip_next" if skip_next else "pause"
+    for schedule, was in zip(rows, before):
+        audit.record(session, schedule, action, was, now)
     session.commit()
     state.schedule_changed(min((s.next_run_at for s in rows if s.next_run_at is not None), default=None))
     return rows
@@ -373,7 +381,8 @@ def matching(session: Session, org_id: str, name_prefix: str | None, tags: dict 
 
 
 def delete(session: Session, schedule: Schedule) -> None:
-    """Delete a schedule and commit; its runs and logs stay (a run's record outlives its schedule)."""
+    """Delete a schedule and commit, with its audit entry; its runs and logs stay (a run's record outlives it)."""
+    audit.record(session, schedule, "delete")
     session.delete(schedule)
     session.commit()
 

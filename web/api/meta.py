@@ -70,6 +70,9 @@ ROUTES = [
     ("/scripts/{id}", "get", "Get a script", None, "the script"),
     ("/scripts/{id}", "patch", "Edit a script", ScriptIn, "the script"),
     ("/scripts/{id}", "delete", "Delete a script", None, "{deleted: id}"),
+    ("/audit", "get", "The audit log, newest first: who changed which resource, when, and each field's before/after "
+     "(secrets masked). Filters: resource, id (a resource id), token (a token id or label), action, since "
+     "(inclusive), until (exclusive); limit, offset; total in X-Total-Count", None, "array of audit entries"),
 ]
 
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}

@@ -5,8 +5,8 @@ from flask import jsonify, request
 from sqlalchemy import select
 
 from .. import db, resources, state, utcnow
-from ..errors import BadRequest, Conflict, NotFound
-from ..models import Cloud, Key, Machine, Schedule, Script
+from ..errors import NotFound
+from ..models import Cloud, Key, Machine, Script
 from ..resources import MACHINE_READ_ONLY, STAMPS, cloud_json, key_json, machine_json, script_json
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..validation import json_body
@@ -15,10 +15,6 @@ from . import bp, get_owned, list_response, org_id
 
 def _fields(model, read_only: set[str]) -> dict:
     return resources.fields(model, json_body(), read_only)
-
-
-def _commit(conflict: str):
-    resources.commit(db(), conflict)
 
 
 # ---------------------------------------------------------------- clouds
@@ -46,45 +42,18 @@ def get_cloud(id_):
 @bp.patch("/clouds/<id_>")
 def edit_cloud(id_):
     cloud = get_owned(Cloud, id_, "cloud")
-    values = _fields(CloudIn, STAMPS)
-    if "provider" in values and values["provider"] != cloud.provider:
-        raise BadRequest("provider: cannot be changed; add a new cloud instead")
-    if values.get("title"):
-        cloud.title = values["title"]
-    if "options" in values:
-        resources.check_options(values["options"], state().config.denied_networks)
-        cloud.options = values["options"] or {}
-    if values.get("credentials") is not None:
-        cloud.credentials_enc = state().box.seal(values["credentials"])
-    cloud.updated_at = utcnow()
-    _commit(f"title: a cloud titled '{cloud.title}' already exists")
+    resources.store_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), cloud, utcnow(),
+                          state().config.denied_networks)
     return jsonify(cloud_json(cloud))
-
-
-def _in_use(column, value, what: str) -> None:
-    name = db().scalar(select(Schedule.name).where(column == value).limit(1))
-    if name is not None:
-        raise Conflict(f"{what} is used by schedule '{name}'; change or delete that schedule first")
 
 
 @bp.delete("/clouds/<id_>")
 def delete_cloud(id_):
-    cloud = get_owned(Cloud, id_, "cloud")
-    session = db()
-    # machines_per_cloud is JSON, so look for the id in the org's schedules' targets.
-    for name, mpc in session.execute(select(Schedule.name, Schedule.machines_per_cloud).where(Schedule.org_id == org_id())):
-        if any(pair[0] == id_ for pair in mpc or []):
-            raise Conflict(f"cloud '{id_}' is a target of schedule '{name}'; change or delete that schedule first")
-    session.delete(cloud)
-    session.commit()
+    resources.delete_cloud(db(), get_owned(Cloud, id_, "cloud"))
     return jsonify({"deleted": id_})
 
 
 # ---------------------------------------------------------------- machines
-
-def _check_key(key_id) -> None:
-    resources.check_key(db(), org_id(), key_id)
-
 
 TRUNCATED_HEADER = "X-Machines-Truncated"
 
@@ -129,26 +98,14 @@ def get_machine(cid, mid):
 @bp.patch("/clouds/<cid>/machines/<mid>")
 def edit_machine(cid, mid):
     machine = _owned_machine(cid, mid)
-    cloud = db().get(Cloud, cid)
-    read_only = MACHINE_READ_ONLY | {"machine_id"}
-    if cloud.provider != "other":
-        read_only |= {"name", "tags"}  # those come from the provider
-    values = _fields(MachineIn, read_only)
-    if "key_id" in values:
-        _check_key(values["key_id"])
-    for field in ("name", "host", "port", "ssh_user", "key_id", "tags"):
-        if field in values:
-            setattr(machine, field, values[field])
-    machine.updated_at = utcnow()
-    db().commit()
+    values = _fields(MachineIn, resources.machine_read_only(db().get(Cloud, cid)))
+    resources.update_machine(db(), org_id(), machine, values, utcnow())
     return jsonify(machine_json(machine))
 
 
 @bp.delete("/clouds/<cid>/machines/<mid>")
 def delete_machine(cid, mid):
-    machine = _owned_machine(cid, mid)
-    db().delete(machine)
-    db().commit()
+    resources.delete_machine(db(), _owned_machine(cid, mid))
     return jsonify({"deleted": mid})
 
 
@@ -176,22 +133,13 @@ def get_key(id_):
 @bp.patch("/keys/<id_>")
 def edit_key(id_):
     key = get_owned(Key, id_, "key")
-    values = _fields(KeyIn, STAMPS | {"public"})
-    if values.get("name"):
-        key.name = values["name"]
-    if values.get("private") or values.get("generate"):
-        private, key.public = resources.key_material(values)
-        key.private_enc = state().box.seal(private)
-    key.updated_at = utcnow()
-    _commit(f"name: a key named '{key.name}' already exists")
+    resources.store_key(db(), state().box, org_id(), _fields(KeyIn, STAMPS | {"public"}), key, utcnow())
     return jsonify(key_json(key))
 
 
 @bp.delete("/keys/<id_>")
 def delete_key(id_):
-    key = get_owned(Key, id_, "key")
-    db().delete(key)
-    db().commit()
+    resources.delete_key(db(), get_owned(Key, id_, "key"))
     return jsonify({"deleted": id_})
 
 
@@ -229,8 +177,5 @@ def edit_script(id_):
 
 @bp.delete("/scripts/<id_>")
 def delete_script(id_):
-    script = get_owned(Script, id_, "script")
-    _in_use(Schedule.script_id, id_, f"script '{id_}'")
-    db().delete(script)
-    db().commit()
+    resources.delete_script(db(), get_owned(Script, id_, "script"))
     return jsonify({"deleted": id_})
