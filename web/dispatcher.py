@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from . import calendars, schedules, timemath
 from .backoff import Backoff, one_line
 from .crypto import new_id
+from .heartbeats import DISPATCHER, Heartbeat, forget_dead
 from .models import Event, Run, Schedule
-from .runs import WORKER_LOST, create_run, interrupt
+from .runs import WORKER_LOST, create_run, interrupt, lose
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ BATCH = 500                 # schedules claimed per transaction at most
 MAX_SLEEP = 1.0             # an edit made by another process is seen within this many seconds
 SWEEP_EVERY = 5.0           # how often queued-without-message and dead-worker runs are looked for
 REQUEUE_AFTER = timedelta(seconds=60)
+MAX_REQUEUES = 1            # a lost run is re-enqueued this many times; lost again, it ends failed
+LOST_AGAIN = ("its queue message was lost: it was re-enqueued once at {at} and no worker took it before the "
+              "queue ran empty; nothing was done to its machines")
 STALE_HEARTBEAT = timedelta(seconds=30)
 SPIN_FLOOR = 0.005          # a due row another dispatcher holds (SKIP LOCKED) is retried after this long
 CHECKPOINT_EVERY = 0.05     # SQLite: how often the WAL is checkpointed beside the claims (s)
@@ -145,10 +149,14 @@ class _Due:
 class Dispatcher:
     """Claims due schedules; one call of tick() does one unit of work and says when the next is due."""
 
-    def __init__(self, state, enqueue: Callable[[list[str]], None], clock: Callable[[], datetime] = utcnow):
+    def __init__(self, state, enqueue: Callable[[list[str]], None], clock: Callable[[], datetime] = utcnow,
+                 pending: Callable[[], int] | None = None):
+        """`enqueue` puts run ids on the queue; `pending` counts the messages in it (default: the state's
+        queue), which the sweep asks before it gives up on a run whose message was lost twice."""
         self.state = state
         self.db = state.db
         self.enqueue = enqueue
+        self.pending = pending if pending is not None else (lambda: state.huey.pending_count())
         self.clock = clock
         self._wake = threading.Event()
         self._next_sweep = 0.0
@@ -156,6 +164,7 @@ class Dispatcher:
         self._own = None    # SQLite, inside run(): the claim connection, kept and free of WAL checkpoints
         self.claimed = 0
         self.wal_resets = 0
+        self.heartbeat = Heartbeat(state.db, DISPATCHER)  # written by run(): a loop that ticks
 
     def wake(self, when=None) -> None:
         """Called after a schedule changed in this process: re-read the next due time now."""
@@ -316,27 +325,50 @@ class Dispatcher:
     # ------------------------------------------------------------------ repair
 
     def sweep(self, now: datetime) -> tuple[int, int]:
-        """Re-enqueue queued runs whose message may be lost; mark runs of dead workers interrupted."""
+        """Re-enqueue queued runs whose message may be lost (once each); give up on those lost again; mark runs
+        of dead workers interrupted; forget heartbeat rows of long-dead processes. Returns (re-enqueued, ended).
+
+        A run still queued REQUEUE_AFTER after it was enqueued may only be waiting in a long backlog, so it is
+        re-enqueued once (a duplicate message finds nothing to claim). Still queued REQUEUE_AFTER after that,
+        while the queue holds no message at all, its message was lost again: it ends `failed`, untouched,
+        rather than being re-enqueued every minute for ever. The queue is asked before the transaction opens."""
+        drained = self._queue_drained()
+        cut = now - REQUEUE_AFTER
+        waiting = (Run.status == "queued") & ((Run.enqueued_at.is_(None)) | (Run.enqueued_at < cut))
         with self.db.transaction() as session:
-            lost = list(session.scalars(
-                select(Run.id).where(Run.status == "queued",
-                                     (Run.enqueued_at.is_(None)) | (Run.enqueued_at < now - REQUEUE_AFTER))
-                .limit(BATCH)
-            ))
+            lost = list(session.scalars(select(Run.id).where(waiting, Run.requeues < MAX_REQUEUES).limit(BATCH)))
             if lost:
-                session.execute(update(Run).where(Run.id.in_(lost)).values(enqueued_at=now))
+                session.execute(update(Run).where(Run.id.in_(lost))
+                                .values(enqueued_at=now, requeues=Run.requeues + 1))
+            given_up = []
+            if drained:
+                given_up = session.scalars(select(Run).where(waiting, Run.requeues >= MAX_REQUEUES)
+                                           .limit(BATCH)).all()
+                for run in given_up:
+                    lose(session, run, now, LOST_AGAIN.format(at=timemath.format_instant(run.enqueued_at)))
             dead = session.scalars(
                 select(Run).where(Run.status == "running", Run.heartbeat_at < now - STALE_HEARTBEAT).limit(BATCH)
             ).all()
             for run in dead:
                 interrupt(session, run, now, WORKER_LOST,
                           "the worker running this stopped answering (killed, crashed or unable to write)")
+            forget_dead(session, now)
         if lost:
             log.info("re-enqueueing %d queued run(s)", len(lost))
             self.enqueue(lost)
+        if given_up:
+            log.warning("marked %d run(s) failed: their queue message was lost after a re-enqueue", len(given_up))
         if dead:
             log.warning("marked %d run(s) interrupted", len(dead))
-        return len(lost), len(dead)
+        return len(lost), len(given_up) + len(dead)
+
+    def _queue_drained(self) -> bool:
+        """True when the queue holds no message (None-safe: False when it cannot be asked)."""
+        try:
+            return self.pending() == 0
+        except Exception as exc:  # noqa: BLE001 - unknown: no run is given up this time
+            log.warning("cannot count the queue's messages: %s", one_line(exc))
+            return False
 
     # ------------------------------------------------------------------ loop
 
@@ -352,6 +384,7 @@ class Dispatcher:
                                            name="dispatcher-checkpoint")
             checkpoints.start()
         errors = Backoff("dispatcher tick", log, first=1.0, cap=ERROR_BACKOFF_CAP)
+        beats = Backoff("dispatcher heartbeat", log, first=1.0, cap=ERROR_BACKOFF_CAP)
         try:
             while not stop.is_set():
                 try:
@@ -363,6 +396,12 @@ class Dispatcher:
                     stop.wait(errors.failed())
                     continue
                 errors.succeeded()
+                # After a tick that worked: the heartbeat row's beat_at is this dispatcher's last tick.
+                try:
+                    self.heartbeat.beat()
+                    beats.succeeded()
+                except Exception:  # noqa: BLE001 - a missed beat is logged; claiming goes on
+                    beats.failed()
                 delay = MAX_SLEEP
                 if next_due is not None:
                     delay = min(MAX_SLEEP, (next_due - self.clock()).total_seconds())
@@ -373,6 +412,7 @@ class Dispatcher:
                 self._wake.clear()
         finally:
             self._close_own()
+            self.heartbeat.stop()
             if checkpoints is not None:
                 checkpoints.join(timeout=5)
         log.info("dispatcher stopped")

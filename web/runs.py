@@ -46,6 +46,16 @@ def interrupt(session: Session, run: Run, now: datetime, reason: str, error: str
     add_event(session, run, "schedule_interrupted", now, {"reason": reason, "error": error})
 
 
+def lose(session: Session, run: Run, now: datetime, error: str) -> None:
+    """End a queued run whose queue message was lost for good as `failed`: it never started, nothing was done.
+
+    Called by the dispatcher's sweep once re-enqueueing it did not help; the caller holds the run row."""
+    run.status = "failed"
+    run.finished_at = now
+    run.error = error
+    add_event(session, run, "schedule_finished", now, {"status": "failed", "error": error})
+
+
 def active_run(session: Session, schedule_id: str) -> Run | None:
     """A queued or running run of the schedule (the oldest), or None."""
     return session.scalars(select(Run).where(Run.schedule_id == schedule_id, Run.status.in_(ACTIVE))
