@@ -115,6 +115,10 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
     # Before routing to any view (or 404): a NUL in a path or query reaches PostgreSQL as a 500 otherwise.
     app.before_request(check_request_text)
     app.register_blueprint(bp)
+    from . import health, metrics
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     ui.init_app(app, state)
 
     @app.teardown_appcontext

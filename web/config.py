@@ -45,6 +45,11 @@ class Config:
     # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
     drain_seconds: float = 25.0
     ui_session_lifetime: timedelta = timedelta(hours=12)
+    # GET /metrics: "token" (any org's API token), "open", "off" (404), or "networks" (metrics_networks only).
+    metrics: str = "token"
+    metrics_networks: tuple = ()
+    # GET /readyz: a dispatcher must have ticked within this many seconds.
+    ready_tick_age: float = 30.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -127,6 +132,24 @@ def _networks(env, name, default):
     return tuple(out)
 
 
+METRICS_MODES = ("token", "open", "off")
+
+
+def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
+    """token | open | off, or address ranges (CIDR, comma- or space-separated) allowed without a token."""
+    raw = (env.get(name) or "token").strip()
+    if raw.lower() in METRICS_MODES:
+        return raw.lower(), ()
+    out = []
+    for item in raw.replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: '{item}' is not token, open, off or an address range such as "
+                              "10.0.0.0/8 or 127.0.0.1/32") from None
+    return "networks", tuple(out)
+
+
 def load_config(env=None, **overrides) -> Config:
     """Build the configuration from `env` (default os.environ) and keyword overrides."""
     env = dict(os.environ if env is None else env)
@@ -164,6 +187,7 @@ def load_config(env=None, **overrides) -> Config:
     session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
     if session_hours > 24 * 366:
         raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
+    metrics, metrics_networks = _metrics(env)
     return Config(
         data_dir=data_dir,
         database_url=database_url,
@@ -179,6 +203,8 @@ def load_config(env=None, **overrides) -> Config:
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
         ui_session_lifetime=timedelta(hours=session_hours),
+        metrics=metrics, metrics_networks=metrics_networks,
+        ready_tick_age=_positive_float(env, "CLOUDCRON_READY_TICK_AGE", 30.0),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import calendars, schedules, timemath
+from . import calendars, metrics, schedules, timemath
 from .backoff import Backoff, one_line
 from .crypto import new_id
 from .heartbeats import DISPATCHER, Heartbeat, forget_dead
@@ -222,6 +222,7 @@ class Dispatcher:
                         runs.append(run)
                         queued.append(run["id"])
                     for status, fire_at, error, data in schedule.ended:
+                        metrics.fire_ended(status, data)
                         if session is None:
                             session = Session(bind=conn)
                         create_run(session, schedule, "scheduled", fire_at, now, status=status, error=error, data=data)
@@ -318,6 +319,7 @@ class Dispatcher:
         if decision.run_for is None:
             return None
         busy.add(schedule.id)
+        metrics.dispatched((now - decision.run_for).total_seconds())
         # The row runs.create_run writes for a queued run, plus enqueued_at.
         return {"id": new_id(), "org_id": schedule.org_id, "schedule_id": schedule.id, "trigger": "scheduled",
                 "scheduled_for": decision.run_for, "created_at": now, "enqueued_at": now, "status": "queued"}
