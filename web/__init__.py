@@ -48,7 +48,7 @@ class State:
         if self._huey is None:
             from .queue import make_huey
 
-            self._huey = make_huey(self.config)
+            self._huey = make_huey(self.config, handler=self.execute_run)
         return self._huey
 
     @property
@@ -85,6 +85,12 @@ class State:
 
                 self._executions = Executions()
             return self._executions
+
+    def execute_run(self, run_id: str) -> None:
+        """Execute one run taken from the queue (the queue's handler)."""
+        from .worker import execute_run
+
+        execute_run(self, run_id)
 
     def enqueue(self, run_ids) -> None:
         from .queue import enqueue

@@ -7,7 +7,7 @@ import threading
 
 from .dispatcher import Dispatcher
 from .heartbeats import start_worker as start_worker_heartbeat
-from .queue import bind, consumer
+from .queue import consumer
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,9 @@ class Embedded:
 
 
 def start_worker_side(state) -> None:
-    """Bind the queue task to this state and remove private run directories a crashed worker left."""
+    """Remove private run directories a crashed worker left (the queue's handler comes with state.huey)."""
     from .runner import purge_leftovers
 
-    bind(state)
     removed = purge_leftovers(state.config.work_dir)
     if removed:
         log.warning("removed %d private run director%s left by a stopped worker", removed, "y" if removed == 1 else "ies")
