@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from . import calendars, metrics, schedules, timemath
 from .backoff import Backoff, one_line
 from .crypto import new_id
+from .db import sqlite_statement
 from .heartbeats import DISPATCHER, Heartbeat, forget_dead
 from .models import Event, Run, Schedule
 from .runs import WORKER_LOST, create_run, interrupt, lose
@@ -44,7 +45,7 @@ ERROR_CHARS = 500
 
 # The claim is the hot path (10,000 schedules a minute is ~170 claims a second), so it runs statements
 # built once, on the tables, over a Core connection (on SQLite, compiled once and run on the DBAPI
-# cursor, see _SqliteStatement): no ORM session, unit of work or identity map.
+# cursor, see db.SqliteStatement): no ORM session, unit of work or identity map.
 # Runs that end at once (missed, skipped) are rare and go through runs.create_run, which also records
 # their events, in a Session joined to the claim's transaction.
 _S, _R = Schedule.__table__, Run.__table__
@@ -72,59 +73,8 @@ _QUARANTINE = update(_S).where(_S.c.id == bindparam("b_id")).values(
     next_run_at=bindparam("b_next"), last_error=bindparam("b_error"))
 
 
-class _SqliteStatement:
-    """A statement compiled once for SQLite and run on the DBAPI cursor, with SQLAlchemy's own type conversions.
-
-    SQLAlchemy's per-execution work (cache key, parameter and result processing through the execution
-    context, events) was most of the claim's CPU; the SQL text and the conversions stay SQLAlchemy's."""
-
-    def __init__(self, stmt, dialect):
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.names = list(compiled.positiontup or ())
-        self.defaults = [compiled.binds[n].value for n in self.names]
-        # dialect_impl: the SQLite forms (DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff', JSON, booleans), exactly
-        # what the ORM stores; the generic types' processors would leave datetimes to sqlite3's own adapter.
-        self.binds = [compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in self.names]
-        columns = list(getattr(stmt, "selected_columns", ()))
-        self.keys = [c.key for c in columns]
-        self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
-
-    def params(self, values: dict) -> tuple:
-        out = []
-        for name, default, bind in zip(self.names, self.defaults, self.binds):
-            v = values.get(name, default)
-            out.append(bind(v) if bind is not None and v is not None else v)
-        return tuple(out)
-
-    def row(self, raw) -> dict:
-        return {k: (p(v) if p is not None and v is not None else v) for k, p, v in zip(self.keys, self.results, raw)}
-
-    def row_or_error(self, raw) -> tuple[dict, str | None]:
-        """row(), or the columns that convert (the others None) and why the row cannot be read."""
-        try:
-            return self.row(raw), None
-        except Exception as exc:  # noqa: BLE001 - a corrupt stored value: reported on the schedule
-            out = {}
-            for k, p, v in zip(self.keys, self.results, raw):
-                try:
-                    out[k] = p(v) if p is not None and v is not None else v
-                except Exception:  # noqa: BLE001
-                    out[k] = None
-            return out, f"the stored schedule cannot be read ({_describe(exc)})"
-
-
 _INSERT_RUN = insert(_R).values({k: bindparam(k) for k in (
     "id", "org_id", "schedule_id", "trigger", "scheduled_for", "created_at", "enqueued_at", "status")})
-_SQLITE: dict = {}  # dialect -> (head, insert run, advance)
-
-
-def _sqlite_statements(dialect):
-    statements = _SQLITE.get(dialect)
-    if statements is None:
-        statements = _SQLITE[dialect] = tuple(_SqliteStatement(stmt, dialect)
-                                              for stmt in (_HEAD_SQLITE, _INSERT_RUN, _ADVANCE))
-    return statements
 
 
 def utcnow() -> datetime:
@@ -193,16 +143,16 @@ class Dispatcher:
         session = None
         with self._transaction() as conn:  # BEGIN IMMEDIATE on SQLite
             if self.db.is_sqlite:
-                head, insert_run, advance = _sqlite_statements(conn.dialect)
-                cursor = conn.connection.dbapi_connection.cursor()
+                head, insert_run, advance = (sqlite_statement(conn, s) for s in (_HEAD_SQLITE, _INSERT_RUN, _ADVANCE))
                 due, next_due = [], None
-                for raw in cursor.execute(head.sql, head.params({})):  # read lazily: stops at the first not due
-                    row, unreadable = head.row_or_error(raw)
-                    if row["next_run_at"] is not None and (row["next_run_at"] > now or len(due) == BATCH):
-                        next_due = row["next_run_at"]
-                        break
-                    due.append(_Due(row, unreadable))
-                cursor.close()
+                with head.rows(conn) as rows:
+                    for row, unreadable in rows:  # read lazily: stops at the first not due
+                        if row["next_run_at"] is not None and (row["next_run_at"] > now or len(due) == BATCH):
+                            next_due = row["next_run_at"]
+                            break
+                        if unreadable is not None:
+                            unreadable = f"the stored schedule cannot be read ({unreadable})"
+                        due.append(_Due(row, unreadable))
             else:
                 due = [_Due(row) for row in conn.execute(_DUE_LOCKED, {"now": now})]
                 next_due = None
@@ -230,12 +180,8 @@ class Dispatcher:
                                      "b_count": schedule.total_run_count, "b_last": schedule.last_run_at,
                                      "b_skip": schedule.skip_next})
                 if self.db.is_sqlite:
-                    cursor = conn.connection.dbapi_connection.cursor()
-                    if runs:
-                        cursor.executemany(insert_run.sql, [insert_run.params(r) for r in runs])
-                    if advances:
-                        cursor.executemany(advance.sql, [advance.params(a) for a in advances])
-                    cursor.close()
+                    insert_run.execute_many(conn, runs)
+                    advance.execute_many(conn, advances)
                 else:
                     if runs:
                         conn.execute(_INSERT_RUNS, runs)
