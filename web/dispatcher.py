@@ -280,9 +280,11 @@ class Dispatcher:
         re-enqueued once (a duplicate message finds nothing to claim). Still queued REQUEUE_AFTER after that,
         while the queue holds no message at all, its message was lost again: it ends `failed`, untouched,
         rather than being re-enqueued every minute for ever. The queue is asked before the transaction opens."""
-        drained = self._queue_drained()
         cut = now - REQUEUE_AFTER
         waiting = (Run.status == "queued") & ((Run.enqueued_at.is_(None)) | (Run.enqueued_at < cut))
+        again = waiting & (Run.requeues >= MAX_REQUEUES)
+        with self.db.session() as session:  # the queue is asked only when a run may be given up
+            drained = session.scalar(select(Run.id).where(again).limit(1)) is not None and self._queue_drained()
         with self.db.transaction() as session:
             lost = list(session.scalars(select(Run.id).where(waiting, Run.requeues < MAX_REQUEUES).limit(BATCH)))
             if lost:
@@ -290,8 +292,9 @@ class Dispatcher:
                                 .values(enqueued_at=now, requeues=Run.requeues + 1))
             given_up = []
             if drained:
-                given_up = session.scalars(select(Run).where(waiting, Run.requeues >= MAX_REQUEUES)
-                                           .limit(BATCH)).all()
+                # Locked (PostgreSQL): a worker's claim of one of them waits, then finds it no longer queued.
+                given_up = session.scalars(select(Run).where(again).limit(BATCH)
+                                           .with_for_update(skip_locked=True)).all()
                 for run in given_up:
                     lose(session, run, now, LOST_AGAIN.format(at=timemath.format_instant(run.enqueued_at)))
             dead = session.scalars(
@@ -311,7 +314,7 @@ class Dispatcher:
         return len(lost), len(given_up) + len(dead)
 
     def _queue_drained(self) -> bool:
-        """True when the queue holds no message (None-safe: False when it cannot be asked)."""
+        """True when the queue holds no message; False when it holds some or cannot be asked."""
         try:
             return self.pending() == 0
         except Exception as exc:  # noqa: BLE001 - unknown: no run is given up this time
