@@ -188,6 +188,11 @@ def load_config(env=None, **overrides) -> Config:
     if session_hours > 24 * 366:
         raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
     metrics, metrics_networks = _metrics(env)
+    multiproc = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc and not Path(multiproc).is_dir():
+        # prometheus_client would fail at every count and every scrape instead.
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR: '{multiproc}' is not a directory; create it (empty) before "
+                          "cloudcron's processes start, or unset it")
     return Config(
         data_dir=data_dir,
         database_url=database_url,

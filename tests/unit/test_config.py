@@ -237,3 +237,9 @@ def test_metrics_access_is_a_mode_or_address_ranges(tmp_path):
     assert load_config(base).ready_tick_age == 30.0
     with pytest.raises(ConfigError, match="CLOUDCRON_READY_TICK_AGE"):
         load_config({**base, "CLOUDCRON_READY_TICK_AGE": "0"})
+
+
+def test_a_prometheus_multiprocess_directory_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR: .* is not a directory"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "nope")})
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
