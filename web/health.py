@@ -22,6 +22,7 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
+    """200 {"ok": true} whenever the process answers HTTP."""
     return jsonify({"ok": True})
 
 
@@ -58,6 +59,7 @@ def readiness(st, now) -> tuple[dict, list[str]]:
 
 @bp.get("/readyz")
 def readyz():
+    """200 {"ready": true, "checks"} when database, queue and a dispatcher's tick are fine; else 503 {"error", "checks"}."""
     checks, failures = readiness(state(), utcnow())
     if failures:
         return jsonify({"error": "; ".join(failures), "checks": checks}), 503

@@ -31,6 +31,7 @@ DISPATCHER, WORKER = "dispatcher", "worker"
 
 
 def utcnow() -> datetime:
+    """The wall clock, aware UTC."""
     return datetime.now(timezone.utc)
 
 

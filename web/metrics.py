@@ -212,6 +212,7 @@ def _allowed(config) -> None:
 
 @bp.get("/metrics")
 def metrics():
+    """The scrape, in the Prometheus text format (version 0.0.4), after the CLOUDCRON_METRICS check."""
     from . import state
 
     st = state()

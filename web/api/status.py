@@ -10,4 +10,5 @@ from . import bp, org_id
 
 @bp.get("/status")
 def get_status():
+    """The token's org's backlog, the whole service's, live workers and the dispatchers' last tick (status_json)."""
     return jsonify(status_json(db(), utcnow(), org_id()))
