@@ -206,6 +206,8 @@ def _allowed(config) -> None:
             address = ipaddress.ip_address((request.remote_addr or "").split("%", 1)[0])
         except ValueError:
             address = None
+        if address is not None and address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
         if address is None or not any(address in net for net in config.metrics_networks):
             raise Forbidden("/metrics: this address is not in CLOUDCRON_METRICS's allowed networks")
 

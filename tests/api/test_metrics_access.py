@@ -32,3 +32,9 @@ def test_token_mode_takes_any_orgs_token(api):
     assert api.call("GET", "/metrics", token="")[0] == 401
     status, _, resp = api.call("GET", "/metrics")
     assert status == 200 and resp.mimetype == "text/plain"
+
+
+def test_an_ipv4_client_seen_through_a_dual_stack_listener_matches_its_ipv4_range(state):
+    client = app_with(state, "127.0.0.0/8")
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"}).status_code == 403
