@@ -48,7 +48,7 @@ class State:
         if self._huey is None:
             from .queue import make_huey
 
-            self._huey = make_huey(self.config)
+            self._huey = make_huey(self.config, handler=self.execute_run)
         return self._huey
 
     @property
@@ -86,6 +86,12 @@ class State:
                 self._executions = Executions()
             return self._executions
 
+    def execute_run(self, run_id: str) -> None:
+        """Execute one run taken from the queue (the queue's handler)."""
+        from .worker import execute_run
+
+        execute_run(self, run_id)
+
     def enqueue(self, run_ids) -> None:
         from .queue import enqueue
 
@@ -115,6 +121,10 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
     # Before routing to any view (or 404): a NUL in a path or query reaches PostgreSQL as a 500 otherwise.
     app.before_request(check_request_text)
     app.register_blueprint(bp)
+    from . import health, metrics
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     ui.init_app(app, state)
 
     @app.teardown_appcontext

@@ -47,6 +47,11 @@ class Config:
     ui_session_lifetime: timedelta = timedelta(hours=12)
     # CLOUDCRON_AUDIT_RETENTION_DAYS: audit entries older than this are pruned (web.audit.prune).
     audit_retention_days: int = 365
+    # GET /metrics: "token" (any org's API token), "open", "off" (404), or "networks" (metrics_networks only).
+    metrics: str = "token"
+    metrics_networks: tuple = ()
+    # GET /readyz: a dispatcher must have ticked within this many seconds.
+    ready_tick_age: float = 30.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -131,6 +136,24 @@ def _networks(env, name, default):
     return tuple(out)
 
 
+METRICS_MODES = ("token", "open", "off")
+
+
+def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
+    """token | open | off, or address ranges (CIDR, comma- or space-separated) allowed without a token."""
+    raw = (env.get(name) or "token").strip()
+    if raw.lower() in METRICS_MODES:
+        return raw.lower(), ()
+    out = []
+    for item in raw.replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: '{item}' is not token, open, off or an address range such as "
+                              "10.0.0.0/8 or 127.0.0.1/32") from None
+    return "networks", tuple(out)
+
+
 def load_config(env=None, **overrides) -> Config:
     """Build the configuration from `env` (default os.environ) and keyword overrides."""
     env = dict(os.environ if env is None else env)
@@ -168,6 +191,12 @@ def load_config(env=None, **overrides) -> Config:
     session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
     if session_hours > 24 * 366:
         raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
+    metrics, metrics_networks = _metrics(env)
+    multiproc = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc and not Path(multiproc).is_dir():
+        # prometheus_client would fail at every count and every scrape instead.
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR: '{multiproc}' is not a directory; create it (empty) before "
+                          "cloudcron's processes start, or unset it")
     return Config(
         data_dir=data_dir,
         database_url=database_url,
@@ -185,6 +214,8 @@ def load_config(env=None, **overrides) -> Config:
         ui_session_lifetime=timedelta(hours=session_hours),
         # At most a century: a longer span reaches before year 1, where no date can be computed.
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),
+        metrics=metrics, metrics_networks=metrics_networks,
+        ready_tick_age=_positive_float(env, "CLOUDCRON_READY_TICK_AGE", 30.0),
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .crypto import Box, new_id
 from .errors import APIError
 from .models import Cloud, Key, Machine, Schedule
@@ -83,8 +84,10 @@ def fetch_nodes(spec: CloudSpec, limits: ProviderLimits) -> Listing:
                             denied_networks=limits.denied_networks)
         listed = list_nodes(driver)
     except ValueError as exc:  # LibcloudActionError too: messages made to be shown
+        metrics.provider_error(spec.provider)
         raise ProviderError(f"cloud '{spec.id}' ({spec.provider}): cannot list machines: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a driver's own failure: its kind only, never its text
+        metrics.provider_error(spec.provider)
         raise ProviderError(f"cloud '{spec.id}' ({spec.provider}): cannot list machines: "
                             f"{type(exc).__name__}") from None
     nodes: dict[str, dict] = {}

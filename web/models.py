@@ -232,6 +232,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    # How many times the sweep re-enqueued it because its queue message seemed lost (at most once).
+    requeues: Mapped[int] = mapped_column(Integer, server_default="0")  # no Python default: the claim's INSERT leaves it out
 
 
 class RunMachine(Base):
@@ -286,3 +288,17 @@ class AuditEntry(Base):
     resource_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(255))
     changes: Mapped[dict] = mapped_column(JSON, default=dict)
+class ProcessHeartbeat(Base):
+    """A dispatcher or worker process saying it is alive: written at start, beaten every few seconds, deleted
+    at a clean exit (web.heartbeats). A row whose beat is older than heartbeats.STALE is a dead process."""
+
+    __tablename__ = "process_heartbeats"
+    __table_args__ = (Index("ix_process_heartbeats_kind_beat", "kind", "beat_at"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))   # "dispatcher" or "worker"
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A dispatcher beats from its claim loop, so this is its last tick; a worker beats from a thread.
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs a worker executes at once

@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .crypto import new_id
 from .models import Event, Run, RunMachine, Schedule
 from .timemath import format_instant
@@ -27,6 +28,7 @@ def create_run(session: Session, schedule: Schedule, trigger: str, scheduled_for
               scheduled_for=scheduled_for, created_at=now, status=status, error=error)
     if status in FINAL:
         run.finished_at = now
+        metrics.run_ended(run)
     session.add(run)
     if status != "queued":  # a queued run gets its events from the worker; claims stay cheap
         add_event(session, run, "schedule_" + status, now,
@@ -44,6 +46,18 @@ def interrupt(session: Session, run: Run, now: datetime, reason: str, error: str
     session.execute(update(RunMachine).where(RunMachine.run_id == run.id, RunMachine.status == "running")
                     .values(status="interrupted", error=error))
     add_event(session, run, "schedule_interrupted", now, {"reason": reason, "error": error})
+    metrics.run_ended(run)
+
+
+def lose(session: Session, run: Run, now: datetime, error: str) -> None:
+    """End a queued run whose queue message was lost for good as `failed`: it never started, nothing was done.
+
+    Called by the dispatcher's sweep once re-enqueueing it did not help; the caller holds the run row."""
+    run.status = "failed"
+    run.finished_at = now
+    run.error = error
+    add_event(session, run, "schedule_finished", now, {"status": "failed", "error": error})
+    metrics.run_ended(run)
 
 
 def active_run(session: Session, schedule_id: str) -> Run | None:

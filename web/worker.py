@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select, update
 
+from . import metrics
 from .backoff import Backoff
 from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, fetch_nodes, private_key,
                        resolve, ssh_address, store_nodes)
@@ -289,6 +290,7 @@ def finish(state, run_id: str, exec_status: str | None, error: str | None,
         run.finished_at = now
         run.error = error or (None if status == "succeeded" else _summary(rows))
         add_event(session, run, "schedule_finished", now, {"status": status, **({"error": run.error} if run.error else {})})
+        metrics.run_ended(run)
         return run.status
 
 

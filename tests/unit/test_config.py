@@ -224,3 +224,22 @@ def test_migrate_with_a_bad_secret_key_file_exits_non_zero_naming_it(tmp_path):
     result = run_web({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), "CLOUDCRON_SECRET_KEY_FILE": str(key_file)}, "migrate")
     assert result.returncode != 0
     assert "CLOUDCRON_SECRET_KEY_FILE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_metrics_access_is_a_mode_or_address_ranges(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    assert load_config(base).metrics == "token"
+    assert load_config({**base, "CLOUDCRON_METRICS": "OFF"}).metrics == "off"
+    config = load_config({**base, "CLOUDCRON_METRICS": "10.0.0.0/8, 127.0.0.1"})
+    assert config.metrics == "networks" and [str(n) for n in config.metrics_networks] == ["10.0.0.0/8", "127.0.0.1/32"]
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: 'tokens' is not token, open, off or an address range"):
+        load_config({**base, "CLOUDCRON_METRICS": "tokens"})
+    assert load_config(base).ready_tick_age == 30.0
+    with pytest.raises(ConfigError, match="CLOUDCRON_READY_TICK_AGE"):
+        load_config({**base, "CLOUDCRON_READY_TICK_AGE": "0"})
+
+
+def test_a_prometheus_multiprocess_directory_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR: .* is not a directory"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "nope")})
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})

@@ -44,6 +44,8 @@ ROUTES = [
     ("/schedules/{id}/runs", "get", "Runs of a schedule, newest first", None, "array of runs"),
     ("/runs/{id}", "get", "A run with its per-machine results", None, "the run"),
     ("/logs", "get", "Events (schedule_id, run_id, event_type, start, stop, limit)", None, "array of events"),
+    ("/status", "get", "The backlog (this org's runs and every org's: queued, running, oldest queued age in s), "
+     "live workers and their slots, the dispatchers' last tick", None, "{org, all_orgs, workers, dispatchers}"),
     ("/calendars", "get", "List calendars (name; total in X-Total-Count)", None, "array of calendars"),
     ("/calendars", "post", "Add a calendar: a timezone and entries that exclude time", CalendarIn, "the calendar"),
     ("/calendars/{id}", "get", "Get a calendar", None, "the calendar"),

@@ -1,0 +1,40 @@
+"""/metrics access by CLOUDCRON_METRICS, through the application (the scrape itself: tests/integration)."""
+from __future__ import annotations
+
+import dataclasses
+
+from web import create_app
+from web.config import load_config
+
+
+def app_with(state, value):
+    config = load_config({"CLOUDCRON_DATA_DIR": str(state.config.data_dir), "CLOUDCRON_METRICS": value})
+    return create_app(state=dataclasses.replace(state, config=config)).test_client()
+
+
+def test_an_address_outside_the_allowed_networks_is_refused(state):
+    resp = app_with(state, "10.0.0.0/8").get("/metrics")  # the test client comes from 127.0.0.1
+    assert resp.status_code == 403 and "CLOUDCRON_METRICS" in resp.get_json()["error"]
+
+
+def test_an_allowed_network_needs_no_token(state):
+    resp = app_with(state, "127.0.0.1/32").get("/metrics")
+    assert resp.status_code == 200 and b"cloudcron_queue_depth" in resp.data
+
+
+def test_open_needs_nothing_and_off_is_not_found(state):
+    assert app_with(state, "open").get("/metrics").status_code == 200
+    resp = app_with(state, "off").get("/metrics")
+    assert resp.status_code == 404 and "error" in resp.get_json()
+
+
+def test_token_mode_takes_any_orgs_token(api):
+    assert api.call("GET", "/metrics", token="")[0] == 401
+    status, _, resp = api.call("GET", "/metrics")
+    assert status == 200 and resp.mimetype == "text/plain"
+
+
+def test_an_ipv4_client_seen_through_a_dual_stack_listener_matches_its_ipv4_range(state):
+    client = app_with(state, "127.0.0.0/8")
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"}).status_code == 403
