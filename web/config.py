@@ -73,6 +73,16 @@ def _positive_float(env, name, default):
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 SANDBOX_MODES = ("auto", "required", "off")
+LOG_FORMATS = ("plain", "json")
+
+
+def log_format(env=None) -> str:
+    """CLOUDCRON_LOG_FORMAT: `plain` (default) or `json` (one JSON object per line); ConfigError otherwise."""
+    env = os.environ if env is None else env
+    raw = (env.get("CLOUDCRON_LOG_FORMAT") or "plain").strip().lower()
+    if raw not in LOG_FORMATS:
+        raise ConfigError(f"CLOUDCRON_LOG_FORMAT: '{env.get('CLOUDCRON_LOG_FORMAT')}' is not one of {', '.join(LOG_FORMATS)}")
+    return raw
 
 
 def _flag(env, name) -> bool:

@@ -54,11 +54,13 @@ def check_queue(state) -> None:
 
 
 def _execute_run(run_id: str):
+    from .logs import bound
     from .worker import execute_run
 
     if _STATE is None:
         raise RuntimeError("no worker state bound to the queue")
-    execute_run(_STATE, run_id)
+    with bound(run_id=run_id):  # every line the run's execution logs carries its id (JSON logs)
+        execute_run(_STATE, run_id)
 
 
 def bind(state) -> None:
