@@ -81,6 +81,8 @@ def cmd_serve(args) -> int:
     from .queue import check_queue
 
     st = _state()
+    if not st.config.public_url:  # links in notifications point at this server unless told otherwise
+        st.config.public_url = f"http://{args.host}:{args.port}"
     if st.config.listing_slots >= args.threads:
         raise ConfigError(f"CLOUDCRON_LISTING_SLOTS: must be below --threads ({args.threads}) so that requests other "
                           f"than provider listings always find a thread, got {st.config.listing_slots}")

@@ -23,6 +23,7 @@ class Embedded:
             start_worker_side(state)
             self.consumer = consumer(state.huey, workers=workers, embedded=True)
             self.consumer.start()
+            self._threads.append(start_background(state, self.stop_flag))
         if dispatcher:
             self.dispatcher = Dispatcher(state, state.enqueue)
             state.schedule_listeners.append(self.dispatcher.wake)
@@ -66,6 +67,13 @@ def start_worker_side(state) -> None:
         log.warning("removed %d private run director%s left by a stopped worker", removed, "y" if removed == 1 else "ies")
 
 
+def start_background(state, stop: threading.Event) -> threading.Thread:
+    """The worker side's background loops beside the run consumer: notification delivery (web.notify)."""
+    from .notify import start_sender
+
+    return start_sender(state, stop)
+
+
 def start_embedded(state, dispatcher: bool = True, worker: bool = True) -> Embedded:
     return Embedded(state, dispatcher, worker)
 
@@ -106,6 +114,7 @@ def run_worker(state, workers: int = 2) -> int:
     stop_on_signals(stop)
     worker = consumer(state.huey, workers=workers, embedded=True)
     worker.start()
+    start_background(state, stop)
     while not stop.wait(HEALTH_CHECK_EVERY):
         worker.check_worker_health()
     interrupted = drain(state, state.config.drain_seconds, stop_taking=worker.stop_flag.set)

@@ -45,4 +45,4 @@ def list_response(query, to_json, order_by):
     return resp
 
 
-from . import calendars, meta, resources, runs, schedules  # noqa: E402,F401
+from . import calendars, channels, meta, resources, runs, schedules  # noqa: E402,F401
