@@ -30,6 +30,7 @@ class Embedded:
             t = threading.Thread(target=self.dispatcher.run, args=(self.stop_flag,), daemon=True, name="dispatcher")
             t.start()
             self._threads.append(t)
+            self._threads.append(start_retention(state, self.stop_flag))
 
     def stop(self):
         self.stop_flag.set()
@@ -72,6 +73,13 @@ def start_background(state, stop: threading.Event) -> threading.Thread:
     from .notify import start_sender
 
     return start_sender(state, stop)
+
+
+def start_retention(state, stop: threading.Event) -> threading.Thread:
+    """The dispatcher side's background loop: pruning old runs (web.retention)."""
+    from .retention import start
+
+    return start(state, stop)
 
 
 def start_embedded(state, dispatcher: bool = True, worker: bool = True) -> Embedded:
@@ -134,5 +142,6 @@ def run_dispatcher(state) -> int:
     stop_on_signals(stop)
     dispatcher = Dispatcher(state, state.enqueue)
     state.schedule_listeners.append(dispatcher.wake)
+    start_retention(state, stop)
     dispatcher.run(stop)
     return 0

@@ -221,6 +221,7 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_schedule_created", "schedule_id", "created_at"),
         Index("ix_runs_status", "status"),
+        Index("ix_runs_created", "created_at"),  # retention's age cut-off
     )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)

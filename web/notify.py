@@ -244,8 +244,9 @@ def send_apprise(url: str, event: dict, timeout: float) -> None:
     notifier = apprise.Apprise()
     if not notifier.add(url):
         raise SendError("Apprise no longer reads the channel's URL", permanent=True)
-    for server in notifier:  # each plugin's socket timeouts: the attempt is bounded like a webhook's
-        server.socket_connect_timeout = server.socket_read_timeout = timeout
+    for server in notifier:  # each plugin's socket timeouts (the URL's cto/rto) at most the attempt's bound
+        server.socket_connect_timeout = min(server.socket_connect_timeout or timeout, timeout)
+        server.socket_read_timeout = min(server.socket_read_timeout or timeout, timeout)
     with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
         ok = notifier.notify(title=title, body=body, notify_type=severity)
     if ok:

@@ -56,9 +56,13 @@ def upgrade():
 
     with op.batch_alter_table('schedules', schema=None) as batch_op:
         batch_op.add_column(sa.Column('notify', sa.JSON(), nullable=True))
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.create_index('ix_runs_created', ['created_at'], unique=False)
 
 
 def downgrade():
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_runs_created')
     with op.batch_alter_table('schedules', schema=None) as batch_op:
         batch_op.drop_column('notify')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
