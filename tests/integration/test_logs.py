@@ -94,3 +94,33 @@ def test_a_schedule_line_in_json_carries_the_schedule_id(tmp_path):
         assert "Mars/Olympus_Mons" in record["message"]
     finally:
         svc.stop()
+
+
+def test_a_run_line_in_json_carries_the_run_id(tmp_path):
+    from tests.harness.service import free_port
+
+    svc = start_service(tmp_path / "data", env={"CLOUDCRON_LOG_FORMAT": "json", "CLOUDCRON_NOTIFY_BACKOFF": "30"})
+    try:
+        closed = free_port()  # nothing listens there: the delivery's first attempt fails and is logged
+        status, channel = svc.api("POST", "channels", {"name": "hook", "kind": "webhook", "default": True,
+                                                       "url": f"http://127.0.0.1:{closed}/x",
+                                                       "secret": "0123456789abcdef"})
+        assert status == 200, channel
+        _, cloud = svc.api("POST", "clouds", {"title": "ssh", "provider": "other"})
+        # A power action on a plain SSH host fails at once: a failed run without any target to reach.
+        status, schedule = svc.api("POST", "schedules", {
+            "name": "power-on-ssh", "action": "stop", "machines_per_cloud": [[cloud["id"], "m"]],
+            "schedule_type": "interval", "schedule_entry": {"every": 1, "period": "days"}, "run_immediately": True})
+        assert status == 200, schedule
+
+        def retried():
+            lines = [json.loads(line) for line in svc.log_path.read_text().splitlines() if line.startswith("{")]
+            return [r for r in lines if r["logger"] == "web.notify"]
+
+        record = wait_until(retried, 60, what=f"the delivery's failed attempt in the log\n{svc.log()}")[0]
+        run = svc.api("GET", f"schedules/{schedule['id']}/runs")[1][0]
+        assert record["run_id"] == run["id"] and record["delivery_id"]
+        assert "connection refused" in record["message"]
+        assert "0123456789abcdef" not in svc.log_path.read_text()
+    finally:
+        svc.stop()
