@@ -179,7 +179,8 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_networks, delivery_id: str) -> None:
     """POST the event as JSON, signed; returns on a 2xx, raises SendError otherwise (redirects are not followed).
 
-    The connection goes through the provider address guard: a host resolving into denied_networks is refused."""
+    The connection goes through the provider address guard: a host resolving into denied_networks is refused.
+    A proxy from the environment (HTTPS_PROXY) is honoured; its own address is the one checked then."""
     import requests
 
     from plugins.module_utils._libcloud import DeniedAddressError, guarded_adapter, guarding
@@ -191,7 +192,6 @@ def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_netw
                SIGNATURE_HEADER: sign(secret, int(time.time()), body), "X-Cloudcron-Event": event.get("type", ""),
                "X-Cloudcron-Delivery": delivery_id}
     with requests.Session() as http:
-        http.trust_env = False  # no proxy from the environment: the guard checks the receiver's own address
         adapter = guarded_adapter()
         http.mount("http://", adapter)
         http.mount("https://", adapter)
@@ -239,6 +239,9 @@ def send_apprise(url: str, event: dict, timeout: float) -> None:
 
     from plugins.module_utils._redact import Redactor
 
+    # Apprise's own log lines may quote parts of a URL (a host, a token): they go only into this attempt's
+    # error, redacted below, never into the service's log.
+    logging.getLogger("apprise").propagate = False
     title, body = _text(event)
     severity = _SEVERITY.get((event.get("run") or {}).get("status"), "warning" if event.get("run") else "info")
     notifier = apprise.Apprise()

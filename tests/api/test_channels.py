@@ -131,3 +131,27 @@ def test_a_run_shows_its_deliveries(api, schedule):
     assert status == 200, run
     status, body = api.get(f"runs/{run['id']}")
     assert status == 200 and body["deliveries"] == []
+
+
+def test_a_webhook_whose_host_resolves_into_a_denied_network_gets_nothing(api, receiver):
+    hook = receiver()
+    port = hook.url.rsplit(":", 1)[1]
+    # A host name passes when written (it may resolve anywhere); the address it resolves to is checked at send.
+    _, channel = api.post("channels", {**HOOK, "url": f"http://localhost:{port}/hook"})
+    api.state.config.denied_networks = ("127.0.0.0/8", "::1/128")
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200, delivery
+    assert delivery["status"] == "failed" and hook.requests == []
+    assert delivery["attempts"][0]["error"] == ("the receiver's address is in a network cloudcron does not contact "
+                                                "(CLOUDCRON_DENIED_NETWORKS)")
+
+
+def test_an_apprise_failure_is_recorded_without_the_urls_credentials(api, receiver):
+    target = receiver(statuses=(500,))
+    port = target.url.rsplit(":", 1)[1]
+    _, channel = api.post("channels", {"name": "j", "kind": "apprise", "url": f"json://bob:p4ssw0rd@127.0.0.1:{port}/T0KEN"})
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200 and delivery["status"] == "failed" and len(target.requests) == 1
+    error = delivery["attempts"][0]["error"]
+    assert error and "p4ssw0rd" not in error and "T0KEN" not in error
+    assert "500" in error
