@@ -325,7 +325,7 @@ class Sender:
             return False
         if claimed is False:  # another sender took it first
             return True
-        delivery_id, run_id, target, event, held = claimed
+        delivery_id, run_id, target, event = claimed
         config = self.state.config
         started = time.monotonic()
         error: SendError | None = None
@@ -340,7 +340,7 @@ class Sender:
                 except Exception as exc:  # noqa: BLE001 - a sender's bug fails this attempt, not the loop
                     log.exception("sending delivery %s failed", delivery_id)
                     error = SendError(f"internal error: {type(exc).__name__}")
-            self._record(delivery_id, held, self.clock(), time.monotonic() - started, error)
+            self._record(delivery_id, self.clock(), time.monotonic() - started, error)
         return True
 
     def _claim(self, now: datetime):
@@ -361,31 +361,38 @@ class Sender:
             target = None
             if channel is not None and channel.org_id == delivery.org_id:
                 target = self.state.box.open(channel.target_enc)
-            return delivery.id, delivery.run_id, target, dict(delivery.event), held
+            return delivery.id, delivery.run_id, target, dict(delivery.event)
 
-    def _record(self, delivery_id: str, held: datetime, now: datetime, took: float, error: SendError | None) -> None:
+    def _record(self, delivery_id: str, now: datetime, took: float, error: SendError | None) -> None:
+        outcome = self._write_attempt(delivery_id, now, took, error)
+        if outcome is not None:
+            count_delivery(outcome)
+
+    def _write_attempt(self, delivery_id: str, now: datetime, took: float, error: SendError | None) -> str | None:
+        """Append the attempt and set what follows; returns the outcome (delivered, retrying, failed) or None."""
         config = self.state.config
         with self.state.db.transaction() as session:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:  # pruned meanwhile
-                return
+                return None
             attempts = list(delivery.attempts or [])
             attempts.append({"at": format_instant(now), "ok": error is None,
                              "error": None if error is None else str(error), "duration": round(took, 3)})
             delivery.attempts = attempts
             if error is None:
                 delivery.status, delivery.next_attempt_at, delivery.finished_at = "delivered", None, now
-                return
+                return "delivered"
             retry_at = now + timedelta(seconds=next_wait(len(attempts), config.notify_backoff))
             give_up = delivery.created_at + timedelta(seconds=config.notify_retry_for)
             if error.permanent or delivery.kind == "test" or retry_at > give_up:
                 delivery.status, delivery.next_attempt_at, delivery.finished_at = "failed", None, now
                 log.warning("delivery %s to channel '%s' failed after %d attempt(s): %s", delivery_id,
                             delivery.channel_name, len(attempts), error)
-            else:
-                delivery.next_attempt_at = retry_at
-                log.info("delivery %s to channel '%s' failed (%s); trying again at %s", delivery_id,
-                         delivery.channel_name, error, format_instant(retry_at))
+                return "failed"
+            delivery.next_attempt_at = retry_at
+            log.info("delivery %s to channel '%s' failed (%s); trying again at %s", delivery_id,
+                     delivery.channel_name, error, format_instant(retry_at))
+            return "retrying"
 
     def run(self, stop: threading.Event) -> None:
         """Send until `stop` is set: as fast as deliveries are due, otherwise a look every POLL seconds."""
@@ -400,6 +407,15 @@ class Sender:
             if not worked:
                 self.wake.wait(POLL)
                 self.wake.clear()
+
+
+def count_delivery(outcome: str) -> None:
+    """Count an attempt's outcome in the service's metrics (web.metrics), where this build has them."""
+    try:
+        from .metrics import delivery
+    except ImportError:  # a build without the metrics module counts nothing
+        return
+    delivery(outcome)
 
 
 def send_test(state, session: Session, channel: Channel, now: datetime) -> dict:
@@ -418,8 +434,7 @@ def send_test(state, session: Session, channel: Channel, now: datetime) -> dict:
         send(target, delivery.event, state.config, delivery.id)
     except SendError as exc:
         error = exc
-    Sender(state)._record(delivery.id, delivery.next_attempt_at, datetime.now(timezone.utc),
-                          time.monotonic() - started, error)
+    Sender(state)._record(delivery.id, datetime.now(timezone.utc), time.monotonic() - started, error)
     with state.db.session() as read:
         return delivery_json(read.get(Delivery, delivery.id))
 
