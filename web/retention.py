@@ -7,8 +7,8 @@ What goes (settings in web.config):
   their schedule, with their machine rows, events and notification deliveries;
 - events without a run (a schedule's `schedule_error`) and test deliveries older than the same age.
 
-Each batch (at most CLOUDCRON_RETENTION_BATCH runs) is one transaction that only deletes rows by
-primary key or run id, so on SQLite the write lock is held for a few milliseconds and the API,
+Each batch (at most CLOUDCRON_RETENTION_BATCH runs) is found with a read, then deleted in one transaction
+that only deletes rows by primary key or run id, so on SQLite the write lock is held for a few milliseconds and the API,
 dispatchers and workers keep writing between batches. The loop runs beside each dispatcher: several
 dispatchers prune the same rows harmlessly (a delete of rows already gone deletes nothing).
 """
@@ -52,32 +52,47 @@ def _delete_runs(session, ids: list[str]) -> int:
     return session.execute(delete(Run).where(Run.id.in_(ids), Run.status.in_(FINAL))).rowcount
 
 
+def _next_batch(session, cutoff: datetime, keep: int, batch: int) -> tuple[str, list] | None:
+    """What to prune next: (reason, ids), or None. Read only."""
+    ids = session.scalars(select(Run.id).where(Run.created_at < cutoff, Run.status.in_(FINAL))
+                          .order_by(Run.created_at).limit(batch)).all()
+    if ids:
+        return "age", list(ids)
+    # A schedule with more ended runs than kept (queued and running ones are never counted nor pruned).
+    over = session.execute(select(Run.schedule_id).where(Run.status.in_(FINAL)).group_by(Run.schedule_id)
+                           .having(func.count() > keep).limit(1)).first()
+    if over is not None:
+        ids = session.scalars(select(Run.id).where(Run.schedule_id == over.schedule_id, Run.status.in_(FINAL))
+                              .order_by(Run.created_at.desc(), Run.id.desc()).offset(keep).limit(batch)).all()
+        if ids:
+            return "count", list(ids)
+    ids = session.scalars(select(Event.id).where(Event.run_id.is_(None), Event.time < cutoff).limit(batch)).all()
+    if ids:
+        return "events", list(ids)
+    ids = session.scalars(select(Delivery.id).where(Delivery.run_id.is_(None), Delivery.created_at < cutoff,
+                                                    Delivery.next_attempt_at.is_(None)).limit(batch)).all()
+    if ids:
+        return "deliveries", list(ids)
+    return None
+
+
 def prune_batch(db, now: datetime, days: float, keep: int, batch: int) -> tuple[str, int] | None:
-    """Prune one batch, in one transaction; returns (reason, rows) or None when nothing is left to prune.
+    """Prune one batch; returns (reason, rows deleted) or None when nothing is left to prune.
 
     reason is "age" (runs older than `days`), "count" (runs beyond the newest `keep` of a schedule), or
-    "events" / "deliveries" (old rows without a run). `now` is aware UTC."""
-    cutoff = now - timedelta(days=days)
+    "events" / "deliveries" (old rows without a run). The rows are found with a read (no write lock: the
+    grouped count scans the runs table), then deleted by id in one short write transaction; a row that
+    went meanwhile is simply not deleted again. `now` is aware UTC."""
+    with db.session() as read:
+        found = _next_batch(read, now - timedelta(days=days), keep, batch)
+    if found is None:
+        return None
+    reason, ids = found
     with db.transaction() as session:
-        ids = session.scalars(select(Run.id).where(Run.created_at < cutoff, Run.status.in_(FINAL))
-                              .order_by(Run.created_at).limit(batch)).all()
-        if ids:
-            return "age", _delete_runs(session, list(ids))
-        # A schedule with more ended runs than kept (queued and running ones are never counted nor pruned).
-        over = session.execute(select(Run.schedule_id).where(Run.status.in_(FINAL)).group_by(Run.schedule_id)
-                               .having(func.count() > keep).limit(1)).first()
-        if over is not None:
-            ids = session.scalars(select(Run.id).where(Run.schedule_id == over.schedule_id, Run.status.in_(FINAL))
-                                  .order_by(Run.created_at.desc(), Run.id.desc()).offset(keep).limit(batch)).all()
-            return "count", _delete_runs(session, list(ids))
-        ids = session.scalars(select(Event.id).where(Event.run_id.is_(None), Event.time < cutoff).limit(batch)).all()
-        if ids:
-            return "events", session.execute(delete(Event).where(Event.id.in_(ids))).rowcount
-        ids = session.scalars(select(Delivery.id).where(Delivery.run_id.is_(None), Delivery.created_at < cutoff,
-                                                        Delivery.next_attempt_at.is_(None)).limit(batch)).all()
-        if ids:
-            return "deliveries", session.execute(delete(Delivery).where(Delivery.id.in_(ids))).rowcount
-    return None
+        if reason in ("age", "count"):
+            return reason, _delete_runs(session, ids)
+        model = Event if reason == "events" else Delivery
+        return reason, session.execute(delete(model).where(model.id.in_(ids))).rowcount
 
 
 def sweep(state, now: datetime, stop: threading.Event | None = None, pause: float = PAUSE) -> Pruned:
@@ -107,7 +122,7 @@ def sweep(state, now: datetime, stop: threading.Event | None = None, pause: floa
 
 def run(state, stop: threading.Event) -> None:
     """Sweep every CLOUDCRON_RETENTION_EVERY seconds until `stop` is set (the first sweep at start)."""
-    errors = Backoff("pruning old runs", log, first=1.0, cap=60.0)
+    errors = Backoff("pruning old runs", log, first=1.0, cap=30.0)
     wait = 0.0
     while not stop.wait(wait):
         try:
