@@ -344,12 +344,18 @@ class Sender:
         return True
 
     def _claim(self, now: datetime):
-        with self.state.db.transaction() as session:
-            due = session.execute(select(Delivery.id, Delivery.next_attempt_at)
-                                  .where(Delivery.next_attempt_at.is_not(None), Delivery.next_attempt_at <= now)
-                                  .order_by(Delivery.next_attempt_at).limit(1)).first()
-            if due is None:
+        """(id, run id, channel target or None, event) of the delivery claimed; None when none is due; False when
+        another sender claimed it first. The look is a read: an idle sender never takes the write lock."""
+        due_query = (select(Delivery.id, Delivery.next_attempt_at)
+                     .where(Delivery.next_attempt_at.is_not(None), Delivery.next_attempt_at <= now)
+                     .order_by(Delivery.next_attempt_at).limit(1))
+        with self.state.db.session() as read:
+            if read.execute(due_query).first() is None:
                 return None
+        with self.state.db.transaction() as session:
+            due = session.execute(due_query).first()
+            if due is None:
+                return False
             held = now + self.lease
             won = session.execute(update(Delivery).where(Delivery.id == due.id,
                                                          Delivery.next_attempt_at == due.next_attempt_at)
