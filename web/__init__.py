@@ -88,9 +88,11 @@ class State:
 
     def execute_run(self, run_id: str) -> None:
         """Execute one run taken from the queue (the queue's handler)."""
+        from .logs import bound
         from .worker import execute_run
 
-        execute_run(self, run_id)
+        with bound(run_id=run_id):  # every line the run's execution logs carries its id (JSON logs)
+            execute_run(self, run_id)
 
     def enqueue(self, run_ids) -> None:
         from .queue import enqueue

@@ -7,7 +7,8 @@ import sys
 
 from sqlalchemy.exc import DBAPIError
 
-from .config import ConfigError, StartupError
+from .config import ConfigError, StartupError, log_format
+from .logs import setup as setup_logging
 
 
 def _state():
@@ -80,6 +81,8 @@ def cmd_serve(args) -> int:
     from .queue import check_queue
 
     st = _state()
+    if not st.config.public_url:  # links in notifications point at this server unless told otherwise
+        st.config.public_url = f"http://{args.host}:{args.port}"
     if st.config.listing_slots >= args.threads:
         raise ConfigError(f"CLOUDCRON_LISTING_SLOTS: must be below --threads ({args.threads}) so that requests other "
                           f"than provider listings always find a thread, got {st.config.listing_slots}")
@@ -165,11 +168,14 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_token_revoke)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # Alembic says which plugins it loaded at every start; only --log-level DEBUG wants that.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        setup_logging(args.log_level, log_format())
+    except ConfigError as exc:
+        print(f"cloudcron: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"cloudcron: --log-level: {exc}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except ConfigError as exc:

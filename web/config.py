@@ -52,6 +52,18 @@ class Config:
     metrics_networks: tuple = ()
     # GET /readyz: a dispatcher must have ticked within this many seconds.
     ready_tick_age: float = 30.0
+    # Notifications (web.notify): the address links in events start with; seconds one attempt may take;
+    # the first wait before a retry (doubling, at most NOTIFY_BACKOFF_CAP); how long a delivery is retried.
+    public_url: str = ""
+    notify_timeout: float = 10.0
+    notify_backoff: float = 5.0
+    notify_retry_for: float = 3600.0
+    # Retention (web.retention): runs older than this many days, or beyond this many per schedule, are pruned
+    # in batches of retention_batch runs, one short transaction each, every retention_every seconds.
+    retention_days: float = 30.0
+    retention_runs_per_schedule: int = 1000
+    retention_batch: int = 200
+    retention_every: float = 600.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -80,6 +92,16 @@ def _positive_float(env, name, default):
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 SANDBOX_MODES = ("auto", "required", "off")
+LOG_FORMATS = ("plain", "json")
+
+
+def log_format(env=None) -> str:
+    """CLOUDCRON_LOG_FORMAT: `plain` (default) or `json` (one JSON object per line); ConfigError otherwise."""
+    env = os.environ if env is None else env
+    raw = (env.get("CLOUDCRON_LOG_FORMAT") or "plain").strip().lower()
+    if raw not in LOG_FORMATS:
+        raise ConfigError(f"CLOUDCRON_LOG_FORMAT: '{env.get('CLOUDCRON_LOG_FORMAT')}' is not one of {', '.join(LOG_FORMATS)}")
+    return raw
 
 
 def _flag(env, name) -> bool:
@@ -216,7 +238,28 @@ def load_config(env=None, **overrides) -> Config:
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),
         metrics=metrics, metrics_networks=metrics_networks,
         ready_tick_age=_positive_float(env, "CLOUDCRON_READY_TICK_AGE", 30.0),
+        public_url=_public_url(env),
+        notify_timeout=_positive_float(env, "CLOUDCRON_NOTIFY_TIMEOUT", 10.0),
+        notify_backoff=_positive_float(env, "CLOUDCRON_NOTIFY_BACKOFF", 5.0),
+        notify_retry_for=_seconds(env, "CLOUDCRON_NOTIFY_RETRY_SECONDS", 3600.0),
+        retention_days=_positive_float(env, "CLOUDCRON_RETENTION_DAYS", 30.0),
+        retention_runs_per_schedule=_count(env, "CLOUDCRON_RETENTION_RUNS_PER_SCHEDULE", 1000),
+        retention_batch=_count(env, "CLOUDCRON_RETENTION_BATCH", 200),
+        retention_every=_positive_float(env, "CLOUDCRON_RETENTION_EVERY", 600.0),
     )
+
+
+def _public_url(env) -> str:
+    """CLOUDCRON_PUBLIC_URL: http(s)://host[:port][/prefix], the address links in notifications start with."""
+    from urllib.parse import urlsplit
+
+    raw = (env.get("CLOUDCRON_PUBLIC_URL") or "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"CLOUDCRON_PUBLIC_URL: '{raw}' is not an http(s) address such as https://cron.example.com")
+    return raw.rstrip("/")
 
 
 def _redact(url: str) -> str:

@@ -234,7 +234,7 @@ class Dispatcher:
         """The row values of a schedule whose fire failed: tried again after ERROR_BACKOFF, with its error."""
         schedule.next_run_at = now + ERROR_BACKOFF
         log.warning("schedule %s: %s; trying again at %s", schedule.id, schedule.error,
-                    timemath.format_instant(schedule.next_run_at))
+                    timemath.format_instant(schedule.next_run_at), extra={"schedule_id": schedule.id})
         return {"b_id": schedule.id, "b_next": schedule.next_run_at, "b_error": schedule.error,
                 "org_id": schedule.org_id}
 

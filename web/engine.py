@@ -25,12 +25,14 @@ class Embedded:
             self.consumer = consumer(state.huey, workers=workers, embedded=True)
             self.consumer.start()
             self.heartbeat = start_worker_heartbeat(state.db, workers)
+            self._threads.append(start_background(state, self.stop_flag))
         if dispatcher:
             self.dispatcher = Dispatcher(state, state.enqueue)
             state.schedule_listeners.append(self.dispatcher.wake)
             t = threading.Thread(target=self.dispatcher.run, args=(self.stop_flag,), daemon=True, name="dispatcher")
             t.start()
             self._threads.append(t)
+            self._threads.append(start_retention(state, self.stop_flag))
 
     def stop(self):
         self.stop_flag.set()
@@ -69,6 +71,20 @@ def start_worker_side(state) -> None:
     removed = purge_leftovers(state.config.work_dir)
     if removed:
         log.warning("removed %d private run director%s left by a stopped worker", removed, "y" if removed == 1 else "ies")
+
+
+def start_background(state, stop: threading.Event) -> threading.Thread:
+    """The worker side's background loops beside the run consumer: notification delivery (web.notify)."""
+    from .notify import start_sender
+
+    return start_sender(state, stop)
+
+
+def start_retention(state, stop: threading.Event) -> threading.Thread:
+    """The dispatcher side's background loop: pruning old runs (web.retention)."""
+    from .retention import start
+
+    return start(state, stop)
 
 
 def start_embedded(state, dispatcher: bool = True, worker: bool = True) -> Embedded:
@@ -112,6 +128,7 @@ def run_worker(state, workers: int = 2) -> int:
     worker = consumer(state.huey, workers=workers, embedded=True)
     worker.start()
     heartbeat = start_worker_heartbeat(state.db, workers)
+    start_background(state, stop)
     while not stop.wait(HEALTH_CHECK_EVERY):
         worker.check_worker_health()
     interrupted = drain(state, state.config.drain_seconds, stop_taking=worker.stop_flag.set)
@@ -132,5 +149,6 @@ def run_dispatcher(state) -> int:
     stop_on_signals(stop)
     dispatcher = Dispatcher(state, state.enqueue)
     state.schedule_listeners.append(dispatcher.wake)
+    start_retention(state, stop)
     dispatcher.run(stop)
     return 0

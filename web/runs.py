@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from . import metrics
 from .crypto import new_id
 from .models import Event, Run, RunMachine, Schedule
+from .notify import on_event as notify_on_event
 from .timemath import format_instant
 
 FINAL = ("succeeded", "failed", "partial", "skipped", "missed", "interrupted", "timed_out")
@@ -70,6 +71,7 @@ def add_event(session: Session, run: Run, type_: str, now: datetime, data: dict 
               cloud_id: str | None = None, machine_id: str | None = None) -> None:
     session.add(Event(org_id=run.org_id, time=now, type=type_, schedule_id=run.schedule_id, run_id=run.id,
                       cloud_id=cloud_id, machine_id=machine_id, data=data or {}))
+    notify_on_event(session, run, type_, now)  # the event that ends a run queues its notifications (outbox)
 
 
 def start_now(session: Session, schedule: Schedule, trigger: str, now: datetime) -> Run:

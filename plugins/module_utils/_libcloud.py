@@ -335,7 +335,21 @@ def _install_guard():
         for holder in (_lc_base.Connection, _lc_azure.AzureActiveDirectoryConnection, _lc_azure_arm.AzureResourceManagementConnection):
             if getattr(holder, "conn_class", None) is LibcloudConnection:
                 holder.conn_class = GuardedConnection
+        _GUARD["adapter"] = GuardedAdapter
         _GUARD["connection"] = GuardedConnection
+
+
+def guarded_adapter():
+    """A requests HTTPAdapter whose connections go through the guard (mount it on a Session; send inside guarding())."""
+    _install_guard()
+    return _GUARD["adapter"]()
+
+
+@contextmanager
+def guarding(denied_networks=None):
+    """Within this block, on this thread, guarded connections refuse addresses in `denied_networks` (CIDR strings)."""
+    with _policy(Policy(denied_networks)):
+        yield
 
 
 @contextmanager

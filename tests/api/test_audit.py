@@ -274,3 +274,20 @@ def test_record_filter_and_prune_on_each_database(backend_api):
         s.scalar(select(AuditEntry).where(AuditEntry.id == create["id"])).time = now - timedelta(days=365, seconds=1)
     assert audit.prune(api.state, now) == 1
     assert entries(api, id=cloud["id"]) == [update]
+
+
+def test_channel_changes_are_recorded_with_the_url_and_secret_masked(api):
+    hook = {"name": "audited-hook", "kind": "webhook", "url": "https://hooks.example.com/cron/T0KEN-in-path",
+            "secret": "s3cret-s3cret-s3cret"}
+    status, channel = api.post("channels", hook)
+    assert status in (200, 201), channel
+    assert api.patch(f"channels/{channel['id']}", {"name": "renamed-hook"})[0] == 200
+    assert api.patch(f"channels/{channel['id']}", {"secret": "another-secret-0123"})[0] == 200
+    assert api.delete(f"channels/{channel['id']}")[0] in (200, 204)
+
+    log = entries(api, resource="channel", id=channel["id"])
+    assert [e["action"] for e in log] == ["delete", "update", "update", "create"]
+    assert log[2]["changes"] == {"name": {"before": "audited-hook", "after": "renamed-hook"}}
+    assert log[1]["changes"] == {"target": {"before": "***", "after": "***"}}
+    dumped = repr(log)
+    assert "T0KEN" not in dumped and "s3cret" not in dumped and "another-secret" not in dumped

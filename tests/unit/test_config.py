@@ -130,7 +130,26 @@ def bad_values(tmp_path):
         ("CLOUDCRON_UI_SESSION_HOURS", "a day"),
         ("CLOUDCRON_UI_SESSION_HOURS", "0"),
         ("CLOUDCRON_UI_SESSION_HOURS", "100000"),
+        ("CLOUDCRON_PUBLIC_URL", "cron.example.com"),
+        ("CLOUDCRON_PUBLIC_URL", "ftp://cron.example.com"),
+        ("CLOUDCRON_NOTIFY_TIMEOUT", "0"),
+        ("CLOUDCRON_NOTIFY_BACKOFF", "fast"),
+        ("CLOUDCRON_NOTIFY_RETRY_SECONDS", "-1"),
+        ("CLOUDCRON_RETENTION_DAYS", "0"),
+        ("CLOUDCRON_RETENTION_RUNS_PER_SCHEDULE", "0"),
+        ("CLOUDCRON_RETENTION_BATCH", "many"),
+        ("CLOUDCRON_RETENTION_EVERY", "-1"),
     ]
+
+
+def test_notification_and_retention_settings_have_defaults_and_are_read(tmp_path):
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "data")})
+    assert (config.public_url, config.notify_timeout, config.notify_backoff, config.notify_retry_for) == ("", 10, 5, 3600)
+    assert (config.retention_days, config.retention_runs_per_schedule, config.retention_batch) == (30, 1000, 200)
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), "CLOUDCRON_PUBLIC_URL": "https://cron.example.com/",
+                          "CLOUDCRON_RETENTION_DAYS": "7", "CLOUDCRON_RETENTION_RUNS_PER_SCHEDULE": "50"})
+    assert (config.public_url, config.retention_days, config.retention_runs_per_schedule) == \
+        ("https://cron.example.com", 7, 50)
 
 
 def test_a_bad_value_is_a_config_error_naming_the_variable(tmp_path):

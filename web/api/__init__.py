@@ -45,4 +45,4 @@ def list_response(query, to_json, order_by):
     return resp
 
 
-from . import audit, calendars, meta, resources, runs, schedules, status  # noqa: E402,F401
+from . import audit, calendars, channels, meta, resources, runs, schedules, status  # noqa: E402,F401

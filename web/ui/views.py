@@ -23,6 +23,7 @@ from ..cadence import describe
 from ..crypto import hash_token
 from ..errors import APIError
 from ..models import AuditEntry, Cloud, Event, Key, Machine, Org, Run, Schedule, Script
+from ..notify import deliveries_json
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
 from ..validation import loads
@@ -524,7 +525,8 @@ def run_page(id_):
     # (hx-preserve), not up to 512 KiB per machine again.
     done = [i for i, m in enumerate(data["machines"], 1) if m["status"] != "running"]
     return render_template("run.html", run=run, data=data, schedule=sch, running=run.status in ACTIVE,
-                           shown=_shown_rows(request.args.get("shown")), done=".".join(map(str, done)))
+                           shown=_shown_rows(request.args.get("shown")), done=".".join(map(str, done)),
+                           deliveries=deliveries_json(s, id_))
 
 
 def _shown_rows(raw: str | None) -> set[int]:
