@@ -34,6 +34,8 @@ class Config:
     sandbox: str = "auto"
     # CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE: run Ansible scripts even where runs are not sandboxed
     unsafe_unsandboxed_ansible: bool = False
+    # CLOUDCRON_SANDBOX_TMPFS_MB: the size of each in-memory directory of a sandboxed run (/tmp, home, /dev/shm)
+    sandbox_tmpfs_mb: int = 128
     # Provider calls (libcloud): the most seconds one call may take, retries included, whatever a cloud's
     # options.timeout says; how many machines one listing keeps; which addresses are never contacted.
     provider_timeout: float = 30.0
@@ -172,6 +174,7 @@ def load_config(env=None, **overrides) -> Config:
         min_interval=timedelta(seconds=min_interval),
         sandbox=sandbox,
         unsafe_unsandboxed_ansible=_flag(env, "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE"),
+        sandbox_tmpfs_mb=_count(env, "CLOUDCRON_SANDBOX_TMPFS_MB", 128),
         provider_timeout=_positive_float(env, "CLOUDCRON_PROVIDER_TIMEOUT", 30.0),
         max_machines_per_cloud=_count(env, "CLOUDCRON_MAX_MACHINES_PER_CLOUD", 10_000),
         denied_networks=_networks(env, "CLOUDCRON_DENIED_NETWORKS", DEFAULT_DENIED_NETWORKS),
