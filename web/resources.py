@@ -89,15 +89,35 @@ def check_options(options, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
         raise BadRequest(str(exc).replace("(denied networks)", "(CLOUDCRON_DENIED_NETWORKS)")) from None
 
 
+def check_arguments(provider: str, credentials, options) -> None:
+    """BadRequest unless a cloud's credentials and options are driver arguments the service accepts.
+
+    Refused, naming the field: an argument naming a file on the worker (key_file, cert_file, ca_cert,
+    credential_file, *_path, ...), a token cache, a GCE key given as a file name rather than its content
+    or a GCE auth_type other than SA, and a credential holding a non-HTTP(S) URL (file:, ftp://, ...).
+    Checks only what is given (an edit sends one of them)."""
+    if provider == "other":
+        return
+    from plugins.module_utils._libcloud import check_driver_arguments, check_endpoint_options
+
+    try:
+        check_endpoint_options(credentials or {}, prefix="credentials", secrets=True, denied_networks=())
+        check_driver_arguments(provider, credentials, options)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime,
                  denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
     """Add a cloud from CloudIn fields (title, provider, credentials, options); credentials are sealed with `box`.
 
-    Creating a cloud does not contact the provider; its options are checked (check_options).
+    Creating a cloud does not contact the provider; its options are checked (check_options), and its
+    credentials and options as driver arguments (check_arguments).
     """
     require(values, "title", "provider")
     check_provider(values["provider"])
     check_options(values.get("options"), denied_networks)
+    check_arguments(values["provider"], values.get("credentials"), values.get("options"))
     cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
                   options=values.get("options") or {}, created_at=now, updated_at=now,
                   credentials_enc=box.seal(values.get("credentials") or {}))

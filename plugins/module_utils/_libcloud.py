@@ -72,6 +72,17 @@ TEST_PROVIDERS = frozenset(["dummy"])
 # the cloud metadata service (169.254.169.254), and EC2's IPv6 metadata address.
 DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
 
+# Constructor arguments (of drivers and the connections they build) that name a file on the machine the
+# driver runs on: libcloud would read it (a key, a certificate) or write it (a token cache), with the
+# worker's rights. `path` alone is the HTTP path of an endpoint (cloudstack, eucalyptus), not a file.
+_FILE_ARGUMENT = re.compile(r"(?:^|_)(?:files?|dir|directory|cert|certs|certfile|keyfile|cafile|pem)$|.+_path$", re.I)
+# Token caches: libcloud's GCE driver keeps tokens in ~/.google_libcloud_auth.<project>, shared by every
+# org whose cloud names the same project; OpenStack takes a cache object. Caching is off in cloudcron.
+_CACHE_ARGUMENTS = frozenset(["credential_file", "ex_auth_cache", "auth_cache"])
+# GCE: only service account keys. "GCE" would use the worker's own instance identity, "IA" asks a person
+# at the worker's terminal for a code.
+GCE_AUTH_TYPES = ("SA",)
+
 # The only schemes a URL-like option may use.
 URL_SCHEMES = ("http", "https")
 _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.S)
@@ -250,6 +261,44 @@ def check_endpoint_options(options, denied_networks=None, prefix="options", secr
     walk(prefix, options or {})
 
 
+def check_driver_arguments(provider, credentials, options):
+    """Refuse driver arguments that would make libcloud read or write a file where it runs; ValueError naming the field.
+
+    Any argument whose name says it is a file (key_file, cert_file, ca_cert, credential_file, *_path, ...)
+    and token caches are refused for every provider; a GCE key is accepted only as its content (PEM or
+    JSON text, or the parsed JSON object), never as a file name, and only service-account authentication.
+    The message never shows a value."""
+    for prefix, values in (("credentials", credentials or {}), ("options", options or {})):
+        for name in values:
+            field = "%s.%s" % (prefix, name)
+            if str(name) in _CACHE_ARGUMENTS:
+                raise ValueError("%s: token caches are not allowed; cloudcron keeps no provider tokens on the worker" % field)
+            if _FILE_ARGUMENT.search(str(name)):
+                raise ValueError("%s: names a file on the worker, which a cloud may not make cloudcron read or write; "
+                                 "give the credential's content where the driver takes it" % field)
+    if provider == "gce":
+        given = (("credentials", credentials or {}), ("options", options or {}))
+        for prefix, values in given:
+            auth_type = values.get("auth_type")
+            if auth_type is not None and str(auth_type).upper() not in GCE_AUTH_TYPES:
+                raise ValueError("%s.auth_type: only 'SA' (a service account key) is supported; 'GCE' would use the "
+                                 "worker's own identity and 'IA' needs a person at the worker" % prefix)
+        for prefix, values in given:
+            key = values.get("key")
+            if isinstance(key, str) and not key.lstrip().startswith(("-----BEGIN", "{")):
+                raise ValueError("%s.key: must be the service account key itself (its PEM or JSON content), "
+                                 "not a file name" % prefix)
+
+
+def _pinned_arguments(provider, credentials, options):
+    """Arguments cloudcron sets whatever a cloud says: no token cache file, no guessed authentication."""
+    if provider == "gce":
+        # libcloud always caches tokens in a file; reading /dev/null finds none and writing it keeps none.
+        options["credential_file"] = "/dev/null"
+        if "auth_type" not in credentials:
+            options["auth_type"] = "SA"
+
+
 def _guarded_socket(conn):
     """Open conn's socket to the first resolved address outside the denied networks (urllib3's errors kept)."""
     policy = _current_policy()
@@ -364,8 +413,9 @@ def get_driver(provider: str, credentials: dict, options: dict, call_timeout=Non
 
     call_timeout (seconds) bounds every call made through this module with the driver, retries
     included, and lowers options["timeout"] (each socket operation) to it. denied_networks (CIDR
-    strings; default DEFAULT_DENIED_NETWORKS) are never connected to. Raises ValueError for an
-    unknown or test provider and for options that are refused; LibcloudActionError when a driver
+    strings; default DEFAULT_DENIED_NETWORKS) are never connected to. Arguments naming files on this
+    machine and token caches are refused (check_driver_arguments); GCE's token cache is off. Raises
+    ValueError for an unknown or test provider and for options that are refused; LibcloudActionError when a driver
     that talks to its cloud while being built fails.
     """
     _require_libcloud()
@@ -381,6 +431,8 @@ def get_driver(provider: str, credentials: dict, options: dict, call_timeout=Non
     policy = Policy(denied_networks, call_timeout)
     check_endpoint_options(options, policy)
     check_endpoint_options(credentials, policy, prefix="credentials", secrets=True)
+    check_driver_arguments(provider, credentials, options)
+    _pinned_arguments(provider, credentials, options)
     cls = _driver_class(provider)
     if "timeout" in options:
         given = options["timeout"]

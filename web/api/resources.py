@@ -51,6 +51,7 @@ def edit_cloud(id_):
         raise BadRequest("provider: cannot be changed; add a new cloud instead")
     if values.get("title"):
         cloud.title = values["title"]
+    resources.check_arguments(cloud.provider, values.get("credentials"), values.get("options"))
     if "options" in values:
         resources.check_options(values["options"], state().config.denied_networks)
         cloud.options = values["options"] or {}
