@@ -40,6 +40,8 @@ class Config:
     # options.timeout says; how many machines one listing keeps; which addresses are never contacted.
     provider_timeout: float = 30.0
     max_machines_per_cloud: int = 10_000
+    # CLOUDCRON_PROVIDER_MAX_ANSWER_MB: the largest answer one provider request may bring, decoded
+    provider_max_answer_mb: int = 128
     denied_networks: tuple = DEFAULT_DENIED_NETWORKS
     # Listings for API requests: threads for all orgs together, and listings one org may have in flight.
     listing_slots: int = 4
@@ -177,6 +179,7 @@ def load_config(env=None, **overrides) -> Config:
         sandbox_tmpfs_mb=_count(env, "CLOUDCRON_SANDBOX_TMPFS_MB", 128),
         provider_timeout=_positive_float(env, "CLOUDCRON_PROVIDER_TIMEOUT", 30.0),
         max_machines_per_cloud=_count(env, "CLOUDCRON_MAX_MACHINES_PER_CLOUD", 10_000),
+        provider_max_answer_mb=_count(env, "CLOUDCRON_PROVIDER_MAX_ANSWER_MB", 128),
         denied_networks=_networks(env, "CLOUDCRON_DENIED_NETWORKS", DEFAULT_DENIED_NETWORKS),
         listing_slots=_count(env, "CLOUDCRON_LISTING_SLOTS", 4),
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),

@@ -58,3 +58,28 @@ def test_names_that_are_files_and_names_that_are_not():
         with pytest.raises(ValueError, match="options." + name):
             _libcloud.check_driver_arguments("openstack", {}, {name: "x"})
     _libcloud.check_driver_arguments("openstack", {}, {name: "x" for name in allowed})
+
+
+@pytest.mark.parametrize("address", [
+    "169.254.169.254", "::ffff:169.254.169.254", "::ffff:a9fe:a9fe", "::169.254.169.254", "64:ff9b::a9fe:a9fe",
+    "64:ff9b::169.254.169.254", "2002:a9fe:a9fe::", "2002:a9fe:a9fe:1::5", "fe80::1", "fd00:ec2::254"])
+def test_ipv6_forms_of_a_denied_ipv4_address_are_refused_as_that_address(address):
+    assert _libcloud.Policy().refuses(address)
+
+
+@pytest.mark.parametrize("address", [
+    "8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::", "::1", "::", "2001:db8::a9fe:a9fe",
+    "64:ff9b:0:0:1::a9fe"])
+def test_other_addresses_are_not(address):
+    assert not _libcloud.Policy().refuses(address)
+
+
+def test_a_denied_loopback_is_refused_in_every_form_and_at_create():
+    policy = _libcloud.Policy(["127.0.0.0/8"])
+    for host in ("127.0.0.1", "::ffff:127.0.0.1", "::127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::"):
+        assert policy.refuses(host), host
+        with pytest.raises(ValueError, match="options.host: .*denied networks"):
+            _libcloud.check_endpoint_options({"host": host}, policy)
+        with pytest.raises(ValueError, match="options.url: .*denied networks"):
+            _libcloud.check_endpoint_options({"url": f"http://[{host}]:8080/x" if ":" in host else f"http://{host}/"},
+                                             policy)
