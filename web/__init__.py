@@ -73,7 +73,7 @@ class State:
                 from .listings import ListingPool
 
                 self._listings = ListingPool(self.config.listing_slots, self.config.listings_per_org,
-                                             self.config.provider_timeout)
+                                             self.config.provider_timeout, self.config.run_listings_per_org)
             return self._listings
 
     @property

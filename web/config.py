@@ -46,6 +46,8 @@ class Config:
     # Listings for API requests: threads for all orgs together, and listings one org may have in flight.
     listing_slots: int = 4
     listings_per_org: int = 2
+    # CLOUDCRON_RUN_LISTINGS_PER_ORG: provider listings a worker process does for one org's runs at once
+    run_listings_per_org: int = 1
     # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
     drain_seconds: float = 25.0
     ui_session_lifetime: timedelta = timedelta(hours=12)
@@ -183,6 +185,7 @@ def load_config(env=None, **overrides) -> Config:
         denied_networks=_networks(env, "CLOUDCRON_DENIED_NETWORKS", DEFAULT_DENIED_NETWORKS),
         listing_slots=_count(env, "CLOUDCRON_LISTING_SLOTS", 4),
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
+        run_listings_per_org=_count(env, "CLOUDCRON_RUN_LISTINGS_PER_ORG", 1),
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
         ui_session_lifetime=timedelta(hours=session_hours),
     )
