@@ -160,7 +160,8 @@ class Sandbox:
     unsafe_ansible: bool = False
     userns: bool = True
     hidden: tuple[str, ...] = field(default=())  # secret paths of this configuration, see secret_paths
-    tmpfs_mb: int = DEFAULT_TMPFS_MB  # CLOUDCRON_SANDBOX_TMPFS_MB: size of each private tmpfs of a run
+    # CLOUDCRON_SANDBOX_TMPFS_MB: size of each private tmpfs of a run; None where bwrap cannot size them
+    tmpfs_mb: int | None = DEFAULT_TMPFS_MB
 
     @property
     def available(self) -> bool:
@@ -176,6 +177,9 @@ class Sandbox:
 
     def describe(self) -> str:
         """One line for the start-up log."""
+        if self.available and self.tmpfs_mb is None:
+            return (f"runs execute in a bubblewrap sandbox ({self.bwrap}), but their /tmp, home and /dev/shm are "
+                    "not size-limited: this bwrap has no --size option (bubblewrap 0.7 or later, not setuid, has it)")
         if self.available:
             return f"runs execute in a bubblewrap sandbox ({self.bwrap})"
         if self.unsafe_ansible:
@@ -238,7 +242,7 @@ def _within(path: str, roots: Iterable[str]) -> bool:
 
 
 def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str] = (), userns: bool = True,
-             tmpfs_mb: int = DEFAULT_TMPFS_MB) -> View:
+             tmpfs_mb: int | None = DEFAULT_TMPFS_MB) -> View:
     """The View of one run: system, Python and checkout read-only, `private` read-write, the rest hidden.
 
     `hidden` are secret paths (see secret_paths); only those lying inside something shown need
@@ -275,7 +279,7 @@ def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str
         (hidden_dirs if os.path.isdir(path) else hidden_files).append(path)
     return View(read_only=tuple(read_only), read_write=(private,), symlinks=tuple(symlinks),
                 private=("/tmp", *homes), hidden_dirs=tuple(hidden_dirs), hidden_files=tuple(hidden_files),
-                workdir=private, userns=userns, tmpfs_bytes=tmpfs_mb * 1024 * 1024)
+                workdir=private, userns=userns, tmpfs_bytes=tmpfs_mb * 1024 * 1024 if tmpfs_mb else None)
 
 
 def not_world_readable(root: str) -> list[str]:
@@ -315,8 +319,9 @@ def detect(mode: str = "auto", unsafe_ansible: bool = False, hidden: Iterable[st
            bwrap: str | None = None, tmpfs_mb: int = DEFAULT_TMPFS_MB) -> Sandbox:
     """Probe whether bwrap can build a run's sandbox here; `required` raises SandboxError when not.
 
-    tmpfs_mb (CLOUDCRON_SANDBOX_TMPFS_MB) sizes each run's /tmp, home and /dev/shm; bwrap must know
-    --size (Debian 12's bubblewrap 0.8 does) or the sandbox is reported as not working."""
+    tmpfs_mb (CLOUDCRON_SANDBOX_TMPFS_MB) sizes each run's /tmp, home and /dev/shm. A bwrap without
+    --size (before 0.7, or installed setuid) still sandboxes: its Sandbox has tmpfs_mb None, which
+    describe() says at start, rather than no sandbox at all."""
     hidden = tuple(hidden)
     if mode == "off":
         return Sandbox(mode, reason="CLOUDCRON_SANDBOX=off", unsafe_ansible=unsafe_ansible, hidden=hidden,
@@ -327,10 +332,15 @@ def detect(mode: str = "auto", unsafe_ansible: bool = False, hidden: Iterable[st
     if path is None:
         reason = "bwrap not found: install the bubblewrap package"
     else:
-        reason = _probe(path, userns=True, tmpfs_mb=tmpfs_mb)
-        if reason is not None and _probe(path, userns=False, tmpfs_mb=tmpfs_mb) is None:
-            # Root in a container where user namespaces are off: everything but the inner lock holds.
-            reason, userns = None, False
+        for size in (tmpfs_mb, None):
+            reason = _probe(path, userns=True, tmpfs_mb=size)
+            if reason is not None and _probe(path, userns=False, tmpfs_mb=size) is None:
+                # Root in a container where user namespaces are off: everything but the inner lock holds.
+                reason, userns = None, False
+            if reason is None or not _knows_no_size(path):
+                break
+            # Isolation matters more than the size of the in-memory directories: sandbox without it.
+            tmpfs_mb = None
     if reason is not None:
         if mode == "required":
             raise SandboxError(f"CLOUDCRON_SANDBOX=required, but runs cannot be sandboxed here: {reason}")
@@ -338,7 +348,18 @@ def detect(mode: str = "auto", unsafe_ansible: bool = False, hidden: Iterable[st
     return Sandbox(mode, bwrap=path, unsafe_ansible=unsafe_ansible, userns=userns, hidden=hidden, tmpfs_mb=tmpfs_mb)
 
 
-def _probe(bwrap: str, userns: bool, tmpfs_mb: int = DEFAULT_TMPFS_MB) -> str | None:
+def _knows_no_size(bwrap: str) -> bool:
+    """Whether this bwrap refuses --size (too old, or setuid), so a sandbox without it is worth probing."""
+    try:
+        proc = subprocess.run([bwrap, "--size", "1024", "--tmpfs", "/tmp", "--ro-bind", "/", "/", "true"],
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    error = proc.stderr.decode(errors="replace")
+    return proc.returncode != 0 and "--size" in error
+
+
+def _probe(bwrap: str, userns: bool, tmpfs_mb: int | None = DEFAULT_TMPFS_MB) -> str | None:
     """Run Python in a sandbox like a run's and have it write to its private directory; None when it worked."""
     private = Path(tempfile.mkdtemp(prefix="cloudcron-sandbox-probe-"))
     try:

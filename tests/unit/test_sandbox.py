@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,18 @@ print("lock", lock.acquire(timeout=5))
     assert lines["own"] == "wrote 8 MiB" and (private / "own-fill").stat().st_size == 8 * 1024 * 1024
     assert lines["lock"] == "True"  # POSIX semaphores (Ansible's multiprocessing) still work in /dev/shm
     assert not (data / "fill").exists() and not (home / "fill").exists()
+
+
+def test_a_bwrap_without_size_still_sandboxes_and_says_its_tmpfs_are_not_limited(tmp_path):
+    # bubblewrap before 0.7 (Ubuntu 22.04 has 0.6) and setuid installs refuse --size.
+    real = shutil.which("bwrap")
+    old = tmp_path / "bwrap"
+    old.write_text("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --size ] && { echo 'bwrap: Unknown option --size' >&2; "
+                   f"exit 1; }}; done\nexec {real} \"$@\"\n")
+    old.chmod(0o755)
+    sandbox = detect("required", bwrap=str(old), tmpfs_mb=16)
+    assert sandbox.available and sandbox.tmpfs_mb is None
+    assert "not size-limited" in sandbox.describe() and "--size" in sandbox.describe()
+    view = sandbox.view(tmp_path / "private")
+    assert "--size" not in bwrap_args(view) and "--remount-ro" in bwrap_args(view)
+    assert detect("required", tmpfs_mb=16).tmpfs_mb == 16  # the real one sizes them
