@@ -76,7 +76,8 @@ def fetch_nodes(spec: CloudSpec, limits: ProviderLimits) -> Listing:
 
     Each call is bounded by limits.timeout (retries included, on whatever thread, also against a server
     that trickles bytes), refuses addresses in limits.denied_networks and answers larger than
-    limits.max_answer_bytes, and keeps at most limits.max_machines machines (by machine id). Raises ProviderError with a short reason, never the provider's answer body.
+    limits.max_answer_bytes, and keeps at most limits.max_machines machines (by machine id). Raises
+    ProviderError with a short reason, never the provider's answer body.
     """
     from plugins.module_utils._libcloud import get_driver, list_nodes
 

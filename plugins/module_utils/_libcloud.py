@@ -239,8 +239,13 @@ class _Deadline:
 
     def watch(self, sock):
         try:
-            dup = socket.socket(fileno=os.dup(sock.fileno()))
-        except (OSError, ValueError):
+            fd = os.dup(sock.fileno())
+        except (OSError, ValueError):  # already closed
+            return
+        try:
+            dup = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
             return
         with self._lock:
             if not self.expired:
