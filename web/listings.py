@@ -107,12 +107,14 @@ class ListingPool:
             return True
 
     def release_run_slot(self, org_id: str) -> None:
+        """Give back a slot try_run_slot took."""
         with self._lock:
             self._runs_by_org[org_id] -= 1
             if self._runs_by_org[org_id] <= 0:
                 del self._runs_by_org[org_id]
 
     def runs_in_flight(self, org_id: str) -> int:
+        """The org's listings for runs in progress in this process."""
         with self._lock:
             return self._runs_by_org[org_id]
 
