@@ -62,7 +62,7 @@ class State:
             from .sandbox import detect, secret_paths
 
             self._sandbox = detect(self.config.sandbox, self.config.unsafe_unsandboxed_ansible,
-                                   hidden=secret_paths(self.config))
+                                   hidden=secret_paths(self.config), tmpfs_mb=self.config.sandbox_tmpfs_mb)
         return self._sandbox
 
     @property
@@ -73,7 +73,7 @@ class State:
                 from .listings import ListingPool
 
                 self._listings = ListingPool(self.config.listing_slots, self.config.listings_per_org,
-                                             self.config.provider_timeout)
+                                             self.config.provider_timeout, self.config.run_listings_per_org)
             return self._listings
 
     @property

@@ -34,14 +34,20 @@ class Config:
     sandbox: str = "auto"
     # CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE: run Ansible scripts even where runs are not sandboxed
     unsafe_unsandboxed_ansible: bool = False
+    # CLOUDCRON_SANDBOX_TMPFS_MB: the size of each in-memory directory of a sandboxed run (/tmp, home, /dev/shm)
+    sandbox_tmpfs_mb: int = 128
     # Provider calls (libcloud): the most seconds one call may take, retries included, whatever a cloud's
     # options.timeout says; how many machines one listing keeps; which addresses are never contacted.
     provider_timeout: float = 30.0
     max_machines_per_cloud: int = 10_000
+    # CLOUDCRON_PROVIDER_MAX_ANSWER_MB: the largest answer one provider request may bring, decoded
+    provider_max_answer_mb: int = 128
     denied_networks: tuple = DEFAULT_DENIED_NETWORKS
     # Listings for API requests: threads for all orgs together, and listings one org may have in flight.
     listing_slots: int = 4
     listings_per_org: int = 2
+    # CLOUDCRON_RUN_LISTINGS_PER_ORG: provider listings a worker process does for one org's runs at once
+    run_listings_per_org: int = 1
     # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
     drain_seconds: float = 25.0
     ui_session_lifetime: timedelta = timedelta(hours=12)
@@ -227,11 +233,14 @@ def load_config(env=None, **overrides) -> Config:
         min_interval=timedelta(seconds=min_interval),
         sandbox=sandbox,
         unsafe_unsandboxed_ansible=_flag(env, "CLOUDCRON_UNSAFE_UNSANDBOXED_ANSIBLE"),
+        sandbox_tmpfs_mb=_count(env, "CLOUDCRON_SANDBOX_TMPFS_MB", 128),
         provider_timeout=_positive_float(env, "CLOUDCRON_PROVIDER_TIMEOUT", 30.0),
         max_machines_per_cloud=_count(env, "CLOUDCRON_MAX_MACHINES_PER_CLOUD", 10_000),
+        provider_max_answer_mb=_count(env, "CLOUDCRON_PROVIDER_MAX_ANSWER_MB", 128),
         denied_networks=_networks(env, "CLOUDCRON_DENIED_NETWORKS", DEFAULT_DENIED_NETWORKS),
         listing_slots=_count(env, "CLOUDCRON_LISTING_SLOTS", 4),
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
+        run_listings_per_org=_count(env, "CLOUDCRON_RUN_LISTINGS_PER_ORG", 1),
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
         ui_session_lifetime=timedelta(hours=session_hours),
         # At most a century: a longer span reaches before year 1, where no date can be computed.

@@ -58,10 +58,12 @@ class ProviderLimits:
     timeout: float
     max_machines: int
     denied_networks: tuple
+    max_answer_bytes: int = 128 * 1024 * 1024
 
     @classmethod
     def of(cls, config) -> ProviderLimits:
-        return cls(config.provider_timeout, config.max_machines_per_cloud, tuple(config.denied_networks))
+        return cls(config.provider_timeout, config.max_machines_per_cloud, tuple(config.denied_networks),
+                   config.provider_max_answer_mb * 1024 * 1024)
 
 
 def cloud_spec(box: Box, cloud: Cloud) -> CloudSpec:
@@ -73,15 +75,16 @@ def cloud_spec(box: Box, cloud: Cloud) -> CloudSpec:
 def fetch_nodes(spec: CloudSpec, limits: ProviderLimits) -> Listing:
     """List a libcloud cloud's machines from its provider. Network only: call it with no transaction open.
 
-    Each call is bounded by limits.timeout (retries included; every socket operation times out by
-    then), refuses addresses in limits.denied_networks, and keeps at most limits.max_machines machines
-    (by machine id). Raises ProviderError with a short reason, never the provider's answer body.
+    Each call is bounded by limits.timeout (retries included, on whatever thread, also against a server
+    that trickles bytes), refuses addresses in limits.denied_networks and answers larger than
+    limits.max_answer_bytes, and keeps at most limits.max_machines machines (by machine id). Raises
+    ProviderError with a short reason, never the provider's answer body.
     """
     from plugins.module_utils._libcloud import get_driver, list_nodes
 
     try:
         driver = get_driver(spec.provider, spec.credentials, spec.options, call_timeout=limits.timeout,
-                            denied_networks=limits.denied_networks)
+                            denied_networks=limits.denied_networks, max_answer_bytes=limits.max_answer_bytes)
         listed = list_nodes(driver)
     except ValueError as exc:  # LibcloudActionError too: messages made to be shown
         metrics.provider_error(spec.provider)

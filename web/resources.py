@@ -91,6 +91,24 @@ def check_options(options, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
         raise BadRequest(str(exc).replace("(denied networks)", "(CLOUDCRON_DENIED_NETWORKS)")) from None
 
 
+def check_arguments(provider: str, credentials, options) -> None:
+    """BadRequest unless a cloud's credentials and options are driver arguments the service accepts.
+
+    Refused, naming the field: an argument naming a file on the worker (key_file, cert_file, ca_cert,
+    credential_file, *_path, ...), a token cache, a GCE key given as a file name rather than its content
+    or a GCE auth_type other than SA, and a credential holding a non-HTTP(S) URL (file:, ftp://, ...).
+    Checks only what is given (an edit sends one of them)."""
+    if provider == "other":
+        return
+    from plugins.module_utils._libcloud import check_driver_arguments, check_endpoint_options
+
+    try:
+        check_endpoint_options(credentials or {}, prefix="credentials", secrets=True, denied_networks=())
+        check_driver_arguments(provider, credentials, options)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime,
                  denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
     """Add a cloud from CloudIn fields (title, provider, credentials, options); see store_cloud."""
@@ -102,13 +120,15 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
     """Create (current=None) or edit a cloud from CloudIn fields; an edit changes only the fields given.
 
     Credentials are sealed with `box` (never answered); the provider cannot change (400); options are
-    checked (check_options). Storing a cloud does not contact the provider.
+    checked (check_options), credentials and options as driver arguments (check_arguments). Storing a
+    cloud does not contact the provider.
     """
     before = audit.snapshot(current) if current is not None else None
     if current is None:
         require(values, "title", "provider")
         check_provider(values["provider"])
         check_options(values.get("options"), denied_networks)
+        check_arguments(values["provider"], values.get("credentials"), values.get("options"))
         cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
                       options=values.get("options") or {}, created_at=now, updated_at=now,
                       credentials_enc=box.seal(values.get("credentials") or {}))
@@ -119,6 +139,7 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
             raise BadRequest("provider: cannot be changed; add a new cloud instead")
         if values.get("title"):
             cloud.title = values["title"]
+        check_arguments(cloud.provider, values.get("credentials"), values.get("options"))
         if "options" in values:
             check_options(values["options"], denied_networks)
             cloud.options = values["options"] or {}

@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 
 from . import metrics
 from .backoff import Backoff
-from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, fetch_nodes, private_key,
+from .listings import fetch_for_run
+from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, private_key,
                        resolve, ssh_address, store_nodes)
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
 from .runs import SHUTDOWN, WORKER_LOST, add_event, interrupt
@@ -130,7 +131,7 @@ def prepare(state, run_id: str, now: datetime, execution: Execution | None = Non
         if execution is not None and execution.stopped:
             return None, execution.error
         try:
-            listings.append((spec, fetch_nodes(spec, limits)))
+            listings.append((spec, fetch_for_run(state, spec, limits)))  # within the org's run listing slots
         except ProviderError as exc:
             listing_errors[spec.id] = exc.message
     if execution is not None and execution.stopped:
