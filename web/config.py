@@ -52,6 +52,9 @@ class Config:
     metrics_networks: tuple = ()
     # GET /readyz: a dispatcher must have ticked within this many seconds.
     ready_tick_age: float = 30.0
+    # CLOUDCRON_TRUSTED_PROXY: the reverse proxy's address (or "*"), whose X-Forwarded-For and
+    # X-Forwarded-Proto `serve` believes; None: those headers are ignored (anyone can send them).
+    trusted_proxy: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -151,7 +154,27 @@ def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
         except ValueError:
             raise ConfigError(f"{name}: '{item}' is not token, open, off or an address range such as "
                               "10.0.0.0/8 or 127.0.0.1/32") from None
+    if not out:  # "," or "  ": a list of nothing would refuse every scrape with 403, silently
+        raise ConfigError(f"{name}: '{raw}' names no address range; use token, open, off or ranges such as "
+                          "10.0.0.0/8")
     return "networks", tuple(out)
+
+
+def _trusted_proxy(env, name="CLOUDCRON_TRUSTED_PROXY") -> str | None:
+    """The one address (IPv4 or IPv6) of the reverse proxy in front of `serve`, or "*" (any peer); None when unset.
+
+    waitress then takes the client's address from the last X-Forwarded-For hop and the scheme from
+    X-Forwarded-Proto when, and only when, the request comes from that address (waitress's trusted_proxy).
+    """
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if raw == "*":
+        return raw
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(f"{name}: '{raw}' is not an IP address (the proxy's, such as 127.0.0.1) or *") from None
 
 
 def load_config(env=None, **overrides) -> Config:
@@ -216,6 +239,7 @@ def load_config(env=None, **overrides) -> Config:
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),
         metrics=metrics, metrics_networks=metrics_networks,
         ready_tick_age=_positive_float(env, "CLOUDCRON_READY_TICK_AGE", 30.0),
+        trusted_proxy=_trusted_proxy(env),
     )
 
 

@@ -239,6 +239,20 @@ def test_metrics_access_is_a_mode_or_address_ranges(tmp_path):
         load_config({**base, "CLOUDCRON_READY_TICK_AGE": "0"})
 
 
+def test_a_metrics_list_of_no_range_is_a_config_error_not_a_silent_403(tmp_path):
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: ',' names no address range"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_METRICS": ","})
+
+
+def test_the_trusted_proxy_is_one_address_or_a_star(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    assert load_config(base).trusted_proxy is None
+    assert load_config({**base, "CLOUDCRON_TRUSTED_PROXY": " 127.0.0.1 "}).trusted_proxy == "127.0.0.1"
+    assert load_config({**base, "CLOUDCRON_TRUSTED_PROXY": "*"}).trusted_proxy == "*"
+    with pytest.raises(ConfigError, match="CLOUDCRON_TRUSTED_PROXY: '10.0.0.0/8' is not an IP address"):
+        load_config({**base, "CLOUDCRON_TRUSTED_PROXY": "10.0.0.0/8"})
+
+
 def test_a_prometheus_multiprocess_directory_must_exist(tmp_path):
     with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR: .* is not a directory"):
         load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "nope")})
