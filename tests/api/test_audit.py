@@ -253,6 +253,27 @@ def test_prune_deletes_entries_past_the_retention_in_batches_and_keeps_the_rest(
     assert [e["name"] for e in entries(api, resource="schedule")] == ["p6"]
 
 
+def test_prune_stops_after_its_time_budget_so_the_dispatchers_claims_wait_little(api, schedule_body, monkeypatch):
+    """The sweep that prunes runs in the dispatcher's loop: a long backlog of old entries (retention just
+    lowered) is deleted a little per sweep, not 10,000 rows at a time while fires wait."""
+    from itertools import count
+
+    from web import audit
+
+    for i in range(7):
+        api.post("schedules", schedule_body(name=f"b{i}"))
+    now = datetime.now(UTC)
+    with api.state.db.transaction() as s:
+        for row in s.scalars(select(AuditEntry).where(AuditEntry.resource == "schedule")).all():
+            row.time = now - timedelta(days=400)
+    monkeypatch.setattr(audit, "PRUNE_BATCH", 2)
+    seconds = count()  # a clock where each reading is one second after the last: every batch is "slow"
+
+    assert audit.prune(api.state, now, clock=lambda: next(seconds), budget=0.5) == 2  # one batch, then stop
+    assert audit.prune(api.state, now, clock=lambda: 0.0, budget=0.5) == 5  # a fast database: all of it
+    assert entries(api, resource="schedule") == []
+
+
 def test_record_filter_and_prune_on_each_database(backend_api):
     """The same entries, filters and pruning on SQLite and PostgreSQL (JSON changes, the time index)."""
     from web import audit
