@@ -103,6 +103,26 @@ def test_a_keys_private_half_is_masked(api):
     assert "PRIVATE KEY" not in str(update) + str(create)
 
 
+def test_sending_the_same_credentials_or_private_key_again_records_no_change(api):
+    """A client that sends a cloud or key back with its secret unchanged has not rotated it: the log must not say so."""
+    from web.keys import generate_private
+
+    creds = {"key": "AKIASAME", "secret": "same-s3cret"}
+    status, cloud = api.post("clouds", {"title": "aws", "provider": "ec2", "credentials": creds})
+    assert status == 200, cloud
+    assert api.patch(f"clouds/{cloud['id']}", {"credentials": dict(creds)})[0] == 200
+    assert api.patch(f"clouds/{cloud['id']}", {"title": "aws", "credentials": dict(creds)})[0] == 200
+    private = generate_private()
+    status, key = api.post("keys", {"name": "deploy", "private": private})
+    assert status == 200, key
+    assert api.patch(f"keys/{key['id']}", {"private": private})[0] == 200
+
+    assert [(e["resource"], e["action"]) for e in entries(api)] == [("key", "create"), ("cloud", "create")]
+    # A real change is still one.
+    assert api.patch(f"clouds/{cloud['id']}", {"credentials": {**creds, "secret": "rotated"}})[0] == 200
+    assert entries(api, action="update")[0]["changes"] == {"credentials": {"before": "***", "after": "***"}}
+
+
 def test_run_now_pause_skip_next_and_resume_are_recorded(api, schedule):
     sid = schedule["id"]
     status, run = api.post(f"schedules/{sid}/run")
