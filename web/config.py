@@ -150,7 +150,7 @@ def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
     out = []
     for item in raw.replace(",", " ").split():
         try:
-            out.append(ipaddress.ip_network(item, strict=False))
+            out.append(_unmapped(ipaddress.ip_network(item, strict=False)))
         except ValueError:
             raise ConfigError(f"{name}: '{item}' is not token, open, off or an address range such as "
                               "10.0.0.0/8 or 127.0.0.1/32") from None
@@ -158,6 +158,14 @@ def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
         raise ConfigError(f"{name}: '{raw}' names no address range; use token, open, off or ranges such as "
                           "10.0.0.0/8")
     return "networks", tuple(out)
+
+
+def _unmapped(net):
+    """An IPv4-mapped IPv6 range (::ffff:10.0.0.0/104) as the IPv4 range it stands for (10.0.0.0/8): /metrics
+    compares IPv4 clients, also those a dual-stack listener sees as ::ffff:a.b.c.d, in their IPv4 form."""
+    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
+        return ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+    return net
 
 
 def _trusted_proxy(env, name="CLOUDCRON_TRUSTED_PROXY") -> str | None:
