@@ -144,7 +144,7 @@ METRICS_MODES = ("token", "open", "off")
 
 def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
     """token | open | off, or address ranges (CIDR, comma- or space-separated) allowed without a token."""
-    raw = (env.get(name) or "token").strip()
+    raw = (env.get(name) or "").strip() or "token"  # blank is unset, as for every variable
     if raw.lower() in METRICS_MODES:
         return raw.lower(), ()
     out = []
