@@ -30,6 +30,7 @@ from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY as PROCESS_REGISTRY, CollectorRegistry, Counter, \
     Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy.exc import DBAPIError
 
 from .backoff import one_line
 from .errors import APIError
@@ -189,6 +190,10 @@ class Forbidden(APIError):
     status = 403
 
 
+class Unavailable(APIError):
+    status = 503
+
+
 def _allowed(config) -> None:
     """Apply CLOUDCRON_METRICS: NotFound when off, Unauthorized without a valid token, Forbidden outside the
     allowed networks."""
@@ -200,7 +205,12 @@ def _allowed(config) -> None:
     if mode == "off":
         raise NotFound("/metrics is turned off (CLOUDCRON_METRICS=off)")
     if mode == "token":
-        authenticate(db())
+        try:
+            authenticate(db())
+        except DBAPIError as exc:  # the token cannot be checked: say so, rather than an internal error
+            log.warning("metrics: cannot check the scrape's token: %s", one_line(exc))
+            raise Unavailable("/metrics: the database cannot be read, so the token cannot be checked "
+                              "(CLOUDCRON_METRICS=token); a range of addresses needs no database") from None
     elif mode == "networks":
         try:
             address = ipaddress.ip_address((request.remote_addr or "").split("%", 1)[0])

@@ -142,6 +142,20 @@ def test_readyz_answers_503_when_the_database_goes_away(tmp_path):
         drop()
 
 
+def test_with_the_database_gone_a_token_scrape_is_a_503_saying_so_not_an_internal_error(tmp_path):
+    # The default access mode checks the token in the database: without one, the scrape cannot be allowed.
+    url, drop = _pg_database()
+    server = start_service(tmp_path / "data", env={"CLOUDCRON_DATABASE_URL": url})
+    try:
+        assert get(server.url + "/metrics", token=server.token)[0] == 200
+        drop()
+        status, body = get(server.url + "/metrics", token=server.token)
+        assert status == 503 and "database" in body and "CLOUDCRON_METRICS" in body, (status, body)
+    finally:
+        server.stop()
+        drop()
+
+
 def test_readyz_answers_503_when_the_queue_goes_away(tmp_path):
     port = free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
