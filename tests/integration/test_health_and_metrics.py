@@ -142,7 +142,7 @@ def test_readyz_answers_503_when_the_database_goes_away(tmp_path):
         drop()
 
 
-def test_with_the_database_gone_a_token_scrape_is_a_503_saying_so_not_an_internal_error(tmp_path):
+def test_with_the_database_gone_a_token_scrape_and_the_api_answer_503_saying_so_not_an_internal_error(tmp_path):
     # The default access mode checks the token in the database: without one, the scrape cannot be allowed.
     url, drop = _pg_database()
     server = start_service(tmp_path / "data", env={"CLOUDCRON_DATABASE_URL": url})
@@ -151,6 +151,9 @@ def test_with_the_database_gone_a_token_scrape_is_a_503_saying_so_not_an_interna
         drop()
         status, body = get(server.url + "/metrics", token=server.token)
         assert status == 503 and "database" in body and "CLOUDCRON_METRICS" in body, (status, body)
+        # The API too: GET /api/v1/status is what an operator reads then; "internal error" would say nothing.
+        status, body = get(server.url + "/api/v1/status", token=server.token)
+        assert status == 503 and "the database cannot be reached" in body, (status, body)
     finally:
         server.stop()
         drop()

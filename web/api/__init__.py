@@ -1,16 +1,29 @@
 """The REST API, /api/v1: every route but the OpenAPI description needs a token."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, jsonify, request
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from .. import db
+from ..backoff import one_line
 from ..auth import authenticate
 from ..errors import NotFound
 from ..validation import query_int
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC_ENDPOINTS = {"api.openapi_json", "api.openapi_docs"}
+log = logging.getLogger(__name__)
+
+
+@bp.errorhandler(OperationalError)
+def _database_unavailable(exc: OperationalError):
+    """503 with Retry-After when the database cannot be reached or is busy (PostgreSQL down, SQLite locked past its
+    busy timeout): a condition that passes, not a fault of the request. One log line; the URL is not in it."""
+    log.warning("API request failed: the database cannot be reached: %s", one_line(exc))
+    return jsonify(error="the database cannot be reached; try again shortly"), 503, {"Retry-After": "5"}
 
 
 @bp.before_request
