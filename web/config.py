@@ -47,9 +47,11 @@ class Config:
     ui_session_lifetime: timedelta = timedelta(hours=12)
     # CLOUDCRON_AUDIT_RETENTION_DAYS: audit entries older than this are pruned (web.audit.prune).
     audit_retention_days: int = 365
-    # GET /metrics: "token" (any org's API token), "open", "off" (404), or "networks" (metrics_networks only).
+    # GET /metrics: "token" (any org's API token), "org" (tokens of the org named metrics_org only), "open",
+    # "off" (404), or "networks" (metrics_networks only).
     metrics: str = "token"
     metrics_networks: tuple = ()
+    metrics_org: str | None = None
     # GET /readyz: a dispatcher must have ticked within this many seconds.
     ready_tick_age: float = 30.0
     # CLOUDCRON_TRUSTED_PROXY: the reverse proxy's address (or "*"), whose X-Forwarded-For and
@@ -142,22 +144,28 @@ def _networks(env, name, default):
 METRICS_MODES = ("token", "open", "off")
 
 
-def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
-    """token | open | off, or address ranges (CIDR, comma- or space-separated) allowed without a token."""
+def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple, str | None]:
+    """(mode, ranges, org): token | open | off; org:NAME (only that org's tokens); or address ranges (CIDR,
+    comma- or space-separated) allowed without a token."""
     raw = (env.get(name) or "").strip() or "token"  # blank is unset, as for every variable
     if raw.lower() in METRICS_MODES:
-        return raw.lower(), ()
+        return raw.lower(), (), None
+    if raw.lower().startswith("org:"):
+        org = raw[4:].strip()
+        if not org:
+            raise ConfigError(f"{name}: 'org:' names no org; use org:NAME (the org whose tokens may scrape)")
+        return "org", (), org
     out = []
     for item in raw.replace(",", " ").split():
         try:
             out.append(_unmapped(ipaddress.ip_network(item, strict=False)))
         except ValueError:
-            raise ConfigError(f"{name}: '{item}' is not token, open, off or an address range such as "
+            raise ConfigError(f"{name}: '{item}' is not token, org:NAME, open, off or an address range such as "
                               "10.0.0.0/8 or 127.0.0.1/32") from None
     if not out:  # "," or "  ": a list of nothing would refuse every scrape with 403, silently
         raise ConfigError(f"{name}: '{raw}' names no address range; use token, open, off or ranges such as "
                           "10.0.0.0/8")
-    return "networks", tuple(out)
+    return "networks", tuple(out), None
 
 
 def _unmapped(net):
@@ -222,7 +230,7 @@ def load_config(env=None, **overrides) -> Config:
     session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
     if session_hours > 24 * 366:
         raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
-    metrics, metrics_networks = _metrics(env)
+    metrics, metrics_networks, metrics_org = _metrics(env)
     multiproc = env.get("PROMETHEUS_MULTIPROC_DIR")
     if multiproc and not Path(multiproc).is_dir():
         # prometheus_client would fail at every count and every scrape instead.
@@ -245,7 +253,7 @@ def load_config(env=None, **overrides) -> Config:
         ui_session_lifetime=timedelta(hours=session_hours),
         # At most a century: a longer span reaches before year 1, where no date can be computed.
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),
-        metrics=metrics, metrics_networks=metrics_networks,
+        metrics=metrics, metrics_networks=metrics_networks, metrics_org=metrics_org,
         ready_tick_age=_positive_float(env, "CLOUDCRON_READY_TICK_AGE", 30.0),
         trusted_proxy=_trusted_proxy(env),
     )

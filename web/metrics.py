@@ -30,6 +30,7 @@ from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY as PROCESS_REGISTRY, CollectorRegistry, Counter, \
     Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from .backoff import one_line
@@ -195,22 +196,27 @@ class Unavailable(APIError):
 
 
 def _allowed(config) -> None:
-    """Apply CLOUDCRON_METRICS: NotFound when off, Unauthorized without a valid token, Forbidden outside the
-    allowed networks."""
+    """Apply CLOUDCRON_METRICS: NotFound when off, Unauthorized without a valid token, Forbidden for a token of
+    another org than org:NAME's or outside the allowed networks, Unavailable when a token cannot be checked."""
     from . import db
     from .auth import authenticate
     from .errors import NotFound
+    from .models import Org
 
     mode = config.metrics
     if mode == "off":
         raise NotFound("/metrics is turned off (CLOUDCRON_METRICS=off)")
-    if mode == "token":
+    if mode in ("token", "org"):
         try:
-            authenticate(db())
+            org_id = authenticate(db())
+            name = db().scalar(select(Org.name).where(Org.id == org_id)) if mode == "org" else None
         except DBAPIError as exc:  # the token cannot be checked: say so, rather than an internal error
             log.warning("metrics: cannot check the scrape's token: %s", one_line(exc))
-            raise Unavailable("/metrics: the database cannot be read, so the token cannot be checked "
-                              "(CLOUDCRON_METRICS=token); a range of addresses needs no database") from None
+            raise Unavailable(f"/metrics: the database cannot be read, so the token cannot be checked "
+                              f"(CLOUDCRON_METRICS={mode}); a range of addresses needs no database") from None
+        if mode == "org" and name != config.metrics_org:
+            # Not naming the org: a tenant's token learns only that it may not scrape.
+            raise Forbidden("/metrics: this token's org may not read the metrics (CLOUDCRON_METRICS)")
     elif mode == "networks":
         try:
             address = ipaddress.ip_address((request.remote_addr or "").split("%", 1)[0])

@@ -46,3 +46,13 @@ def test_a_range_written_in_the_ipv4_mapped_form_matches_ipv4_clients(state):
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"}).status_code == 200
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "11.1.2.3"}).status_code == 403
+
+
+def test_org_mode_takes_only_the_named_orgs_tokens(api, other_api):
+    """With several orgs, run counts of all of them minus a tenant's own are the others': only the operator's org reads them."""
+    client = app_with(api.state, "org:acme")
+    assert client.get("/metrics", headers={"Authorization": api.token}).status_code == 200
+    resp = client.get("/metrics", headers={"Authorization": other_api.token})
+    assert resp.status_code == 403 and "CLOUDCRON_METRICS" in resp.get_json()["error"]
+    assert "acme" not in resp.get_json()["error"]  # the operator's org is not told to a tenant
+    assert client.get("/metrics").status_code == 401
