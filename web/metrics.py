@@ -13,8 +13,9 @@ Two kinds of series:
 - State read from the database when scraped (queue depth, runs running, the oldest queued run's age, live
   workers and slots, the dispatchers' last tick): a custom collector, so every API process answers the same.
 
-Access (CLOUDCRON_METRICS): `token` (default: any org's API token), `open`, `off` (404), or address
-ranges allowed without a token. Series carry no org label: any org's token reads them.
+Access (CLOUDCRON_METRICS): `token` (default: any org's API token), `org:NAME` (that org's tokens only), `open`,
+`off` (404), or address ranges allowed without a token. Series carry no org label, but they count every org's
+runs: where tenants are not the operators, `org:NAME` keeps them to the operator's org.
 
 The hook functions (run_ended, fire_ended, dispatched, provider_error, delivery) never raise: counting is
 never a reason for a run to fail.
