@@ -176,6 +176,20 @@ def _unmapped(net):
     return net
 
 
+# Dispatchers record a tick every 5 s (heartbeats.BEAT_EVERY): /readyz needs room for two of them, or it would
+# answer 503 between beats.
+MIN_READY_TICK_AGE = 10.0
+
+
+def _ready_tick_age(env, name="CLOUDCRON_READY_TICK_AGE") -> float:
+    """Seconds within which a dispatcher must have ticked for /readyz; at least MIN_READY_TICK_AGE."""
+    value = _positive_float(env, name, 30.0)
+    if value < MIN_READY_TICK_AGE:
+        raise ConfigError(f"{name}: must be at least {MIN_READY_TICK_AGE:g} (dispatchers record a tick every 5 s), "
+                          f"got '{env[name]}'")
+    return value
+
+
 def _trusted_proxy(env, name="CLOUDCRON_TRUSTED_PROXY") -> str | None:
     """The one address (IPv4 or IPv6) of the reverse proxy in front of `serve`, or "*" (any peer); None when unset.
 
@@ -254,7 +268,7 @@ def load_config(env=None, **overrides) -> Config:
         # At most a century: a longer span reaches before year 1, where no date can be computed.
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),
         metrics=metrics, metrics_networks=metrics_networks, metrics_org=metrics_org,
-        ready_tick_age=_positive_float(env, "CLOUDCRON_READY_TICK_AGE", 30.0),
+        ready_tick_age=_ready_tick_age(env),
         trusted_proxy=_trusted_proxy(env),
     )
 

@@ -239,6 +239,13 @@ def test_metrics_access_is_a_mode_or_address_ranges(tmp_path):
         load_config({**base, "CLOUDCRON_READY_TICK_AGE": "0"})
 
 
+def test_a_ready_tick_age_shorter_than_two_heartbeats_is_refused(tmp_path):
+    # Dispatchers record a tick every 5 s: a shorter limit would make /readyz answer 503 most of the time.
+    with pytest.raises(ConfigError, match="CLOUDCRON_READY_TICK_AGE: must be at least 10"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_READY_TICK_AGE": "3"})
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_READY_TICK_AGE": "10"}).ready_tick_age == 10
+
+
 def test_metrics_org_mode_names_one_org(tmp_path):
     base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
     config = load_config({**base, "CLOUDCRON_METRICS": "org:ops"})
