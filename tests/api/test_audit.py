@@ -192,6 +192,12 @@ def test_filters_by_resource_id_token_and_time(api, ops, schedule_body):
     assert "mine" not in [e["name"] for e in entries(api, since="2030-01-01T12:00:01Z")]
 
 
+def test_a_bad_date_filter_says_a_date_without_an_offset_is_utc_not_in_a_schedules_timezone(api):
+    status, body = api.get("audit?since=2030-02-30")
+    assert status == 400 and "day is out of range" in body["error"]
+    assert "schedule" not in body["error"] and "(UTC)" in body["error"]
+
+
 @pytest.mark.parametrize("query, message", [
     ("since=yesterday", "since:"),
     ("until=2030-13-01T00:00:00Z", "until:"),
