@@ -189,10 +189,14 @@ bp = Blueprint("metrics", __name__)
 
 
 class Forbidden(APIError):
+    """403: a scrape CLOUDCRON_METRICS does not allow (another org's token, an address outside the ranges)."""
+
     status = 403
 
 
 class Unavailable(APIError):
+    """503: the scrape's token cannot be checked because the database cannot be read."""
+
     status = 503
 
 

@@ -133,8 +133,9 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
         if "options" in values:
             check_options(values["options"], denied_networks)
             cloud.options = values["options"] or {}
-        if values.get("credentials") is not None and not _same_secret(box, cloud.credentials_enc, values["credentials"]):
-            cloud.credentials_enc = box.seal(values["credentials"])
+        credentials = values.get("credentials")
+        if credentials is not None and not _same_secret(box, cloud.credentials_enc, credentials):
+            cloud.credentials_enc = box.seal(credentials)
         cloud.updated_at = now
     audit.record(session, cloud, "create" if current is None else "update", before, now)
     commit(session, f"title: a cloud titled '{cloud.title}' already exists")

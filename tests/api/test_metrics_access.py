@@ -49,7 +49,7 @@ def test_a_range_written_in_the_ipv4_mapped_form_matches_ipv4_clients(state):
 
 
 def test_org_mode_takes_only_the_named_orgs_tokens(api, other_api):
-    """With several orgs, run counts of all of them minus a tenant's own are the others': only the operator's org reads them."""
+    """Every org's run counts minus a tenant's own are the other orgs': only the operator's org may read them."""
     client = app_with(api.state, "org:acme")
     assert client.get("/metrics", headers={"Authorization": api.token}).status_code == 200
     resp = client.get("/metrics", headers={"Authorization": other_api.token})

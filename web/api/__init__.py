@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from .. import db
-from ..backoff import one_line
 from ..auth import authenticate
+from ..backoff import one_line
 from ..errors import NotFound
 from ..validation import query_int
 
