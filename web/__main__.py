@@ -61,12 +61,19 @@ def first_start(st) -> str | None:
         return create_token(session, "default", "first start")
 
 
-def listen(app, host: str, port: int, threads: int):
-    """Bind the HTTP server now (nothing is served until .run()); StartupError in one line when it cannot."""
+def listen(app, host: str, port: int, threads: int, trusted_proxy: str | None = None):
+    """Bind the HTTP server now (nothing is served until .run()); StartupError in one line when it cannot.
+
+    trusted_proxy (CLOUDCRON_TRUSTED_PROXY): the peer whose X-Forwarded-For (its last hop: the client the
+    proxy saw) and X-Forwarded-Proto waitress applies; from any other peer those headers are dropped."""
     from waitress.server import create_server
 
+    proxy = {}
+    if trusted_proxy:
+        proxy = {"trusted_proxy": trusted_proxy, "trusted_proxy_count": 1,
+                 "trusted_proxy_headers": "x-forwarded-for x-forwarded-proto", "clear_untrusted_proxy_headers": True}
     try:
-        return create_server(app, host=host, port=port, threads=threads, ident="cloudcron")
+        return create_server(app, host=host, port=port, threads=threads, ident="cloudcron", **proxy)
     except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot resolve
         reason = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
         raise StartupError(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
@@ -91,7 +98,7 @@ def cmd_serve(args) -> int:
     app = create_app(state=st)
     # Bound before anything starts: a port in use stops here, before the dispatcher, the worker or a
     # first-start token.
-    server = listen(app, args.host, args.port, args.threads)
+    server = listen(app, args.host, args.port, args.threads, st.config.trusted_proxy)
     st.sandbox.announce()  # only once start-up can no longer be refused: a refusal is one line
     try:
         token = first_start(st)

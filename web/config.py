@@ -53,9 +53,11 @@ class Config:
     ui_session_lifetime: timedelta = timedelta(hours=12)
     # CLOUDCRON_AUDIT_RETENTION_DAYS: audit entries older than this are pruned (web.audit.prune).
     audit_retention_days: int = 365
-    # GET /metrics: "token" (any org's API token), "open", "off" (404), or "networks" (metrics_networks only).
+    # GET /metrics: "token" (any org's API token), "org" (tokens of the org named metrics_org only), "open",
+    # "off" (404), or "networks" (metrics_networks only).
     metrics: str = "token"
     metrics_networks: tuple = ()
+    metrics_org: str | None = None
     # GET /readyz: a dispatcher must have ticked within this many seconds.
     ready_tick_age: float = 30.0
     # Notifications (web.notify): the address links in events start with; seconds one attempt may take;
@@ -70,6 +72,9 @@ class Config:
     retention_runs_per_schedule: int = 1000
     retention_batch: int = 200
     retention_every: float = 600.0
+    # CLOUDCRON_TRUSTED_PROXY: the reverse proxy's address (or "*"), whose X-Forwarded-For and
+    # X-Forwarded-Proto `serve` believes; None: those headers are ignored (anyone can send them).
+    trusted_proxy: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -167,19 +172,67 @@ def _networks(env, name, default):
 METRICS_MODES = ("token", "open", "off")
 
 
-def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple]:
-    """token | open | off, or address ranges (CIDR, comma- or space-separated) allowed without a token."""
-    raw = (env.get(name) or "token").strip()
+def _metrics(env, name="CLOUDCRON_METRICS") -> tuple[str, tuple, str | None]:
+    """(mode, ranges, org): token | open | off; org:NAME (only that org's tokens); or address ranges (CIDR,
+    comma- or space-separated) allowed without a token."""
+    raw = (env.get(name) or "").strip() or "token"  # blank is unset, as for every variable
     if raw.lower() in METRICS_MODES:
-        return raw.lower(), ()
+        return raw.lower(), (), None
+    if raw.lower().startswith("org:"):
+        org = raw[4:].strip()
+        if not org:
+            raise ConfigError(f"{name}: 'org:' names no org; use org:NAME (the org whose tokens may scrape)")
+        return "org", (), org
     out = []
     for item in raw.replace(",", " ").split():
         try:
-            out.append(ipaddress.ip_network(item, strict=False))
+            out.append(_unmapped(ipaddress.ip_network(item, strict=False)))
         except ValueError:
-            raise ConfigError(f"{name}: '{item}' is not token, open, off or an address range such as "
+            raise ConfigError(f"{name}: '{item}' is not token, org:NAME, open, off or an address range such as "
                               "10.0.0.0/8 or 127.0.0.1/32") from None
-    return "networks", tuple(out)
+    if not out:  # "," or "  ": a list of nothing would refuse every scrape with 403, silently
+        raise ConfigError(f"{name}: '{raw}' names no address range; use token, open, off or ranges such as "
+                          "10.0.0.0/8")
+    return "networks", tuple(out), None
+
+
+def _unmapped(net):
+    """An IPv4-mapped IPv6 range (::ffff:10.0.0.0/104) as the IPv4 range it stands for (10.0.0.0/8): /metrics
+    compares IPv4 clients, also those a dual-stack listener sees as ::ffff:a.b.c.d, in their IPv4 form."""
+    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
+        return ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+    return net
+
+
+# Dispatchers record a tick every 5 s (heartbeats.BEAT_EVERY): /readyz needs room for two of them, or it would
+# answer 503 between beats.
+MIN_READY_TICK_AGE = 10.0
+
+
+def _ready_tick_age(env, name="CLOUDCRON_READY_TICK_AGE") -> float:
+    """Seconds within which a dispatcher must have ticked for /readyz; at least MIN_READY_TICK_AGE."""
+    value = _positive_float(env, name, 30.0)
+    if value < MIN_READY_TICK_AGE:
+        raise ConfigError(f"{name}: must be at least {MIN_READY_TICK_AGE:g} (dispatchers record a tick every 5 s), "
+                          f"got '{env[name]}'")
+    return value
+
+
+def _trusted_proxy(env, name="CLOUDCRON_TRUSTED_PROXY") -> str | None:
+    """The one address (IPv4 or IPv6) of the reverse proxy in front of `serve`, or "*" (any peer); None when unset.
+
+    waitress then takes the client's address from the last X-Forwarded-For hop and the scheme from
+    X-Forwarded-Proto when, and only when, the request comes from that address (waitress's trusted_proxy).
+    """
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if raw == "*":
+        return raw
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(f"{name}: '{raw}' is not an IP address (the proxy's, such as 127.0.0.1) or *") from None
 
 
 def load_config(env=None, **overrides) -> Config:
@@ -219,7 +272,7 @@ def load_config(env=None, **overrides) -> Config:
     session_hours = _positive_float(env, "CLOUDCRON_UI_SESSION_HOURS", 12.0)
     if session_hours > 24 * 366:
         raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
-    metrics, metrics_networks = _metrics(env)
+    metrics, metrics_networks, metrics_org = _metrics(env)
     multiproc = env.get("PROMETHEUS_MULTIPROC_DIR")
     if multiproc and not Path(multiproc).is_dir():
         # prometheus_client would fail at every count and every scrape instead.
@@ -245,8 +298,6 @@ def load_config(env=None, **overrides) -> Config:
         ui_session_lifetime=timedelta(hours=session_hours),
         # At most a century: a longer span reaches before year 1, where no date can be computed.
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),
-        metrics=metrics, metrics_networks=metrics_networks,
-        ready_tick_age=_positive_float(env, "CLOUDCRON_READY_TICK_AGE", 30.0),
         public_url=_public_url(env),
         notify_timeout=_positive_float(env, "CLOUDCRON_NOTIFY_TIMEOUT", 10.0),
         notify_backoff=_positive_float(env, "CLOUDCRON_NOTIFY_BACKOFF", 5.0),
@@ -255,6 +306,9 @@ def load_config(env=None, **overrides) -> Config:
         retention_runs_per_schedule=_count(env, "CLOUDCRON_RETENTION_RUNS_PER_SCHEDULE", 1000),
         retention_batch=_count(env, "CLOUDCRON_RETENTION_BATCH", 200),
         retention_every=_positive_float(env, "CLOUDCRON_RETENTION_EVERY", 600.0),
+        metrics=metrics, metrics_networks=metrics_networks, metrics_org=metrics_org,
+        ready_tick_age=_ready_tick_age(env),
+        trusted_proxy=_trusted_proxy(env),
     )
 
 

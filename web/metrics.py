@@ -13,8 +13,9 @@ Two kinds of series:
 - State read from the database when scraped (queue depth, runs running, the oldest queued run's age, live
   workers and slots, the dispatchers' last tick): a custom collector, so every API process answers the same.
 
-Access (CLOUDCRON_METRICS): `token` (default: any org's API token), `open`, `off` (404), or address
-ranges allowed without a token. Series carry no org label: any org's token reads them.
+Access (CLOUDCRON_METRICS): `token` (default: any org's API token), `org:NAME` (that org's tokens only), `open`,
+`off` (404), or address ranges allowed without a token. Series carry no org label, but they count every org's
+runs: where tenants are not the operators, `org:NAME` keeps them to the operator's org.
 
 The hook functions (run_ended, fire_ended, dispatched, provider_error, delivery) never raise: counting is
 never a reason for a run to fail.
@@ -30,6 +31,8 @@ from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY as PROCESS_REGISTRY, CollectorRegistry, Counter, \
     Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from .backoff import one_line
 from .errors import APIError
@@ -186,21 +189,39 @@ bp = Blueprint("metrics", __name__)
 
 
 class Forbidden(APIError):
+    """403: a scrape CLOUDCRON_METRICS does not allow (another org's token, an address outside the ranges)."""
+
     status = 403
 
 
+class Unavailable(APIError):
+    """503: the scrape's token cannot be checked because the database cannot be read."""
+
+    status = 503
+
+
 def _allowed(config) -> None:
-    """Apply CLOUDCRON_METRICS: NotFound when off, Unauthorized without a valid token, Forbidden outside the
-    allowed networks."""
+    """Apply CLOUDCRON_METRICS: NotFound when off, Unauthorized without a valid token, Forbidden for a token of
+    another org than org:NAME's or outside the allowed networks, Unavailable when a token cannot be checked."""
     from . import db
     from .auth import authenticate
     from .errors import NotFound
+    from .models import Org
 
     mode = config.metrics
     if mode == "off":
         raise NotFound("/metrics is turned off (CLOUDCRON_METRICS=off)")
-    if mode == "token":
-        authenticate(db())
+    if mode in ("token", "org"):
+        try:
+            org_id = authenticate(db())
+            name = db().scalar(select(Org.name).where(Org.id == org_id)) if mode == "org" else None
+        except DBAPIError as exc:  # the token cannot be checked: say so, rather than an internal error
+            log.warning("metrics: cannot check the scrape's token: %s", one_line(exc))
+            raise Unavailable(f"/metrics: the database cannot be read, so the token cannot be checked "
+                              f"(CLOUDCRON_METRICS={mode}); a range of addresses needs no database") from None
+        if mode == "org" and name != config.metrics_org:
+            # Not naming the org: a tenant's token learns only that it may not scrape.
+            raise Forbidden("/metrics: this token's org may not read the metrics (CLOUDCRON_METRICS)")
     elif mode == "networks":
         try:
             address = ipaddress.ip_address((request.remote_addr or "").split("%", 1)[0])

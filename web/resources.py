@@ -115,6 +115,17 @@ def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: dat
     return store_cloud(session, box, org_id, values, None, now, denied_networks)
 
 
+def _same_secret(box: Box, sealed: str | None, value) -> bool:
+    """Whether `value` is the secret already sealed in `sealed`. Sealing is randomised, so the stored form
+    changes at every seal: an unchanged secret is kept as it is, or the audit log would report it changed."""
+    if sealed is None:
+        return False
+    try:
+        return box.open(sealed) == value
+    except ValueError:  # sealed under another secret key: the new value replaces it
+        return False
+
+
 def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: Cloud | None, now: datetime,
                 denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
     """Create (current=None) or edit a cloud from CloudIn fields; an edit changes only the fields given.
@@ -143,8 +154,9 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
         if "options" in values:
             check_options(values["options"], denied_networks)
             cloud.options = values["options"] or {}
-        if values.get("credentials") is not None:
-            cloud.credentials_enc = box.seal(values["credentials"])
+        credentials = values.get("credentials")
+        if credentials is not None and not _same_secret(box, cloud.credentials_enc, credentials):
+            cloud.credentials_enc = box.seal(credentials)
         cloud.updated_at = now
     audit.record(session, cloud, "create" if current is None else "update", before, now)
     commit(session, f"title: a cloud titled '{cloud.title}' already exists")
@@ -317,8 +329,9 @@ def store_key(session: Session, box: Box, org_id: str, values: dict, current: Ke
         if values.get("name"):
             key.name = values["name"]
         if values.get("private") or values.get("generate"):
-            private, key.public = key_material(values)
-            key.private_enc = box.seal(private)
+            private, public = key_material(values)
+            if not _same_secret(box, key.private_enc, private):
+                key.private_enc, key.public = box.seal(private), public
         key.updated_at = now
     audit.record(session, key, "create" if current is None else "update", before, now)
     commit(session, f"name: a key named '{key.name}' already exists")

@@ -103,6 +103,26 @@ def test_a_keys_private_half_is_masked(api):
     assert "PRIVATE KEY" not in str(update) + str(create)
 
 
+def test_sending_the_same_credentials_or_private_key_again_records_no_change(api):
+    """A client that sends a cloud or key back with its secret unchanged has not rotated it: the log must not say so."""
+    from web.keys import generate_private
+
+    creds = {"key": "AKIASAME", "secret": "same-s3cret"}
+    status, cloud = api.post("clouds", {"title": "aws", "provider": "ec2", "credentials": creds})
+    assert status == 200, cloud
+    assert api.patch(f"clouds/{cloud['id']}", {"credentials": dict(creds)})[0] == 200
+    assert api.patch(f"clouds/{cloud['id']}", {"title": "aws", "credentials": dict(creds)})[0] == 200
+    private = generate_private()
+    status, key = api.post("keys", {"name": "deploy", "private": private})
+    assert status == 200, key
+    assert api.patch(f"keys/{key['id']}", {"private": private})[0] == 200
+
+    assert [(e["resource"], e["action"]) for e in entries(api)] == [("key", "create"), ("cloud", "create")]
+    # A real change is still one.
+    assert api.patch(f"clouds/{cloud['id']}", {"credentials": {**creds, "secret": "rotated"}})[0] == 200
+    assert entries(api, action="update")[0]["changes"] == {"credentials": {"before": "***", "after": "***"}}
+
+
 def test_run_now_pause_skip_next_and_resume_are_recorded(api, schedule):
     sid = schedule["id"]
     status, run = api.post(f"schedules/{sid}/run")
@@ -170,6 +190,12 @@ def test_filters_by_resource_id_token_and_time(api, ops, schedule_body):
     assert [e["name"] for e in entries(api, since="2030-01-01T12:00:00Z", until="2030-01-01T12:00:01Z")] == ["mine"]
     assert entries(api, since="2030-01-01T11:00:00Z", until="2030-01-01T12:00:00Z") == []
     assert "mine" not in [e["name"] for e in entries(api, since="2030-01-01T12:00:01Z")]
+
+
+def test_a_bad_date_filter_says_a_date_without_an_offset_is_utc_not_in_a_schedules_timezone(api):
+    status, body = api.get("audit?since=2030-02-30")
+    assert status == 400 and "day is out of range" in body["error"]
+    assert "schedule" not in body["error"] and "(UTC)" in body["error"]
 
 
 @pytest.mark.parametrize("query, message", [
@@ -251,6 +277,27 @@ def test_prune_deletes_entries_past_the_retention_in_batches_and_keeps_the_rest(
         s.scalar(select(AuditEntry).where(AuditEntry.name == "p5")).time = now - timedelta(days=400)
     Dispatcher(api.state, lambda ids: None).sweep(now)
     assert [e["name"] for e in entries(api, resource="schedule")] == ["p6"]
+
+
+def test_prune_stops_after_its_time_budget_so_the_dispatchers_claims_wait_little(api, schedule_body, monkeypatch):
+    """The sweep that prunes runs in the dispatcher's loop: a long backlog of old entries (retention just
+    lowered) is deleted a little per sweep, not 10,000 rows at a time while fires wait."""
+    from itertools import count
+
+    from web import audit
+
+    for i in range(7):
+        api.post("schedules", schedule_body(name=f"b{i}"))
+    now = datetime.now(UTC)
+    with api.state.db.transaction() as s:
+        for row in s.scalars(select(AuditEntry).where(AuditEntry.resource == "schedule")).all():
+            row.time = now - timedelta(days=400)
+    monkeypatch.setattr(audit, "PRUNE_BATCH", 2)
+    seconds = count()  # a clock where each reading is one second after the last: every batch is "slow"
+
+    assert audit.prune(api.state, now, clock=lambda: next(seconds), budget=0.5) == 2  # one batch, then stop
+    assert audit.prune(api.state, now, clock=lambda: 0.0, budget=0.5) == 5  # a fast database: all of it
+    assert entries(api, resource="schedule") == []
 
 
 def test_record_filter_and_prune_on_each_database(backend_api):

@@ -38,3 +38,21 @@ def test_an_ipv4_client_seen_through_a_dual_stack_listener_matches_its_ipv4_rang
     client = app_with(state, "127.0.0.0/8")
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"}).status_code == 200
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"}).status_code == 403
+
+
+def test_a_range_written_in_the_ipv4_mapped_form_matches_ipv4_clients(state):
+    # The README says a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: an operator may write that form.
+    client = app_with(state, "::ffff:10.0.0.0/104")
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "11.1.2.3"}).status_code == 403
+
+
+def test_org_mode_takes_only_the_named_orgs_tokens(api, other_api):
+    """Every org's run counts minus a tenant's own are the other orgs': only the operator's org may read them."""
+    client = app_with(api.state, "org:acme")
+    assert client.get("/metrics", headers={"Authorization": api.token}).status_code == 200
+    resp = client.get("/metrics", headers={"Authorization": other_api.token})
+    assert resp.status_code == 403 and "CLOUDCRON_METRICS" in resp.get_json()["error"]
+    assert "acme" not in resp.get_json()["error"]  # the operator's org is not told to a tenant
+    assert client.get("/metrics").status_code == 401

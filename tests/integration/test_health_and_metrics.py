@@ -142,6 +142,23 @@ def test_readyz_answers_503_when_the_database_goes_away(tmp_path):
         drop()
 
 
+def test_with_the_database_gone_a_token_scrape_and_the_api_answer_503_saying_so_not_an_internal_error(tmp_path):
+    # The default access mode checks the token in the database: without one, the scrape cannot be allowed.
+    url, drop = _pg_database()
+    server = start_service(tmp_path / "data", env={"CLOUDCRON_DATABASE_URL": url})
+    try:
+        assert get(server.url + "/metrics", token=server.token)[0] == 200
+        drop()
+        status, body = get(server.url + "/metrics", token=server.token)
+        assert status == 503 and "database" in body and "CLOUDCRON_METRICS" in body, (status, body)
+        # The API too: GET /api/v1/status is what an operator reads then; "internal error" would say nothing.
+        status, body = get(server.url + "/api/v1/status", token=server.token)
+        assert status == 503 and "the database cannot be reached" in body, (status, body)
+    finally:
+        server.stop()
+        drop()
+
+
 def test_readyz_answers_503_when_the_queue_goes_away(tmp_path):
     port = free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
@@ -191,4 +208,51 @@ def test_a_separate_workers_counts_reach_the_apis_metrics_through_the_multiproce
         if worker is not None and worker.poll() is None:
             worker.terminate()
             worker.wait(timeout=30)
+        server.stop()
+
+
+def get_with(url, headers):
+    """(status, body text) of a GET with extra headers."""
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _session_cookie(url, headers) -> str:
+    """The Set-Cookie of the console's sign-in page (it keeps its CSRF token in the session)."""
+    with urllib.request.urlopen(urllib.request.Request(url + "/ui/signin", headers=headers), timeout=30) as resp:
+        cookie = resp.headers.get("Set-Cookie") or ""
+    assert cookie.startswith("cloudcron_session="), cookie
+    return cookie
+
+
+def test_x_forwarded_for_is_ignored_unless_it_comes_from_the_trusted_proxy(tmp_path):
+    # Anyone can send X-Forwarded-For: only the proxy named in CLOUDCRON_TRUSTED_PROXY is believed.
+    server = start_service(tmp_path / "data", env={"CLOUDCRON_METRICS": "10.0.0.0/8"},
+                           serve_args=("--no-dispatcher", "--no-worker"))
+    try:
+        assert get_with(server.url + "/metrics", {"X-Forwarded-For": "10.1.2.3"})[0] == 403
+        assert "Secure" not in _session_cookie(server.url, {"X-Forwarded-Proto": "https"})
+    finally:
+        server.stop()
+
+
+def test_behind_the_trusted_proxy_metrics_networks_apply_to_the_forwarded_client(tmp_path):
+    # The test client is the proxy (127.0.0.1); the address it forwards is the one CLOUDCRON_METRICS judges.
+    server = start_service(tmp_path / "data", env={"CLOUDCRON_METRICS": "10.0.0.0/8",
+                                                   "CLOUDCRON_TRUSTED_PROXY": "127.0.0.1"},
+                           serve_args=("--no-dispatcher", "--no-worker"))
+    try:
+        assert get_with(server.url + "/metrics", {"X-Forwarded-For": "10.1.2.3"})[0] == 200
+        # A client behind the proxy cannot spoof: the proxy appends the real peer, and only that last hop counts.
+        assert get_with(server.url + "/metrics", {"X-Forwarded-For": "10.1.2.3, 203.0.113.9"})[0] == 403
+        # The proxy itself (no header) is not in the allowed networks.
+        assert get_with(server.url + "/metrics", {})[0] == 403
+        # The scheme the proxy reports is the one the console's cookie follows (Secure over HTTPS only).
+        assert "Secure" in _session_cookie(server.url, {"X-Forwarded-Proto": "https"})
+        assert "Secure" not in _session_cookie(server.url, {"X-Forwarded-Proto": "http"})
+    finally:
         server.stop()

@@ -251,11 +251,40 @@ def test_metrics_access_is_a_mode_or_address_ranges(tmp_path):
     assert load_config({**base, "CLOUDCRON_METRICS": "OFF"}).metrics == "off"
     config = load_config({**base, "CLOUDCRON_METRICS": "10.0.0.0/8, 127.0.0.1"})
     assert config.metrics == "networks" and [str(n) for n in config.metrics_networks] == ["10.0.0.0/8", "127.0.0.1/32"]
-    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: 'tokens' is not token, open, off or an address range"):
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: 'tokens' is not token, org:NAME, open, off or an address range"):
         load_config({**base, "CLOUDCRON_METRICS": "tokens"})
     assert load_config(base).ready_tick_age == 30.0
     with pytest.raises(ConfigError, match="CLOUDCRON_READY_TICK_AGE"):
         load_config({**base, "CLOUDCRON_READY_TICK_AGE": "0"})
+
+
+def test_a_ready_tick_age_shorter_than_two_heartbeats_is_refused(tmp_path):
+    # Dispatchers record a tick every 5 s: a shorter limit would make /readyz answer 503 most of the time.
+    with pytest.raises(ConfigError, match="CLOUDCRON_READY_TICK_AGE: must be at least 10"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_READY_TICK_AGE": "3"})
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_READY_TICK_AGE": "10"}).ready_tick_age == 10
+
+
+def test_metrics_org_mode_names_one_org(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    config = load_config({**base, "CLOUDCRON_METRICS": "org:ops"})
+    assert (config.metrics, config.metrics_org) == ("org", "ops")
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: 'org:' names no org"):
+        load_config({**base, "CLOUDCRON_METRICS": "org: "})
+
+
+def test_a_metrics_list_of_no_range_is_a_config_error_not_a_silent_403(tmp_path):
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: ',' names no address range"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_METRICS": ","})
+
+
+def test_the_trusted_proxy_is_one_address_or_a_star(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    assert load_config(base).trusted_proxy is None
+    assert load_config({**base, "CLOUDCRON_TRUSTED_PROXY": " 127.0.0.1 "}).trusted_proxy == "127.0.0.1"
+    assert load_config({**base, "CLOUDCRON_TRUSTED_PROXY": "*"}).trusted_proxy == "*"
+    with pytest.raises(ConfigError, match="CLOUDCRON_TRUSTED_PROXY: '10.0.0.0/8' is not an IP address"):
+        load_config({**base, "CLOUDCRON_TRUSTED_PROXY": "10.0.0.0/8"})
 
 
 def test_a_prometheus_multiprocess_directory_must_exist(tmp_path):

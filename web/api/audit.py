@@ -18,7 +18,8 @@ def _instant(name: str):
     try:
         return parse_instant(raw, "UTC", field=name)
     except TimeSpecError as exc:
-        raise BadRequest(str(exc)) from None
+        # timemath's hint is written for schedule fields; here a date without an offset is read in UTC.
+        raise BadRequest(str(exc).replace("(in the schedule's timezone)", "(UTC)")) from None
 
 
 def _choice(name: str, allowed) -> str | None:
