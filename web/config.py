@@ -44,6 +44,14 @@ class Config:
     listings_per_org: int = 2
     # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
     drain_seconds: float = 25.0
+    # A manual or immediate run that waited longer than this in the queue is recorded missed (seconds);
+    # scheduled runs use their schedule's misfire_grace.
+    manual_grace: float = 600.0
+    # Batches: runs ready together share playbook runs (CLOUDCRON_BATCHING=off: one run per playbook),
+    # bounded by runs and by machines named.
+    batching: bool = True
+    batch_max_runs: int = 200
+    batch_max_machines: int = 2000
     ui_session_lifetime: timedelta = timedelta(hours=12)
     extra: dict = field(default_factory=dict)
 
@@ -178,6 +186,10 @@ def load_config(env=None, **overrides) -> Config:
         listing_slots=_count(env, "CLOUDCRON_LISTING_SLOTS", 4),
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
+        manual_grace=_seconds(env, "CLOUDCRON_MANUAL_GRACE", 600.0),
+        batching=_flag(env, "CLOUDCRON_BATCHING") if env.get("CLOUDCRON_BATCHING") not in (None, "") else True,
+        batch_max_runs=_count(env, "CLOUDCRON_BATCH_MAX_RUNS", 200),
+        batch_max_machines=_count(env, "CLOUDCRON_BATCH_MAX_MACHINES", 2000),
         ui_session_lifetime=timedelta(hours=session_hours),
     )
 

@@ -183,3 +183,66 @@ def run_json(run: Run, machines=None) -> dict:
 def event_json(e: Event) -> dict:
     return {"id": e.id, "time": format_instant(e.time), "type": e.type, "schedule_id": e.schedule_id,
             "run_id": e.run_id, "cloud_id": e.cloud_id, "machine_id": e.machine_id, **(e.data or {})}
+
+
+def lateness_error(waited: float, grace: float, setting: str) -> str:
+    """The error of a run recorded missed because it waited too long in the queue."""
+    return f"waited {waited:.0f} s in the queue, longer than {setting} ({grace:g} s): nothing was done"
+
+
+def claim_ready(session: Session, first_id: str, now: datetime, *, batching: bool, max_runs: int,
+                max_machines: int, manual_grace: float) -> tuple[list[str], list[str]]:
+    """Claim the run `first_id` and, with batching, every other ready run up to the bounds: (claimed, missed).
+
+    The caller holds a write transaction. Runs are taken round-robin by org (each org's oldest first, then
+    each org's second ...), so one org's thousand queued runs never keep another org's single run waiting.
+    max_machines bounds the machines the runs name (machines_per_cloud pairs, and selector ids; a tags
+    selector counts as one). The claim is one conditional UPDATE (queued -> running) over all chosen rows:
+    RETURNING tells which rows this worker won, so two workers never take the same run.
+
+    A run claimed after waiting past its grace (a scheduled run: its schedule's misfire_grace; a manual or
+    immediate run: manual_grace, CLOUDCRON_MANUAL_GRACE) is recorded `missed` at once and is not returned
+    in `claimed`: cloudcron never acts late."""
+    chosen = [first_id]
+    if batching and max_runs > 1:
+        rank = func.row_number().over(partition_by=Run.org_id, order_by=(Run.created_at, Run.id)).label("rank")
+        ready = (select(Run.id, Run.schedule_id, rank).where(Run.status == "queued", Run.id != first_id)
+                 .subquery())
+        rows = session.execute(select(ready.c.id, Schedule.machines_per_cloud, Schedule.selectors)
+                               .join(Schedule, Schedule.id == ready.c.schedule_id)
+                               .order_by(ready.c.rank, ready.c.id).limit(max_runs - 1)).all()
+        machines = 0
+        for run_id, pairs, selectors in rows:
+            named = len(pairs or []) + sum(len(s.get("ids") or []) or 1 for s in selectors or [])
+            if machines + named > max_machines and len(chosen) > 1:
+                break
+            machines += named
+            chosen.append(run_id)
+    won = set(session.scalars(update(Run).where(Run.id.in_(chosen), Run.status == "queued")
+                              .values(status="running", started_at=now, heartbeat_at=now)
+                              .returning(Run.id).execution_options(synchronize_session=False)).all())
+    if not won:
+        return [], []
+    claimed, missed = [], []
+    rows = session.execute(select(Run, Schedule.misfire_grace).outerjoin(Schedule, Schedule.id == Run.schedule_id)
+                           .where(Run.id.in_(won)).execution_options(populate_existing=True)).all()
+    by_id = {run.id: (run, grace) for run, grace in rows}
+    for run_id in chosen:
+        if run_id not in by_id:
+            continue
+        run, misfire_grace = by_id[run_id]
+        if run.trigger == "scheduled":
+            grace, setting = float(misfire_grace if misfire_grace is not None else 300), "the schedule's misfire_grace"
+        else:
+            grace, setting = float(manual_grace), "CLOUDCRON_MANUAL_GRACE"
+        since = run.scheduled_for or run.created_at
+        waited = (now - since).total_seconds() if since is not None else 0.0
+        if waited > grace:
+            error = lateness_error(waited, grace, setting)
+            run.status, run.finished_at, run.error = "missed", now, error
+            add_event(session, run, "schedule_missed", now, {"trigger": run.trigger, "error": error,
+                                                             "waited": round(waited, 3)})
+            missed.append(run_id)
+        else:
+            claimed.append(run_id)
+    return claimed, missed

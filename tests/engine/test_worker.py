@@ -44,6 +44,8 @@ def _script(env) -> str:
 
 
 def _one_run(env, **fields) -> str:
+    # The run is due at T0 and executed now: a grace of a year keeps it from being recorded missed.
+    fields.setdefault("misfire_grace", 86400 * 366)
     env.add(now=T0 - timedelta(minutes=1), **fields)
     [run_id] = Dispatcher(env.state, lambda ids: None, clock=lambda: T0).claim(T0)
     return run_id
