@@ -190,6 +190,11 @@ def lateness_error(waited: float, grace: float, setting: str) -> str:
     return f"waited {waited:.0f} s in the queue, longer than {setting} ({grace:g} s): nothing was done"
 
 
+def _named(pairs, selectors) -> int:
+    """How many machines a schedule names, as the batch bound counts them (a tags selector counts as one)."""
+    return len(pairs or []) + sum(len(s.get("ids") or []) or 1 for s in selectors or [])
+
+
 def claim_ready(session: Session, first_id: str, now: datetime, *, batching: bool, max_runs: int,
                 max_machines: int, manual_grace: float) -> tuple[list[str], list[str]]:
     """Claim the run `first_id` and, with batching, every other ready run up to the bounds: (claimed, missed).
@@ -211,10 +216,12 @@ def claim_ready(session: Session, first_id: str, now: datetime, *, batching: boo
         rows = session.execute(select(ready.c.id, Schedule.machines_per_cloud, Schedule.selectors)
                                .join(Schedule, Schedule.id == ready.c.schedule_id)
                                .order_by(ready.c.rank, ready.c.id).limit(max_runs - 1)).all()
-        machines = 0
+        first = session.execute(select(Schedule.machines_per_cloud, Schedule.selectors)
+                                .join(Run, Run.schedule_id == Schedule.id).where(Run.id == first_id)).first()
+        machines = _named(*first) if first is not None else 0
         for run_id, pairs, selectors in rows:
-            named = len(pairs or []) + sum(len(s.get("ids") or []) or 1 for s in selectors or [])
-            if machines + named > max_machines and len(chosen) > 1:
+            named = _named(pairs, selectors)
+            if machines + named > max_machines:
                 break
             machines += named
             chosen.append(run_id)
