@@ -52,6 +52,8 @@ class Config:
     batching: bool = True
     batch_max_runs: int = 200
     batch_max_machines: int = 2000
+    # Machines the power module acts on at once, per cloud of a playbook (cloud APIs throttle).
+    provider_concurrency: int = 8
     ui_session_lifetime: timedelta = timedelta(hours=12)
     extra: dict = field(default_factory=dict)
 
@@ -190,6 +192,7 @@ def load_config(env=None, **overrides) -> Config:
         batching=_flag(env, "CLOUDCRON_BATCHING") if env.get("CLOUDCRON_BATCHING") not in (None, "") else True,
         batch_max_runs=_count(env, "CLOUDCRON_BATCH_MAX_RUNS", 200),
         batch_max_machines=_count(env, "CLOUDCRON_BATCH_MAX_MACHINES", 2000),
+        provider_concurrency=_count(env, "CLOUDCRON_PROVIDER_CONCURRENCY", 8),
         ui_session_lifetime=timedelta(hours=session_hours),
     )
 

@@ -262,18 +262,19 @@ def plan(state, run_id: str, now: datetime, execution: Execution | None = None,
     return part, None
 
 
-def render_parts(parts: list[Part], limits: ProviderLimits) -> list[tuple]:
+def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None) -> list[tuple]:
     """Render the parts of a batch together: [(Rendered, [Part, ...]), ...], one entry per playbook.
 
     All power parts share one playbook (a task per cloud and state), all executable-script parts one
-    play, and Ansible-script parts one playbook per script. Raises RenderError (web.playbooks)."""
+    play, and Ansible-script parts one playbook per script; concurrency: machines the power module acts on
+    at once per cloud (CLOUDCRON_PROVIDER_CONCURRENCY). Raises RenderError (web.playbooks)."""
     from .playbooks import ScriptTarget, render_executables, render_power, render_script
 
     out: list[tuple] = []
     power = [p for p in parts if p.kind == "power"]
     if power:
         out.append((render_power(None, [c for p in power for c in p.clouds], call_timeout=limits.timeout,
-                                 denied_networks=limits.denied_networks), power))
+                                 denied_networks=limits.denied_networks, concurrency=concurrency), power))
     executable = [p for p in parts if p.kind == "executable"]
     if executable:
         out.append((render_executables([ScriptTarget(t, p.script, p.params) for p in executable for t in p.targets]),
@@ -298,7 +299,7 @@ def prepare(state, run_id: str, now: datetime, execution: Execution | None = Non
     if part is None:
         return (None, meta), None
     try:
-        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config))
+        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config), state.config.provider_concurrency)
     except RenderError as exc:
         return None, str(exc)
     return (rendered, meta), None
@@ -504,7 +505,7 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 parts.append(part)
         if parts and not execution.stopped:
             try:
-                playbooks = render_parts(parts, limits)
+                playbooks = render_parts(parts, limits, state.config.provider_concurrency)
             except RenderError as exc:  # each part rendered alone; together they must too
                 playbooks = []
                 for p in parts:
