@@ -248,6 +248,9 @@ def render_script(exec_type: str, script: str, params: str, targets: list[SshTar
 
 def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> dict[str, dict]:
     hosts: dict[str, dict] = {}
+    # Entries that reach the same machine as the same user with the same key (runs of a batch on one
+    # machine) share one key file and one ssh master: one authentication per machine, not per run.
+    identities: dict[tuple, int] = {}
     for index, target in enumerate(targets):
         # Both reach ssh's command line: the worker checks them, this keeps any other caller honest.
         if not is_host(target.host) or not is_ssh_user(target.user):
@@ -258,8 +261,10 @@ def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> d
         name = target.key if _SAFE_HOSTNAME.match(target.key) else f"m{index}"
         while name in hosts:
             name = f"m{index}-{name}"
-        key_file = f"{KEY_DIR}/{index}"
         key_text = target.private_key if target.private_key.endswith("\n") else target.private_key + "\n"
+        identity = (target.host, int(target.port), target.user, hashlib.sha256(key_text.encode()).hexdigest())
+        slot = identities.setdefault(identity, len(identities))
+        key_file = f"{KEY_DIR}/{slot}"
         files[key_file] = (key_text, 0o600)
         hosts[name] = {
             "ansible_host": target.host,
@@ -272,10 +277,10 @@ def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> d
             "ansible_ssh_common_args": SSH_COMMON_ARGS,
             "ansible_ssh_args": SSH_ARGS,
             "ansible_control_path_dir": CONTROL_DIR,
-            # One master per host entry: two entries with the same address but different keys
-            # must not share an authenticated connection. Relative to the private directory,
-            # because a socket path must fit in 108 bytes wherever base_dir is.
-            "ansible_control_path": f"{CONTROL_DIR}/{index}",
+            # One master per identity (address, port, user and key): two entries with the same address
+            # but different keys must not share an authenticated connection. Relative to the private
+            # directory, because a socket path must fit in 108 bytes wherever base_dir is.
+            "ansible_control_path": f"{CONTROL_DIR}/{slot}",
             "ansible_pipelining": True,
             "ansible_python_interpreter": "auto_silent",
             "cloudcron_run_id": target.run_id,
