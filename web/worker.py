@@ -8,6 +8,7 @@ script. Those playbooks run side by side; each run keeps its own results, events
 CLOUDCRON_BATCHING=off makes each batch one run."""
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -510,8 +511,10 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 playbooks = []
                 for p in parts:
                     outcomes[p.run_id] = ("error", f"the batch could not be rendered: {exc}")
-            threads = [threading.Thread(target=_execute_playbook, daemon=True, name=f"playbook-{i}",
-                                        args=(state, execution, rendered, group, execute, outcomes))
+            # Each thread runs in a copy of this context: the batch's secrets (scrub.run_secrets) are
+            # masked in what its playbook's results store, as in this thread.
+            threads = [threading.Thread(target=contextvars.copy_context().run, daemon=True, name=f"playbook-{i}",
+                                        args=(_execute_playbook, state, execution, rendered, group, execute, outcomes))
                        for i, (rendered, group) in enumerate(playbooks)]
             for t in threads:
                 t.start()
