@@ -50,8 +50,8 @@ class Config:
     # Batches: runs ready together share playbook runs (CLOUDCRON_BATCHING=off: one run per playbook),
     # bounded by runs and by machines named.
     batching: bool = True
-    batch_max_runs: int = 200
-    batch_max_machines: int = 2000
+    batch_max_runs: int = 500
+    batch_max_machines: int = 5000
     # Machines the power module acts on at once, per cloud of a playbook (cloud APIs throttle).
     provider_concurrency: int = 8
     ui_session_lifetime: timedelta = timedelta(hours=12)
@@ -190,8 +190,8 @@ def load_config(env=None, **overrides) -> Config:
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
         manual_grace=_seconds(env, "CLOUDCRON_MANUAL_GRACE", 600.0),
         batching=_flag(env, "CLOUDCRON_BATCHING") if env.get("CLOUDCRON_BATCHING") not in (None, "") else True,
-        batch_max_runs=_count(env, "CLOUDCRON_BATCH_MAX_RUNS", 200),
-        batch_max_machines=_count(env, "CLOUDCRON_BATCH_MAX_MACHINES", 2000),
+        batch_max_runs=_count(env, "CLOUDCRON_BATCH_MAX_RUNS", 500),
+        batch_max_machines=_count(env, "CLOUDCRON_BATCH_MAX_MACHINES", 5000),
         provider_concurrency=_count(env, "CLOUDCRON_PROVIDER_CONCURRENCY", 8),
         ui_session_lifetime=timedelta(hours=session_hours),
     )

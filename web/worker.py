@@ -145,18 +145,22 @@ class Listings:
 def _read_plan(state, run_id: str, now: datetime):
     """Step one of planning, one short transaction: the run's schedule, and the clouds to list (specs)."""
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
-        if run is None or run.status != "running":
-            return None, "the run is no longer running"
-        schedule = session.get(Schedule, run.schedule_id)
-        if schedule is None:
-            return None, "the schedule was deleted before its run started"
-        add_event(session, run, "schedule_started", now, {"trigger": run.trigger})
-        if schedule.script_id and session.get(Script, schedule.script_id) is None:
-            return None, f"script '{schedule.script_id}' no longer exists"
-        clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
-        to_list = clouds_to_list(schedule, clouds, need_addresses=schedule.script_id is not None)
-        return [cloud_spec(state.box, clouds[c]) for c in to_list], None
+        return _read_plan_in(session, state, run_id, now)
+
+
+def _read_plan_in(session, state, run_id: str, now: datetime):
+    run = session.get(Run, run_id)
+    if run is None or run.status != "running":
+        return None, "the run is no longer running"
+    schedule = session.get(Schedule, run.schedule_id)
+    if schedule is None:
+        return None, "the schedule was deleted before its run started"
+    add_event(session, run, "schedule_started", now, {"trigger": run.trigger})
+    if schedule.script_id and session.get(Script, schedule.script_id) is None:
+        return None, f"script '{schedule.script_id}' no longer exists"
+    clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
+    to_list = clouds_to_list(schedule, clouds, need_addresses=schedule.script_id is not None)
+    return [cloud_spec(state.box, clouds[c]) for c in to_list], None
 
 
 def plan(state, run_id: str, now: datetime, execution: Execution | None = None,
@@ -168,15 +172,11 @@ def plan(state, run_id: str, now: datetime, execution: Execution | None = None,
     what they said, the targets and the per-machine rows are written in a second short transaction.
     Returns (Part or None when no machine is left to act on, None), or (None, error) when the run cannot
     go on (a script that cannot render fails this run only)."""
-    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit
-
-    box = state.box
     specs, error = _read_plan(state, run_id, now)
     if error is not None:
         return None, error
     if listings is None:
         listings = Listings(ProviderLimits.of(state.config))
-    limits = listings.limits
     for spec in specs:
         if execution is not None and execution.stopped:
             return None, execution.error
@@ -185,82 +185,133 @@ def plan(state, run_id: str, now: datetime, execution: Execution | None = None,
         return None, execution.error
 
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
-        if run.status != "running":  # interrupted meanwhile: nothing more is written for it
-            return None, "the run is no longer running"
-        schedule = session.get(Schedule, run.schedule_id)
-        if schedule is None:
-            return None, "the schedule was deleted before its run started"
-        script = session.get(Script, schedule.script_id) if schedule.script_id else None
-        if schedule.script_id and script is None:
-            return None, f"script '{schedule.script_id}' no longer exists"
-        if script is not None and script.exec_type == "ansible":
-            refusal = state.sandbox.ansible_refusal()
-            if refusal:
-                return None, refusal
-        for spec in specs:
-            listing = listings.found.get(spec.id)
-            if listing is None or spec.id in listings.stored:
-                continue
-            listings.stored.add(spec.id)
-            store_nodes(session, spec, listing, now)
-            if listing.truncated:
-                add_event(session, run, "machines_truncated", now, {
-                    "error": f"cloud '{spec.id}' listed {listing.listed} machines; only the first "
-                             f"{len(listing.nodes)} by id were kept (CLOUDCRON_MAX_MACHINES_PER_CLOUD)",
-                    "listed": listing.listed, "kept": len(listing.nodes)}, spec.id)
-        listing_errors = {spec.id: listings.errors[spec.id] for spec in specs if spec.id in listings.errors}
-        targets = resolve(session, schedule, now, need_addresses=script is not None, listing_errors=listing_errors)
-        failed: list[tuple[str, str, str, str]] = []  # key, cloud_id, machine_id, error
-        for cloud_id, machine_id, why in targets.missing:
-            failed.append((f"{cloud_id}:{machine_id}", cloud_id, machine_id, why))
-        part = None
-        if script is None:
-            clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
-            groups: dict[str, dict[str, str]] = {}
-            for m in targets.machines:
-                if clouds[m.cloud_id].provider == "other":
-                    failed.append((m.id, m.cloud_id, m.machine_id,
-                                   "power actions need a libcloud cloud; this machine is a plain SSH host"))
-                else:
-                    groups.setdefault(m.cloud_id, {})[m.machine_id] = m.id
-            if groups:
-                part = Part(run.id, "power", schedule.timeout, clouds=[
-                    CloudTargets(run_id=run.id, provider=clouds[cid].provider,
-                                 credentials=box.open(clouds[cid].credentials_enc) if clouds[cid].credentials_enc else {},
-                                 options=clouds[cid].options or {}, machines=machines, cloud_id=cid,
-                                 state=ACTION_STATE[schedule.action])
-                    for cid, machines in groups.items()])
-        else:
-            ssh: list = []
-            for m in targets.machines:
-                address, key = ssh_address(m), private_key(session, box, m)
-                if not address or not key or not is_ssh_user(m.ssh_user or "root"):
-                    why = ("no address to reach it over SSH" if not address
-                           else "no SSH key (set key_id on the machine)" if not key
-                           else f"ssh_user {m.ssh_user!r} {SSH_USER_RULE}")
-                    failed.append((m.id, m.cloud_id, m.machine_id, why))
-                    continue
-                ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
-                                     user=m.ssh_user or "root", private_key=key,
-                                     time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
-            if ssh:
-                part = Part(run.id, script.exec_type, schedule.timeout, targets=ssh, script_id=script.id,
-                            script=script.script, params=schedule.params or "")
-                try:
-                    render_parts([part], limits)  # alone: a part that cannot render fails its own run only
-                except RenderError as exc:  # a user's Ansible script that is not valid: permanent
-                    return None, f"script '{script.id}': {exc}"
-        failed_keys = {f[0] for f in failed}
+        return _write_plan_in(session, state, run_id, now, specs, listings)
+
+
+def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: Listings):
+    """Step two of planning, in the caller's transaction: store listings, resolve targets, make the Part."""
+    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit
+
+    box = state.box
+    limits = listings.limits
+    run = session.get(Run, run_id)
+    if run.status != "running":  # interrupted meanwhile: nothing more is written for it
+        return None, "the run is no longer running"
+    schedule = session.get(Schedule, run.schedule_id)
+    if schedule is None:
+        return None, "the schedule was deleted before its run started"
+    script = session.get(Script, schedule.script_id) if schedule.script_id else None
+    if schedule.script_id and script is None:
+        return None, f"script '{schedule.script_id}' no longer exists"
+    if script is not None and script.exec_type == "ansible":
+        refusal = state.sandbox.ansible_refusal()
+        if refusal:
+            return None, refusal
+    for spec in specs:
+        listing = listings.found.get(spec.id)
+        if listing is None or spec.id in listings.stored:
+            continue
+        listings.stored.add(spec.id)
+        store_nodes(session, spec, listing, now)
+        if listing.truncated:
+            add_event(session, run, "machines_truncated", now, {
+                "error": f"cloud '{spec.id}' listed {listing.listed} machines; only the first "
+                         f"{len(listing.nodes)} by id were kept (CLOUDCRON_MAX_MACHINES_PER_CLOUD)",
+                "listed": listing.listed, "kept": len(listing.nodes)}, spec.id)
+    listing_errors = {spec.id: listings.errors[spec.id] for spec in specs if spec.id in listings.errors}
+    targets = resolve(session, schedule, now, need_addresses=script is not None, listing_errors=listing_errors)
+    failed: list[tuple[str, str, str, str]] = []  # key, cloud_id, machine_id, error
+    for cloud_id, machine_id, why in targets.missing:
+        failed.append((f"{cloud_id}:{machine_id}", cloud_id, machine_id, why))
+    part = None
+    if script is None:
+        clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
+        groups: dict[str, dict[str, str]] = {}
         for m in targets.machines:
-            if m.id not in failed_keys:
-                session.add(RunMachine(run_id=run.id, machine_key=m.id, cloud_id=m.cloud_id,
-                                       machine_id=m.machine_id, status="running"))
-        for key, cloud_id, machine_id, why in failed:
-            session.add(RunMachine(run_id=run.id, machine_key=key, cloud_id=cloud_id or None, machine_id=machine_id,
-                                   status="failed", error=why))
-            add_event(session, run, "machine_action_failed", now, {"error": why}, cloud_id or None, machine_id)
+            if clouds[m.cloud_id].provider == "other":
+                failed.append((m.id, m.cloud_id, m.machine_id,
+                               "power actions need a libcloud cloud; this machine is a plain SSH host"))
+            else:
+                groups.setdefault(m.cloud_id, {})[m.machine_id] = m.id
+        if groups:
+            part = Part(run.id, "power", schedule.timeout, clouds=[
+                CloudTargets(run_id=run.id, provider=clouds[cid].provider,
+                             credentials=box.open(clouds[cid].credentials_enc) if clouds[cid].credentials_enc else {},
+                             options=clouds[cid].options or {}, machines=machines, cloud_id=cid,
+                             state=ACTION_STATE[schedule.action])
+                for cid, machines in groups.items()])
+    else:
+        ssh: list = []
+        for m in targets.machines:
+            address, key = ssh_address(m), private_key(session, box, m)
+            if not address or not key or not is_ssh_user(m.ssh_user or "root"):
+                why = ("no address to reach it over SSH" if not address
+                       else "no SSH key (set key_id on the machine)" if not key
+                       else f"ssh_user {m.ssh_user!r} {SSH_USER_RULE}")
+                failed.append((m.id, m.cloud_id, m.machine_id, why))
+                continue
+            ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
+                                 user=m.ssh_user or "root", private_key=key,
+                                 time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
+        if ssh:
+            part = Part(run.id, script.exec_type, schedule.timeout, targets=ssh, script_id=script.id,
+                        script=script.script, params=schedule.params or "")
+            try:
+                render_parts([part], limits)  # alone: a part that cannot render fails its own run only
+            except RenderError as exc:  # a user's Ansible script that is not valid: permanent
+                return None, f"script '{script.id}': {exc}"
+    failed_keys = {f[0] for f in failed}
+    for m in targets.machines:
+        if m.id not in failed_keys:
+            session.add(RunMachine(run_id=run.id, machine_key=m.id, cloud_id=m.cloud_id,
+                                   machine_id=m.machine_id, status="running"))
+    for key, cloud_id, machine_id, why in failed:
+        session.add(RunMachine(run_id=run.id, machine_key=key, cloud_id=cloud_id or None, machine_id=machine_id,
+                               status="failed", error=why))
+        add_event(session, run, "machine_action_failed", now, {"error": why}, cloud_id or None, machine_id)
     return part, None
+
+
+def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | None,
+              listings: Listings) -> dict[str, tuple]:
+    """plan() for every run of a batch in two transactions in all, not two per run: {run_id: (Part, error)}.
+
+    All runs are read in one transaction, every cloud they need is listed once with none open, and all
+    are written in a second one. Should that write fail as a whole, each run is written alone, so that one
+    run that cannot be planned fails alone."""
+    out: dict[str, tuple] = {}
+    specs_of: dict[str, list] = {}
+    with state.db.transaction() as session:
+        for rid in run_ids:
+            specs, error = _read_plan_in(session, state, rid, now)
+            if error is not None:
+                out[rid] = (None, error)
+            else:
+                specs_of[rid] = specs
+    for specs in specs_of.values():
+        for spec in specs:
+            if execution is not None and execution.stopped:
+                break
+            listings.fetch(spec)
+    if execution is not None and execution.stopped:
+        out.update({rid: (None, execution.error) for rid in specs_of})
+        return out
+    try:
+        with state.db.transaction() as session:
+            written = {rid: _write_plan_in(session, state, rid, now, specs, listings)
+                       for rid, specs in specs_of.items()}
+        out.update(written)
+    except Exception:
+        log.exception("planning a batch of %d runs failed; planning each run alone", len(specs_of))
+        listings.stored.clear()
+        for rid, specs in specs_of.items():
+            try:
+                with state.db.transaction() as session:
+                    out[rid] = _write_plan_in(session, state, rid, now, specs, listings)
+            except Exception as exc:
+                log.exception("run %s failed", rid)
+                out[rid] = (None, f"internal error: {exc.__class__.__name__}: {exc}")
+    return out
 
 
 def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None) -> list[tuple]:
@@ -492,12 +543,9 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
         limits = ProviderLimits.of(state.config)
         listings = Listings(limits)
         parts: list[Part] = []
+        planned = plan_many(state, run_ids, now, execution, listings)
         for rid in run_ids:
-            try:
-                part, error = plan(state, rid, now, execution, listings)
-            except Exception as exc:
-                log.exception("run %s failed", rid)
-                part, error = None, f"internal error: {exc.__class__.__name__}: {exc}"
+            part, error = planned[rid]
             if error is not None:
                 outcomes[rid] = ("error", error)
             elif part is None:
