@@ -1,8 +1,9 @@
 """Execute a rendered playbook with ansible-runner and record each machine's result as it arrives.
 
-One run, one fresh private directory (mode 0700) under base_dir, removed in a finally block:
-ansible-runner writes extra variables, the environment and event data there, and the run's
-key files and credentials live there too, so nothing secret outlives the run.
+One playbook run, one fresh private directory (web/rundirs.py) under base_dir, removed in a finally
+block: ansible-runner writes extra variables, the environment and event data there, and the run's
+key files and credentials live there too, so nothing secret outlives the run. Turning the events
+into per-machine results is web/results.py's job.
 
 The collection cloudcron.scheduler is found through a symlink tree in the private directory
 (collections/ansible_collections/cloudcron/scheduler -> this repository) unless the caller
@@ -19,38 +20,29 @@ the run, and with purge_leftovers when a worker was killed during it.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
+from . import rundirs
+from .rundirs import PRIVATE_PREFIX, purge_leftovers  # noqa: F401 - the service and tests use them from here
 from .results import MachineResult, Recorder as _Recorder, cap_text, inventory_hosts as _inventory_hosts  # noqa: F401 - cap_text is used by callers
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PRIVATE_PREFIX = "cloudcron-run-"
-LOCK_FILE = ".lock"
 PLAYBOOK_FILE = "main.yml"
 INVENTORY_FILE = "inventory/hosts.yml"
 MAX_FORKS = 20
 # How often the runner loop wakes to check the deadline while ansible-playbook is quiet.
 POLL_SECONDS = 0.25
-# A private directory without a lock file is only a leftover once it is this old: a live
-# worker creates the lock right after the directory.
-UNLOCKED_GRACE_SECONDS = 60.0
 # Worker environment variables the playbook keeps; the rest (database URLs, secret keys,
 # the worker user's ssh-agent) is dropped so a user's Ansible script cannot read it.
 _ENV_KEEP = {
@@ -91,10 +83,7 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
     """
     from ansible_runner.exceptions import AnsibleRunnerException, ConfigurationError
 
-    base_dir = Path(base_dir)
-    base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=base_dir))
-    lock_fd = _lock(private)
+    private, lock_fd = rundirs.create(base_dir)
     recorder = _Recorder(rendered, output_cap, on_result,
                          deadline=None if timeout is None else time.monotonic() + timeout, cancel=cancel,
                          on_results=on_results, run_timeouts=run_timeouts)
@@ -135,48 +124,7 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
         outcome.run_timeouts = dict(recorder.run_timeouts)
         return outcome
     finally:
-        _stop_processes_in(private)
-        shutil.rmtree(private, ignore_errors=True)
-        os.close(lock_fd)
-
-
-def purge_leftovers(base_dir: Path) -> int:
-    """Remove private run dirs whose worker is gone (and any process still using them); return how many."""
-    base_dir = Path(base_dir)
-    if not base_dir.is_dir():
-        return 0
-    removed = 0
-    for entry in base_dir.iterdir():
-        if not entry.name.startswith(PRIVATE_PREFIX) or entry.is_symlink() or not entry.is_dir():
-            continue
-        try:
-            fd = os.open(entry / LOCK_FILE, os.O_RDWR)
-        except FileNotFoundError:
-            if time.time() - entry.stat().st_mtime < UNLOCKED_GRACE_SECONDS:
-                continue
-            fd = None
-        try:
-            if fd is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live worker holds it
-            # A worker killed hard leaves ansible-playbook and ssh masters running in the dir.
-            _stop_processes_in(entry)
-            shutil.rmtree(entry, ignore_errors=True)
-            removed += not entry.exists()
-        finally:
-            if fd is not None:
-                os.close(fd)
-    return removed
-
-
-def _lock(private: Path) -> int:
-    # flock is released by the kernel when the worker dies, which is what tells
-    # purge_leftovers in another worker that the directory is abandoned.
-    fd = os.open(private / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+        rundirs.remove(private, lock_fd)
 
 
 def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str | None, sandbox=None):
@@ -316,51 +264,3 @@ def _unsafe_yaml(data: dict) -> str:
     # Ansible ever quote this file in an error.
     return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True,
                      width=float("inf"))
-
-
-def _stop_processes_in(private: Path) -> None:
-    """Stop every process working in the private dir: ssh masters, or a playbook a dead worker left."""
-    needle = str(private)
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry.name}/cwd")
-        except OSError:
-            cwd = ""
-        if cwd == needle or cwd.startswith(needle + "/"):
-            pids.append(int(entry.name))
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                if needle.encode() in handle.read():
-                    pids.append(int(entry.name))
-        except OSError:
-            pass
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5.0
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if _alive(pid)]
-        if pids:
-            time.sleep(0.02)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError as exc:
-        if exc.errno != errno.ESRCH:
-            log.warning("could not signal process %d: %s", pid, exc)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            # A zombie has finished; its parent (often init) reaps it.
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return False

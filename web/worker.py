@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 ACTION_STATE = {"start": "started", "stop": "stopped", "reboot": "restarted", "destroy": "absent"}
 HEARTBEAT_EVERY = 10.0
+# Runs (or results) written per transaction: on SQLite a writing transaction holds the service's one write
+# lock, so a batch of hundreds of runs is written in short transactions that heartbeats, the dispatcher
+# and the API can come between (one 500-run transaction took longer than the sweep's 30 s under load).
+WRITE_CHUNK = 50
 
 
 def utcnow() -> datetime:
@@ -274,20 +278,21 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
 
 def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | None,
               listings: Listings) -> dict[str, tuple]:
-    """plan() for every run of a batch in two transactions in all, not two per run: {run_id: (Part, error)}.
+    """plan() for every run of a batch, WRITE_CHUNK runs per transaction, not two transactions per run.
 
-    All runs are read in one transaction, every cloud they need is listed once with none open, and all
-    are written in a second one. Should that write fail as a whole, each run is written alone, so that one
-    run that cannot be planned fails alone."""
+    Returns {run_id: (Part or None, error or None)}. The runs are read, every cloud they need is listed
+    once with no transaction open, then they are written. Should a chunk's write fail as a whole, each of
+    its runs is written alone, so that one run that cannot be planned fails alone."""
     out: dict[str, tuple] = {}
     specs_of: dict[str, list] = {}
-    with state.db.transaction() as session:
-        for rid in run_ids:
-            specs, error = _read_plan_in(session, state, rid, now)
-            if error is not None:
-                out[rid] = (None, error)
-            else:
-                specs_of[rid] = specs
+    for chunk in _chunks(run_ids):
+        with state.db.transaction() as session:
+            for rid in chunk:
+                specs, error = _read_plan_in(session, state, rid, now)
+                if error is not None:
+                    out[rid] = (None, error)
+                else:
+                    specs_of[rid] = specs
     for specs in specs_of.values():
         for spec in specs:
             if execution is not None and execution.stopped:
@@ -296,22 +301,28 @@ def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | N
     if execution is not None and execution.stopped:
         out.update({rid: (None, execution.error) for rid in specs_of})
         return out
-    try:
-        with state.db.transaction() as session:
-            written = {rid: _write_plan_in(session, state, rid, now, specs, listings)
-                       for rid, specs in specs_of.items()}
-        out.update(written)
-    except Exception:
-        log.exception("planning a batch of %d runs failed; planning each run alone", len(specs_of))
-        listings.stored.clear()
-        for rid, specs in specs_of.items():
-            try:
-                with state.db.transaction() as session:
-                    out[rid] = _write_plan_in(session, state, rid, now, specs, listings)
-            except Exception as exc:
-                log.exception("run %s failed", rid)
-                out[rid] = (None, f"internal error: {exc.__class__.__name__}: {exc}")
+    for chunk in _chunks(list(specs_of)):
+        stored = set(listings.stored)
+        try:
+            with state.db.transaction() as session:
+                written = {rid: _write_plan_in(session, state, rid, now, specs_of[rid], listings) for rid in chunk}
+            out.update(written)
+        except Exception:
+            log.exception("planning %d runs of a batch together failed; planning each alone", len(chunk))
+            listings.stored = stored  # what that transaction stored was rolled back with it
+            for rid in chunk:
+                try:
+                    with state.db.transaction() as session:
+                        out[rid] = _write_plan_in(session, state, rid, now, specs_of[rid], listings)
+                except Exception as exc:
+                    log.exception("run %s failed", rid)
+                    out[rid] = (None, f"internal error: {exc.__class__.__name__}: {exc}")
     return out
+
+
+def _chunks(items: list, size: int | None = None) -> list[list]:
+    size = size or WRITE_CHUNK
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None) -> list[tuple]:
@@ -358,11 +369,16 @@ def prepare(state, run_id: str, now: datetime, execution: Execution | None = Non
 
 
 def record(state, results, script_runs) -> None:
-    """Write a group of machine results in one transaction: [(run_id, key, MachineResult), ...].
+    """Write a group of machine results in one transaction (4 x WRITE_CHUNK at most each): [(run_id, key,
+    MachineResult), ...].
 
     script_runs: the run ids whose results are script results (the others are power actions). A row no
     longer `running` (its run was interrupted) keeps what it has."""
     if not results:
+        return
+    if len(results) > 4 * WRITE_CHUNK:  # a cloud task's results for hundreds of machines
+        for chunk in _chunks(results, 4 * WRITE_CHUNK):
+            record(state, chunk, script_runs)
         return
     now = utcnow()
     run_ids = {rid for rid, _, _ in results}
@@ -435,17 +451,20 @@ def finish_many(state, outcomes: dict[str, tuple[str | None, str | None]],
     """Set each run's final status from its machines' results, in one transaction: {run_id: status}.
 
     outcomes: {run_id: (how its playbook ended: "finished" | "timed_out" | "cancelled" | "error" | None,
-    error)}. A stopped execution ends its runs `interrupted`; a run ended elsewhere keeps its status."""
+    error)}; 4 x WRITE_CHUNK runs per transaction. A stopped execution ends its runs `interrupted`; a run
+    ended elsewhere keeps its status."""
     now = utcnow()
     out: dict[str, str] = {}
-    with state.db.transaction() as session:
-        runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(list(outcomes))))}
-        all_rows: dict[str, list] = {}
-        for row in session.scalars(select(RunMachine).where(RunMachine.run_id.in_(list(outcomes)))):
-            all_rows.setdefault(row.run_id, []).append(row)
-        for run_id, (exec_status, error) in outcomes.items():
-            run = runs[run_id]
-            out[run_id] = _finish_one(session, run, all_rows.get(run_id, []), exec_status, error, execution, now)
+    for chunk in _chunks(list(outcomes), 4 * WRITE_CHUNK):
+        with state.db.transaction() as session:
+            runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(chunk)))}
+            all_rows: dict[str, list] = {}
+            for row in session.scalars(select(RunMachine).where(RunMachine.run_id.in_(chunk))):
+                all_rows.setdefault(row.run_id, []).append(row)
+            for run_id in chunk:
+                exec_status, error = outcomes[run_id]
+                out[run_id] = _finish_one(session, runs[run_id], all_rows.get(run_id, []), exec_status, error,
+                                          execution, now)
     return out
 
 

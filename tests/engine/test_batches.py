@@ -224,3 +224,28 @@ def test_a_batch_ends_each_run_its_own_way(env, sshd_hosts, moto_server):
     assert (good_row.status, good_row.rc, good_row.stdout.strip()) == ("succeeded", 0, "fine ok")
     [stop_row] = rows[stop]
     assert stop_row.status == "succeeded"
+
+
+def test_a_batch_written_in_small_transactions_plans_records_and_ends_each_run_once(env, monkeypatch):
+    from web import worker
+
+    monkeypatch.setattr(worker, "WRITE_CHUNK", 2)
+    lab = Cloud(id=new_id(), org_id=env.org_id, title="lab", provider="other", options={}, credentials_enc=None,
+                created_at=T0, updated_at=T0)
+    with env.state.db.transaction() as s:
+        s.add(lab)
+        mid = new_id()
+        s.add(Machine(id=mid, org_id=env.org_id, cloud_id=lab.id, machine_id="web1", name="web1", host="127.0.0.1",
+                      port=22, state="unknown", public_ips=[], private_ips=[], tags={}, created_at=T0, updated_at=T0))
+    script = _script_row(env, "#!/bin/sh\ntrue\n")
+    ids = _queued_runs(env, 7, action=None, machines_per_cloud=[], script_id=script,
+                       selectors=[{"type": "machines", "ids": [mid]}])
+    assert execute_run(env.state, ids[0]) == "failed"  # no SSH key: every run ends without ansible
+    with env.state.db.session() as s:
+        runs = s.scalars(select(Run).where(Run.id.in_(ids))).all()
+        rows = s.scalars(select(RunMachine).where(RunMachine.run_id.in_(ids))).all()
+        started = s.scalars(select(Event.run_id).where(Event.type == "schedule_started")).all()
+    assert {r.status for r in runs} == {"failed"} and len(runs) == 7
+    assert sorted(r.run_id for r in rows) == sorted(ids) and {r.error for r in rows} == {
+        "no SSH key (set key_id on the machine)"}
+    assert sorted(started) == sorted(ids)
