@@ -642,7 +642,7 @@ def drain(state, grace: float, stop_taking=None, settle: float = 15.0) -> int:
     for execution in left:
         execution.stop(SHUTDOWN, error)
     executions.wait_idle(settle)
-    stuck = [e.run_id for e in executions.active()]
+    stuck = [rid for e in executions.active() for rid in e.run_ids]  # every run of each batch
     if stuck:
         now = utcnow()
         with state.db.transaction() as session:

@@ -168,6 +168,16 @@ def test_drain_marks_a_run_that_does_not_stop_interrupted(env):
     env.state.executions.end(execution)
 
 
+def test_drain_marks_every_run_of_a_stuck_batch_interrupted(env):
+    first, second = _one_run(env), _one_run(env, name="second")
+    execution = env.state.executions.begin(first)  # the message named the first; the batch holds both
+    assert claim(env.state, first, T0) and claim(env.state, second, T0)
+    execution.run_ids = [first, second]
+    assert drain(env.state, grace=0.1, settle=0.1) == 1
+    assert {_run(env, r).status for r in (first, second)} == {"interrupted"}
+    env.state.executions.end(execution)
+
+
 def test_a_run_whose_listing_is_cut_records_it_as_an_event(env, moto_server):
     from web.models import Event
 
