@@ -448,7 +448,7 @@ def finish(state, run_id: str, exec_status: str | None, error: str | None,
 
 def finish_many(state, outcomes: dict[str, tuple[str | None, str | None]],
                 execution: Execution | None = None) -> dict[str, str]:
-    """Set each run's final status from its machines' results, in one transaction: {run_id: status}.
+    """Set each run's final status from its machines' results: {run_id: status}.
 
     outcomes: {run_id: (how its playbook ended: "finished" | "timed_out" | "cancelled" | "error" | None,
     error)}; 4 x WRITE_CHUNK runs per transaction. A stopped execution ends its runs `interrupted`; a run
@@ -589,10 +589,13 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 t.join()
         for p in parts:
             outcomes.setdefault(p.run_id, ("cancelled", execution.error))
+        # The heartbeat ends first: runs ended by the first chunks must not read as taken away from the rest.
+        stop.set()
         return finish_many(state, outcomes, execution)
     except Exception as exc:
         log.exception("batch of run %s failed", execution.run_id)
         error = f"internal error: {exc.__class__.__name__}: {exc}"
+        stop.set()
         return finish_many(state, {rid: ("error", error) for rid in run_ids}, execution)
     finally:
         stop.set()
