@@ -1,4 +1,18 @@
-"""Run records: created by the dispatcher, by run_immediately and by manual starts; read by the API."""
+"""Run records: which statuses a run has, who sets each one, and the session-level steps that set them.
+
+    queued       created: the dispatcher at a fire (create_run), run_immediately and "run now" (start_now)
+    running      claimed by a worker: claim_ready (a batch, one conditional UPDATE ... RETURNING)
+    missed       the dispatcher, for fires older than misfire_grace at fire time (create_run); claim_ready,
+                 for runs that waited in the queue past their grace (nothing is done to their machines)
+    skipped      the dispatcher: skip_next, and concurrency forbid while a run is active (create_run)
+    succeeded, partial, failed, timed_out
+                 the worker, from the run's per-machine results (end_run; record_result per machine)
+    interrupted  interrupt(): the sweep when the heartbeat stopped (worker_lost), the drain at SIGTERM
+                 (shutdown), or end_run for a run whose worker was told to stop it
+
+Transactions, provider calls and playbooks are the callers' (web/worker.py, web/dispatcher.py); the
+functions here take a session and only read and write rows.
+"""
 from __future__ import annotations
 
 from datetime import datetime
@@ -44,6 +58,70 @@ def interrupt(session: Session, run: Run, now: datetime, reason: str, error: str
     session.execute(update(RunMachine).where(RunMachine.run_id == run.id, RunMachine.status == "running")
                     .values(status="interrupted", error=error))
     add_event(session, run, "schedule_interrupted", now, {"reason": reason, "error": error})
+
+
+def record_result(session: Session, run: Run, row: RunMachine, result, is_script: bool, now: datetime,
+                  machine=None) -> None:
+    """Write one machine's result (a web.results.MachineResult) on its row, with its event.
+
+    A power result also updates the machine's known state (`machine`, a Machine row) when the cloud said."""
+    row.status, row.rc, row.error, row.duration = result.status, result.rc, result.error, result.duration
+    row.stdout, row.stderr = result.stdout, result.stderr
+    if is_script:
+        type_ = "script_finished"
+        data = {"rc": result.rc, "status": result.status, **({"error": result.error} if result.error else {})}
+    else:
+        type_ = "machine_action_succeeded" if result.status == "succeeded" else "machine_action_failed"
+        data = {"status": result.status, **({"error": result.error} if result.error else {})}
+        if machine is not None and result.state:
+            machine.state = result.state
+    add_event(session, run, type_, now, data, row.cloud_id, row.machine_id)
+
+
+def end_run(session: Session, run: Run, rows: list[RunMachine], exec_status: str | None, error: str | None,
+            now: datetime, stopped: tuple[str, str | None] | None = None) -> str:
+    """Give a running run its final status from its machines' rows; returns the status.
+
+    exec_status is how its playbook ended ("finished" | "timed_out" | "cancelled" | "error" | None when
+    nothing was executed); machines still `running` end timed_out or failed with it. stopped: (reason,
+    error) when the worker was told to stop the run (SHUTDOWN or WORKER_LOST): unless the playbook had
+    finished, the run ends `interrupted`. A run no longer `running` (the sweep interrupted it) keeps its
+    status; only its machines still marked running are closed."""
+    if run.status != "running":
+        for row in rows:
+            if row.status == "running":
+                row.status, row.error = "interrupted", run.error or "the run ended before this machine"
+        return run.status
+    if exec_status == "cancelled" or (stopped is not None and exec_status not in ("finished", "timed_out")):
+        reason, why = stopped if stopped is not None else (SHUTDOWN, None)
+        interrupt(session, run, now, reason, why or error or "the run was stopped before it finished")
+        return run.status
+    rows = sorted(rows, key=lambda r: r.id or 0)
+    for row in rows:
+        if row.status == "running":
+            row.status = "timed_out" if exec_status == "timed_out" else "failed"
+            row.error = row.error or ("the run timed out" if exec_status == "timed_out" else "no result came back")
+    ok = sum(1 for r in rows if r.status == "succeeded")
+    if exec_status == "timed_out":
+        status = "timed_out"
+    elif rows and ok == len(rows):
+        status = "succeeded"
+    elif ok:
+        status = "partial"
+    else:
+        status = "failed"
+    run.status = status
+    run.finished_at = now
+    run.error = error or (None if status == "succeeded" else _summary(rows))
+    add_event(session, run, "schedule_finished", now, {"status": status, **({"error": run.error} if run.error else {})})
+    return run.status
+
+
+def _summary(rows) -> str | None:
+    bad = [r for r in rows if r.status != "succeeded"]
+    if not rows:
+        return "no machine to act on"
+    return f"{len(bad)} of {len(rows)} machine(s) did not succeed" if bad else None
 
 
 def active_run(session: Session, schedule_id: str) -> Run | None:

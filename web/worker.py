@@ -21,7 +21,7 @@ from .backoff import Backoff
 from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, fetch_nodes, private_key,
                        resolve, ssh_address, store_nodes)
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
-from .runs import SHUTDOWN, WORKER_LOST, add_event, claim_ready, interrupt
+from .runs import SHUTDOWN, WORKER_LOST, add_event, claim_ready, end_run, interrupt, record_result
 from .scrub import run_secrets
 from .validation import SSH_USER_RULE, is_ssh_user
 
@@ -391,20 +391,8 @@ def record(state, results, script_runs) -> None:
             if power_keys else {}
         for run_id, key, result in results:
             row = rows.pop((run_id, key), None)
-            if row is None:
-                continue
-            row.status, row.rc, row.error, row.duration = result.status, result.rc, result.error, result.duration
-            row.stdout, row.stderr = result.stdout, result.stderr
-            if run_id in script_runs:
-                type_ = "script_finished"
-                data = {"rc": result.rc, "status": result.status, **({"error": result.error} if result.error else {})}
-            else:
-                type_ = "machine_action_succeeded" if result.status == "succeeded" else "machine_action_failed"
-                data = {"status": result.status, **({"error": result.error} if result.error else {})}
-                machine = machines.get(key)
-                if machine is not None and result.state:
-                    machine.state = result.state
-            add_event(session, runs[run_id], type_, now, data, row.cloud_id, row.machine_id)
+            if row is not None:
+                record_result(session, runs[run_id], row, result, run_id in script_runs, now, machines.get(key))
 
 
 def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
@@ -469,44 +457,8 @@ def finish_many(state, outcomes: dict[str, tuple[str | None, str | None]],
 
 
 def _finish_one(session, run, rows, exec_status, error, execution, now) -> str:
-    if run.status != "running":
-        # Ended elsewhere (the sweep interrupted it): only machines still marked running are closed.
-        for row in rows:
-            if row.status == "running":
-                row.status, row.error = "interrupted", run.error or "the run ended before this machine"
-        return run.status
-    stopped = execution is not None and execution.stopped and exec_status not in ("finished", "timed_out")
-    if exec_status == "cancelled" or stopped:
-        reason = execution.reason if execution is not None and execution.reason else SHUTDOWN
-        interrupt(session, run, now, reason, (execution.error if execution is not None else None) or error
-                  or "the run was stopped before it finished")
-        return run.status
-    rows = sorted(rows, key=lambda r: r.id or 0)
-    for row in rows:
-        if row.status == "running":
-            row.status = "timed_out" if exec_status == "timed_out" else "failed"
-            row.error = row.error or ("the run timed out" if exec_status == "timed_out" else "no result came back")
-    ok = sum(1 for r in rows if r.status == "succeeded")
-    if exec_status == "timed_out":
-        status = "timed_out"
-    elif rows and ok == len(rows):
-        status = "succeeded"
-    elif ok:
-        status = "partial"
-    else:
-        status = "failed"
-    run.status = status
-    run.finished_at = now
-    run.error = error or (None if status == "succeeded" else _summary(rows))
-    add_event(session, run, "schedule_finished", now, {"status": status, **({"error": run.error} if run.error else {})})
-    return run.status
-
-
-def _summary(rows) -> str | None:
-    bad = [r for r in rows if r.status != "succeeded"]
-    if not rows:
-        return "no machine to act on"
-    return f"{len(bad)} of {len(rows)} machine(s) did not succeed" if bad else None
+    stopped = (execution.reason or SHUTDOWN, execution.error) if execution is not None and execution.stopped else None
+    return end_run(session, run, rows, exec_status, error, now, stopped)
 
 
 def claim_batch(state, run_id: str, now: datetime) -> tuple[list[str], list[str]]:
