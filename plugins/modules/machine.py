@@ -71,7 +71,7 @@ options:
   concurrency:
     description:
       - How many machines are acted on at once; each concurrent call uses a driver of its own.
-      - Cloud APIs throttle: answers that say so are retried after growing pauses with jitter.
+      - Cloud APIs throttle; answers that say so are retried after growing pauses with jitter.
     type: int
     default: 8
   machine_ids:
@@ -227,6 +227,7 @@ def main():
     if params["concurrency"] < 1:
         module.fail_json(msg="concurrency: must be at least 1")
     redactor, invocation = hide_credentials(module)
+
     def make_driver():
         return get_driver(params["provider"], params["credentials"], params["driver_options"],
                           call_timeout=params["call_timeout"], denied_networks=params["denied_networks"])
