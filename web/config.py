@@ -50,6 +50,16 @@ class Config:
     run_listings_per_org: int = 1
     # SIGTERM: how long runs in progress may go on before they are stopped and recorded interrupted.
     drain_seconds: float = 25.0
+    # A manual or immediate run that waited longer than this in the queue is recorded missed (seconds);
+    # scheduled runs use their schedule's misfire_grace.
+    manual_grace: float = 600.0
+    # Batches: runs ready together share playbook runs (CLOUDCRON_BATCHING=off: one run per playbook),
+    # bounded by runs and by machines named.
+    batching: bool = True
+    batch_max_runs: int = 500
+    batch_max_machines: int = 5000
+    # Machines the power module acts on at once, per cloud of a playbook (cloud APIs throttle).
+    provider_concurrency: int = 8
     ui_session_lifetime: timedelta = timedelta(hours=12)
     # CLOUDCRON_AUDIT_RETENTION_DAYS: audit entries older than this are pruned (web.audit.prune).
     audit_retention_days: int = 365
@@ -295,6 +305,11 @@ def load_config(env=None, **overrides) -> Config:
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
         run_listings_per_org=_count(env, "CLOUDCRON_RUN_LISTINGS_PER_ORG", 1),
         drain_seconds=_seconds(env, "CLOUDCRON_DRAIN_SECONDS", 25.0),
+        manual_grace=_seconds(env, "CLOUDCRON_MANUAL_GRACE", 600.0),
+        batching=_flag(env, "CLOUDCRON_BATCHING") if env.get("CLOUDCRON_BATCHING") not in (None, "") else True,
+        batch_max_runs=_count(env, "CLOUDCRON_BATCH_MAX_RUNS", 500),
+        batch_max_machines=_count(env, "CLOUDCRON_BATCH_MAX_MACHINES", 5000),
+        provider_concurrency=_count(env, "CLOUDCRON_PROVIDER_CONCURRENCY", 8),
         ui_session_lifetime=timedelta(hours=session_hours),
         # At most a century: a longer span reaches before year 1, where no date can be computed.
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),

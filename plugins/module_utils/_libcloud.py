@@ -19,12 +19,15 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import os
+import random
 import re
 import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 
 from ._redact import Redactor
 
@@ -67,6 +70,15 @@ MAX_ANSWER_BYTES = 128 * 1024 * 1024
 # Transient failures (network, throttling, 5xx) get this many more attempts, each after
 # the given pause. Bounded on purpose: a run must end and be recorded.
 RETRY_DELAYS = (1.0, 4.0)
+# A cloud that says it is throttling us (HTTP 429, or EC2's RequestLimitExceeded in a 400) is asked
+# again after longer pauses, each with random jitter so that concurrent calls do not return together.
+THROTTLE_DELAYS = (1.0, 2.0, 4.0, 8.0)
+_THROTTLE_CODES = ("RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequests",
+                   "SlowDown", "RateLimitExceeded")
+# Machines a power call acts on at once, unless told otherwise (cloud APIs throttle).
+DEFAULT_CONCURRENCY = 8
+# EC2 takes at most 200 values in one DescribeInstances filter.
+FILTER_CHUNK = 200
 
 # libcloud's drivers for its own tests: not clouds. The dummy driver makes as many fake machines as
 # its "credentials" number says, in memory.
@@ -678,9 +690,19 @@ def _redactor_of(driver):
     return redactor
 
 
+def _is_throttled(exc):
+    """Whether the cloud answered that it is throttling the caller (429, or a throttling error code)."""
+    if _http_status(exc) == 429:
+        return True
+    text = " ".join(str(part) for part in (getattr(exc, "message", None), *getattr(exc, "args", ())) if part)
+    return any(code in text for code in _THROTTLE_CODES)
+
+
 def _is_transient(exc):
     if isinstance(exc, (InvalidCredsError, DeniedAddressError, CallTimeout, AnswerTooLarge)):
         return False
+    if _is_throttled(exc):
+        return True
     if isinstance(exc, BaseHTTPError):
         return exc.code == 429 or (isinstance(exc.code, int) and exc.code >= 500)
     # socket errors, refused connections and timeouts (requests' errors are OSErrors too)
@@ -743,15 +765,18 @@ def _call(driver, what, func, *args):
     policy = getattr(driver, "_cloudcron_policy", None) or _DEFAULT_POLICY
     limit = policy.call_timeout
     deadline = None if limit is None else time.monotonic() + limit
-    for attempt in range(len(RETRY_DELAYS) + 1):
+    attempt = 0
+    while True:
         try:
             left = None if deadline is None else deadline - time.monotonic()
             with _policy(policy), _deadline(left), _time_limit(left):
                 return func(*args)
         except Exception as exc:  # libcloud drivers raise all kinds; classify, do not crash
             transient = _is_transient(exc)
-            if transient and attempt < len(RETRY_DELAYS):
-                pause = RETRY_DELAYS[attempt]
+            delays = THROTTLE_DELAYS if _is_throttled(exc) else RETRY_DELAYS
+            if transient and attempt < len(delays):
+                pause = delays[attempt] * (random.uniform(0.5, 1.0) if delays is THROTTLE_DELAYS else 1.0)
+                attempt += 1
                 if deadline is None or time.monotonic() + pause < deadline:
                     time.sleep(pause)
                     continue
@@ -762,7 +787,6 @@ def _call(driver, what, func, *args):
             # Provider error messages sometimes echo what they were sent.
             message = "%s: %s" % (what, _redactor_of(driver).redact(reason))
             raise LibcloudActionError(message, permanent=not transient) from None
-    raise AssertionError("unreachable")
 
 
 def list_nodes(driver) -> list[dict]:
@@ -775,11 +799,32 @@ def _result(machine_id, changed, failed, state, msg):
     return {"machine_id": machine_id, "changed": changed, "failed": failed, "state": state, "msg": msg}
 
 
-def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = False) -> list[dict]:
+def list_wanted(driver, machine_ids):
+    """The provider's nodes among machine_ids, asking only for those where the driver can filter.
+
+    EC2 (libcloud's ex_filters on list_nodes) is asked with an instance-id filter, FILTER_CHUNK ids per
+    DescribeInstances call, so the cost follows the machines acted on, not the size of the account
+    (a filter, unlike ex_node_ids, leaves out unknown ids instead of failing the call). Other drivers
+    list the whole cloud once. Raises LibcloudActionError."""
+    if getattr(driver, "type", None) == "ec2" and machine_ids:
+        nodes = []
+        for start in range(0, len(machine_ids), FILTER_CHUNK):
+            chunk = list(machine_ids[start:start + FILTER_CHUNK])
+            nodes.extend(_call(driver, "listing machines failed",
+                               partial(driver.list_nodes, ex_filters={"instance-id": chunk})))
+        return nodes
+    return _call(driver, "listing machines failed", driver.list_nodes)
+
+
+def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = False,
+          concurrency: int = 1, driver_factory=None) -> list[dict]:
     """Bring each machine to state (started, stopped, restarted, absent); one result dict per distinct id.
 
     Machines already in the state are left alone (changed False). In check mode nothing is
-    called but the listing, and changed says what would have been done.
+    called but the listing, and changed says what would have been done. The machines are listed
+    once (list_wanted), then acted on `concurrency` at a time; each thread other than the caller's
+    uses a driver of its own from driver_factory() (libcloud drivers are not thread-safe), so
+    without a factory the actions run one after another. Results keep the order of machine_ids.
     """
     _require_libcloud()
     if state not in POWER_STATES:
@@ -788,21 +833,22 @@ def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = Fals
     if not wanted:
         return []
     try:
-        nodes = {_machine_id(node): node for node in _call(driver, "listing machines failed", driver.list_nodes)}
+        nodes = {_machine_id(node): node for node in list_wanted(driver, wanted)}
     except LibcloudActionError as exc:
         return [_result(m, False, True, None, str(exc)) for m in wanted]
 
     method, target, verb = _ACTIONS[state]
-    results = []
+    results = {}
+    todo = []
     for machine_id in wanted:
         node = nodes.get(machine_id)
         if node is None:
             if state == "absent":
                 # Providers other than EC2 drop removed machines from the listing at once.
                 msg = "machine %s not found; nothing to remove" % machine_id
-                results.append(_result(machine_id, False, False, None, msg))
+                results[machine_id] = _result(machine_id, False, False, None, msg)
             else:
-                results.append(_result(machine_id, False, True, None, "machine %s not found" % machine_id))
+                results[machine_id] = _result(machine_id, False, True, None, "machine %s not found" % machine_id)
             continue
         current = _state_of(node)
         if current in _ALREADY[state]:
@@ -810,26 +856,49 @@ def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = Fals
                 msg = "machine %s is %s; a restart leaves stopped machines stopped" % (machine_id, current)
             else:
                 msg = "machine %s is already %s" % (machine_id, current)
-            results.append(_result(machine_id, False, False, current, msg))
+            results[machine_id] = _result(machine_id, False, False, current, msg)
             continue
         if current == "terminated":
             msg = "machine %s is terminated; cannot %s it" % (machine_id, verb)
-            results.append(_result(machine_id, False, True, current, msg))
+            results[machine_id] = _result(machine_id, False, True, current, msg)
             continue
         if check_mode:
             msg = "would %s machine %s (now %s)" % (verb, machine_id, current)
-            results.append(_result(machine_id, True, False, current, msg))
+            results[machine_id] = _result(machine_id, True, False, current, msg)
             continue
+        todo.append((machine_id, node, current))
+
+    def act(drv, machine_id, node, current):
         try:
-            confirmed = _call(driver, "could not %s machine %s" % (verb, machine_id), getattr(driver, method), node)
+            confirmed = _call(drv, "could not %s machine %s" % (verb, machine_id), getattr(drv, method), node)
         except LibcloudActionError as exc:
-            results.append(_result(machine_id, False, True, current, str(exc)))
-            continue
+            return _result(machine_id, False, True, current, str(exc))
         if confirmed is False:
             # Real EC2 answers true for every request it accepts, so false means refused.
             msg = "the cloud did not confirm it would %s machine %s" % (verb, machine_id)
-            results.append(_result(machine_id, False, True, current, msg))
-            continue
+            return _result(machine_id, False, True, current, msg)
         msg = "asked the cloud to %s machine %s (was %s)" % (verb, machine_id, current)
-        results.append(_result(machine_id, True, False, target, msg))
-    return results
+        return _result(machine_id, True, False, target, msg)
+
+    workers = max(1, min(int(concurrency or 1), len(todo))) if driver_factory is not None else 1
+    if workers == 1:
+        for machine_id, node, current in todo:
+            results[machine_id] = act(driver, machine_id, node, current)
+    else:
+        local = threading.local()
+
+        def act_in_thread(item):
+            machine_id, node, current = item
+            drv = getattr(local, "driver", None)
+            if drv is None:
+                try:
+                    drv = local.driver = driver_factory()
+                except Exception as exc:  # noqa: BLE001 - the same driver was built once already
+                    return _result(machine_id, False, True, current, "could not %s machine %s: %s"
+                                   % (verb, machine_id, type(exc).__name__))
+            return act(drv, machine_id, node, current)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudcron-power") as pool:
+            for result in pool.map(act_in_thread, todo):
+                results[result["machine_id"]] = result
+    return [results[m] for m in wanted]

@@ -84,6 +84,25 @@ def test_provider_listing_and_drain_settings_are_read_from_the_environment(tmp_p
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DENIED_NETWORKS": "none"}).denied_networks == ()
 
 
+def test_batch_and_grace_settings_have_defaults_and_are_read_from_the_environment(tmp_path):
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)})
+    assert (config.batching, config.batch_max_runs, config.batch_max_machines) == (True, 500, 5000)
+    assert (config.manual_grace, config.provider_concurrency) == (600.0, 8)
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_BATCHING": "off",
+                          "CLOUDCRON_BATCH_MAX_RUNS": "7", "CLOUDCRON_BATCH_MAX_MACHINES": "70",
+                          "CLOUDCRON_MANUAL_GRACE": "0", "CLOUDCRON_PROVIDER_CONCURRENCY": "2"})
+    assert (config.batching, config.batch_max_runs, config.batch_max_machines) == (False, 7, 70)
+    assert (config.manual_grace, config.provider_concurrency) == (0.0, 2)
+
+
+@pytest.mark.parametrize("name, value", [("CLOUDCRON_BATCHING", "sometimes"), ("CLOUDCRON_BATCH_MAX_RUNS", "0"),
+                                         ("CLOUDCRON_BATCH_MAX_MACHINES", "x"), ("CLOUDCRON_MANUAL_GRACE", "-1"),
+                                         ("CLOUDCRON_PROVIDER_CONCURRENCY", "0")])
+def test_a_bad_batch_or_grace_setting_stops_start_up_naming_it(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=f"^{name}:"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), name: value})
+
+
 def test_the_console_session_lifetime_is_in_hours(tmp_path):
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).ui_session_lifetime == timedelta(hours=12)
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_UI_SESSION_HOURS": "0.5"})
