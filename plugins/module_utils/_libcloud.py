@@ -75,6 +75,10 @@ RETRY_DELAYS = (1.0, 4.0)
 THROTTLE_DELAYS = (1.0, 2.0, 4.0, 8.0)
 _THROTTLE_CODES = ("RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequests",
                    "SlowDown", "RateLimitExceeded")
+# Provider error codes that say a later attempt may succeed: named in the error text (never the answer body),
+# so that cloudcron's run retries can tell them from final failures.
+_CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity",
+                   "ZONE_RESOURCE_POOL_EXHAUSTED", "AllocationFailed")
 # Machines a power call acts on at once, unless told otherwise (cloud APIs throttle).
 DEFAULT_CONCURRENCY = 8
 # EC2 takes at most 200 values in one DescribeInstances filter.
@@ -749,7 +753,9 @@ def _reason(exc, call_timeout=None):
     if isinstance(exc, InvalidCredsError):
         return "authentication failed" + (" (HTTP %d)" % status if status else "")
     if status is not None:
-        return ("HTTP %d %s" % (status, _HTTP_REASONS.get(status, ""))).rstrip()
+        text = " ".join(str(part) for part in (getattr(exc, "message", None), *getattr(exc, "args", ())) if part)
+        code = next((c for c in _THROTTLE_CODES + _CAPACITY_CODES if c in text), None)
+        return ("HTTP %d %s" % (status, _HTTP_REASONS.get(status, ""))).rstrip() + (" (%s)" % code if code else "")
     if isinstance(exc, OSError):
         why = _os_reason(exc)
         if why == "timed out" and call_timeout is not None:
