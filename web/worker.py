@@ -345,19 +345,22 @@ def _chunks(items: list, size: int | None = None) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None) -> list[tuple]:
+def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None,
+                 verify_seconds: float | None = None) -> list[tuple]:
     """Render the parts of a batch together: [(Rendered, [Part, ...]), ...], one entry per playbook.
 
     All power parts share one playbook (a task per cloud and state), all executable-script parts one
     play, and Ansible-script parts one playbook per script; concurrency: machines the power module acts on
-    at once per cloud (CLOUDCRON_PROVIDER_CONCURRENCY). Raises RenderError (web.playbooks)."""
+    at once per cloud (CLOUDCRON_PROVIDER_CONCURRENCY); verify_seconds: CLOUDCRON_VERIFY_SECONDS. Raises
+    RenderError (web.playbooks)."""
     from .playbooks import ScriptTarget, render_executables, render_power, render_script
 
     out: list[tuple] = []
     power = [p for p in parts if p.kind == "power"]
     if power:
         out.append((render_power(None, [c for p in power for c in p.clouds], call_timeout=limits.timeout,
-                                 denied_networks=limits.denied_networks, concurrency=concurrency), power))
+                                 denied_networks=limits.denied_networks, concurrency=concurrency,
+                                 verify_seconds=verify_seconds), power))
     executable = [p for p in parts if p.kind == "executable"]
     if executable:
         out.append((render_executables([ScriptTarget(t, p.script, p.params) for p in executable for t in p.targets]),
@@ -382,7 +385,8 @@ def prepare(state, run_id: str, now: datetime, execution: Execution | None = Non
     if part is None:
         return (None, meta), None
     try:
-        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config), state.config.provider_concurrency)
+        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config), state.config.provider_concurrency,
+                                        state.config.verify_seconds)
     except RenderError as exc:
         return None, str(exc)
     return (rendered, meta), None
@@ -545,7 +549,8 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 parts.append(part)
         if parts and not execution.stopped:
             try:
-                playbooks = render_parts(parts, limits, state.config.provider_concurrency)
+                playbooks = render_parts(parts, limits, state.config.provider_concurrency,
+                                         state.config.verify_seconds)
             except RenderError as exc:  # each part rendered alone; together they must too
                 playbooks = []
                 for p in parts:
@@ -635,7 +640,8 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
         if not _begin_attempt(state, part.run_id, keys, n + 1, wait):
             break
         try:
-            [(rendered, group)] = render_parts([narrowed], limits, state.config.provider_concurrency)
+            [(rendered, group)] = render_parts([narrowed], limits, state.config.provider_concurrency,
+                                               state.config.verify_seconds)
         except RenderError as exc:  # it rendered for attempt 1; a subset renders too, but never crash
             return "error", f"attempt {n + 1} could not be rendered: {exc}"
         out: dict = {}
