@@ -962,7 +962,6 @@ def verify(driver, results: dict, state: str, seconds: float) -> None:
     for machine_id in waiting:
         current = seen.get(machine_id)
         detail = why or ("it is %s" % current if current else "it is no longer listed")
+        msg = "machine %s did not reach %s within %g s (%s)" % (machine_id, target, seconds, detail)
         results[machine_id] = _result(machine_id, results[machine_id]["changed"], True,
-                                      current or results[machine_id]["state"],
-                                      "machine %s did not reach %s within %g s (%s)" % (machine_id, target, seconds,
-                                                                                       detail))
+                                      current or results[machine_id]["state"], msg)

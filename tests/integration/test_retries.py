@@ -108,3 +108,21 @@ def test_without_retries_a_refused_machine_fails_after_one_attempt(svc, moto_ser
     [row] = svc.api("GET", f"runs/{run['id']}")[1]["machines"]
     assert [a["attempt"] for a in row["attempts"]] == [1] and "HTTP 503" in row["error"]
     assert moto_server.state(machine) == "running"
+
+
+def test_retries_stop_after_max_and_the_run_ends_with_the_last_attempts_error(svc, moto_server, refusing_proxy):
+    [machine] = moto_server.create_machines(1)
+    proxy = refusing_proxy(moto_server.url, "StopInstances", refuse=100)
+    cloud = _cloud_behind(svc, moto_server, proxy)
+    status, schedule = svc.api("POST", "schedules", {
+        "name": "stop-never", "action": "stop", "machines_per_cloud": [[cloud["id"], machine]],
+        "schedule_type": "interval", "schedule_entry": {"every": 1, "period": "days"}, "run_immediately": True,
+        "retries": {"max": 1, "delay": 0.5, "backoff": 1}})
+    assert status == 200, schedule
+    run = _finished_run(svc, schedule["id"])
+    assert run["status"] == "failed", run
+    [row] = svc.api("GET", f"runs/{run['id']}")[1]["machines"]
+    assert [(a["attempt"], a["status"]) for a in row["attempts"]] == [(1, "failed"), (2, "failed")]
+    assert all("HTTP 503" in a["error"] for a in row["attempts"])
+    assert proxy.refused == 2 * REFUSALS_PER_ATTEMPT
+    assert moto_server.state(machine) == "running"
