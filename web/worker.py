@@ -623,20 +623,21 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
     """Attempts 2, 3 ... of one run: (how its last playbook ended, error) for end_run.
 
     Before retry n the run waits delay * backoff^(n-1) seconds (web.retries.delay_before) with no transaction
-    open; each attempt's rows keep the earlier attempts' outcomes (RunMachine.attempts)."""
+    open; each attempt's rows keep the earlier attempts' outcomes (RunMachine.attempts). A stop (drain, lost
+    heartbeat) with an attempt still to make ends the wait: ("cancelled", why), so the run ends interrupted."""
     from .playbooks import RenderError
     from .retries import delay_before
 
     n = 0
-    while n < part.retries["max"] and not execution.stopped:
+    while n < part.retries["max"]:
         keys = _retryable(state, part.run_id) & part.keys  # machines failed at planning are not retried
         narrowed = part.only(keys) if keys else None
         if narrowed is None:
             break
         n += 1
         wait = delay_before(part.retries, n)
-        if execution.cancel.wait(wait):
-            break
+        if execution.cancel.wait(wait):  # stopped with attempts still to make: the run ends interrupted
+            return "cancelled", execution.error
         if not _begin_attempt(state, part.run_id, keys, n + 1, wait):
             break
         try:

@@ -1,0 +1,84 @@
+"""The worker's retry loop (web.worker._retry_run) on SQLite and PostgreSQL: what it retries, and that a stop
+ends its wait. Retries through real playbooks against moto are in tests/integration/test_retries.py."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from web import worker
+from web.dispatcher import Dispatcher
+from web.machines import ProviderLimits
+from web.models import Run, RunMachine
+from web.runs import interrupt
+from web.worker import Execution, claim, finish, plan
+
+from .conftest import T0
+
+RETRIES = {"max": 3, "delay": 3600, "backoff": 1}
+
+
+def _planned_run(env, error: str):
+    """A claimed power run on machine i-1 whose first attempt failed with `error`: (run_id, Part)."""
+    env.add(now=T0 - timedelta(minutes=1), misfire_grace=86400 * 366, retries=RETRIES)
+    [run_id] = Dispatcher(env.state, lambda ids: None, clock=lambda: T0).claim(T0)
+    assert claim(env.state, run_id, T0)
+    part, err = plan(env.state, run_id, T0)
+    assert err is None and part is not None and part.retries == RETRIES
+    with env.state.db.transaction() as s:
+        row = s.scalars(select(RunMachine).where(RunMachine.run_id == run_id)).one()
+        row.status, row.error = "failed", error
+    return run_id, part
+
+
+def _row(env, run_id) -> RunMachine:
+    with env.state.db.session() as s:
+        return s.scalars(select(RunMachine).where(RunMachine.run_id == run_id)).one()
+
+
+def never(*args, **kwargs):
+    raise AssertionError("nothing should have been executed")
+
+
+def test_a_stop_during_the_wait_ends_the_retry_and_the_run_is_interrupted(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    execution = Execution(run_id)
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(outcome=worker._retry_run(
+        env.state, execution, part, ("finished", None), never, ProviderLimits.of(env.state.config))))
+    thread.start()
+    execution.stop("shutdown", "shutdown: the worker was stopped")
+    thread.join(timeout=60)
+    assert not thread.is_alive() and out["outcome"] == ("cancelled", "shutdown: the worker was stopped")
+    assert _row(env, run_id).attempts is None  # no attempt began
+    assert finish(env.state, run_id, *out["outcome"], execution=execution) == "interrupted"
+
+
+def test_a_final_failure_is_not_retried(env):
+    run_id, part = _planned_run(env, "machine i-1 not found")
+    outcome = worker._retry_run(env.state, Execution(run_id), part, ("finished", None), never,
+                                ProviderLimits.of(env.state.config))
+    assert outcome == ("finished", None)
+    assert finish(env.state, run_id, *outcome) == "failed"
+    row = _row(env, run_id)
+    assert row.attempts is None and row.error == "machine i-1 not found"
+
+
+def test_an_attempt_does_not_begin_on_a_run_interrupted_meanwhile(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    assert worker._retryable(env.state, run_id) == part.keys
+    with env.state.db.transaction() as s:
+        interrupt(s, s.get(Run, run_id), T0, "worker_lost", "the worker stopped answering")
+    assert not worker._begin_attempt(env.state, run_id, part.keys, 2, 0.0)
+    assert _row(env, run_id).attempts is None
+
+
+def test_an_attempt_keeps_the_last_ones_outcome_and_puts_the_machine_back_to_running(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    assert worker._begin_attempt(env.state, run_id, part.keys, 2, 1.5)
+    row = _row(env, run_id)
+    assert row.status == "running" and row.error is None
+    assert row.attempts == [{"attempt": 1, "status": "failed", "duration": None,
+                             "error": "could not stop machine i-1: HTTP 503 Service Unavailable"}]
+    assert part.only({"no-such-key"}) is None and part.only(part.keys).keys == part.keys
