@@ -171,6 +171,27 @@ options:
         and the fire time, so many schedules due at the same time do not call a cloud in the same second.
       - At most the shortest time between two fires of the schedule. The service's default is V(0).
     type: int
+  retries:
+    description:
+      - Retries of a run's machines that failed for a transient reason (provider throttling or 5xx, insufficient
+        capacity, connection refused or timed out, SSH unreachable, a power state not reached in time), as
+        attempts of the same run. Retry n waits O(retries.delay) times O(retries.backoff) to the power n-1.
+      - A O(retries.max) of V(0) removes them. The service's default is no retries.
+    type: dict
+    suboptions:
+      max:
+        description:
+          - How many more attempts, 0 to 10.
+        type: int
+        required: true
+      delay:
+        description:
+          - Seconds before the first retry, 0 to 3600. The service's default is V(60).
+        type: float
+      backoff:
+        description:
+          - The factor each further wait grows by, 1 to 10. The service's default is V(2).
+        type: float
 seealso:
   - module: cloudcron.scheduler.schedule_info
   - module: cloudcron.scheduler.calendar
@@ -275,6 +296,7 @@ schedule:
     timeout: 3600
     exclude_calendars: []
     jitter: 0
+    retries: {max: 2, delay: 60, backoff: 2}
     paused: false
     paused_until: null
     pause_note: null
@@ -570,7 +592,17 @@ def desired_fields(params, current, resolver):
     if params.get("exclude_calendars") is not None:
         ids = [resolver.calendar_id(value) for value in params["exclude_calendars"]]
         want["exclude_calendars"] = [i for n, i in enumerate(ids) if i not in ids[:n]]  # the service drops repeats
+    if params.get("retries") is not None:
+        want["retries"] = normalize_retries(params["retries"])
     return want
+
+
+def normalize_retries(value):
+    """The retries option in the service's stored form: its defaults filled in, and max 0 as none (None)."""
+    if not value.get("max"):
+        return None
+    return {"max": value["max"], "delay": 60 if value.get("delay") is None else value["delay"],
+            "backoff": 2 if value.get("backoff") is None else value["backoff"]}
 
 
 def missing_for_create(want):
@@ -667,6 +699,11 @@ def argument_spec():
         run_timeout=dict(type="int"),
         exclude_calendars=dict(type="list", elements="str"),
         jitter=dict(type="int"),
+        retries=dict(type="dict", options=dict(
+            max=dict(type="int", required=True),
+            delay=dict(type="float"),
+            backoff=dict(type="float"),
+        )),
     )
     return spec
 

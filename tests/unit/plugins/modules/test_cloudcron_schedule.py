@@ -294,3 +294,24 @@ def test_unchanged_calendars_and_jitter_write_nothing():
     assert result["changed"] is False and client.writes == []
     result = mod.ensure(client, params(**dict(TASK, exclude_calendars=[], jitter=0)), check_mode=False)
     assert client.writes == [("PATCH", "schedules/" + "a" * 32, {"exclude_calendars": [], "jitter": 0})]
+
+
+# ------------------------------------------------------------------ retries
+
+
+def test_retries_are_sent_with_the_services_defaults_filled_in_and_unchanged_ones_write_nothing():
+    client = RecordingClient(schedules=[stored()])
+    result = mod.ensure(client, params(**dict(TASK, retries={"max": 2, "delay": None, "backoff": None})),
+                        check_mode=False)
+    assert result["changed"] is True
+    assert client.writes == [("PATCH", "schedules/" + "a" * 32, {"retries": {"max": 2, "delay": 60, "backoff": 2}})]
+    client.calls.clear()
+    result = mod.ensure(client, params(**dict(TASK, retries={"max": 2, "delay": 60.0, "backoff": 2.0})),
+                        check_mode=False)
+    assert result["changed"] is False and client.writes == []
+
+
+def test_retries_with_max_0_remove_them():
+    client = RecordingClient(schedules=[stored(retries={"max": 3, "delay": 5, "backoff": 1})])
+    mod.ensure(client, params(**dict(TASK, retries={"max": 0, "delay": None, "backoff": None})), check_mode=False)
+    assert client.writes == [("PATCH", "schedules/" + "a" * 32, {"retries": None})]
