@@ -446,7 +446,8 @@ def _heartbeat(state, execution: Execution, stop: threading.Event) -> None:
             continue
         errors.succeeded()
         wait = HEARTBEAT_EVERY
-        if lost is not None and not stop.is_set():
+        # A run this execution has just ended itself (a retried run, web.worker._retry_runs) left run_ids first.
+        if lost is not None and lost[0] in execution.run_ids and not stop.is_set():
             log.warning("run %s was marked %s while this worker ran it; stopping its batch", lost[0], lost[1])
             execution.stop(WORKER_LOST, f"the run was marked {lost[1]} while a worker still ran it")
             return
@@ -598,6 +599,7 @@ def _retry_runs(state, execution: Execution, parts: list[Part], outcomes: dict, 
                             name=f"heartbeat-retry-{execution.run_id[:8]}")
     beat.start()
     statuses: dict[str, str] = {}
+    ids_lock = threading.Lock()
 
     def one(part: Part) -> None:
         try:
@@ -605,6 +607,8 @@ def _retry_runs(state, execution: Execution, parts: list[Part], outcomes: dict, 
         except Exception as exc:
             log.exception("retrying run %s failed", part.run_id)
             outcome = ("error", f"internal error: {exc.__class__.__name__}: {exc}")
+        with ids_lock:  # out of the heartbeat's runs before it ends, so it does not read as taken away
+            execution.run_ids = [rid for rid in execution.run_ids if rid != part.run_id]
         statuses[part.run_id] = finish(state, part.run_id, *outcome, execution=execution)
 
     try:

@@ -82,3 +82,37 @@ def test_an_attempt_keeps_the_last_ones_outcome_and_puts_the_machine_back_to_run
     assert row.attempts == [{"attempt": 1, "status": "failed", "duration": None,
                              "error": "could not stop machine i-1: HTTP 503 Service Unavailable"}]
     assert part.only({"no-such-key"}) is None and part.only(part.keys).keys == part.keys
+
+
+def test_a_retried_run_ending_does_not_stop_another_still_waiting(env, monkeypatch):
+    monkeypatch.setattr(worker, "HEARTBEAT_EVERY", 0.02)
+    waiting_id, waiting = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    done_id, done = _planned_run(env, "machine i-1 not found")
+    execution = Execution(waiting_id)
+    execution.run_ids = [waiting_id, done_id]
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(statuses=worker._retry_runs(
+        env.state, execution, [waiting, done], {waiting_id: ("finished", None), done_id: ("finished", None)},
+        never, ProviderLimits.of(env.state.config))))
+    thread.start()
+    try:
+        def ended():
+            with env.state.db.session() as s:
+                return s.get(Run, done_id).status == "failed"
+        for _ in range(500):
+            if ended():
+                break
+            execution.cancel.wait(0.02)
+        assert ended()
+        # Many heartbeats later the waiting run is still waiting: its neighbour's end is not a lost run.
+        assert not execution.cancel.wait(1.0)
+    finally:
+        execution.stop("shutdown", "shutdown: the worker was stopped")
+        thread.join(timeout=60)
+    assert out["statuses"] == {done_id: "failed", waiting_id: "interrupted"}
+    assert _run_error(env, waiting_id) == "shutdown: the worker was stopped"
+
+
+def _run_error(env, run_id):
+    with env.state.db.session() as s:
+        return s.get(Run, run_id).error
