@@ -80,6 +80,9 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
         raise BadRequest("url: is not an Apprise URL (service://..., for example slack://TokenA/TokenB/TokenC or "
                          "json://host/path)")
     scheme = url.split("://", 1)[0].lower()
+    if scheme in apprise_schemes() and not sends_over_http(scheme):
+        raise BadRequest(f"url: cloudcron sends Apprise notifications only over HTTP(S) services; '{scheme}' would "
+                         "act on the worker's own machine or open connections outside the address guard")
     if apprise.Apprise.instantiate(url) is None:
         raise BadRequest(f"url: Apprise does not read it as a '{scheme}' URL (see the Apprise wiki for the "
                          "service's URL form)")
@@ -90,6 +93,34 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
         ip = _literal_ip(host)
         if ip is not None and Policy(denied_networks).refuses(ip):
             raise BadRequest(f"url: {ip} is in a network cloudcron does not contact (CLOUDCRON_DENIED_NETWORKS)")
+
+
+def apprise_schemes() -> dict:
+    """{scheme: Apprise plugin class} for every service this Apprise build knows (enabled or not)."""
+    from apprise.manager_plugins import NotificationManager
+
+    manager = NotificationManager()
+    return {schema: manager[schema] for schema in manager.schemas()}
+
+
+def sends_over_http(scheme: str) -> bool:
+    """Whether the Apprise service `scheme` sends through `requests` (so web.notify's address guard covers it).
+
+    Services that write on the worker itself (syslog://, windows://, dbus://, macosx://...) or open their
+    own sockets (mailto:// SMTP, rsyslog:// UDP, xmpp://, mqtt://, irc://, amqp://...) would reach any
+    address, the instance's own networks included, so a tenant may not name them. The test is the plugin's
+    code (a class in its ancestry whose module imports requests), so services Apprise adds are judged alike."""
+    import sys
+
+    cls = apprise_schemes().get(scheme)
+    if cls is None:
+        return False
+    for klass in cls.__mro__:
+        module = sys.modules.get(klass.__module__)
+        if klass.__module__.startswith("apprise.plugins.") and klass.__module__ != "apprise.plugins.base" \
+                and module is not None and "requests" in vars(module):
+            return True
+    return False
 
 
 def channel_json(c: Channel) -> dict:

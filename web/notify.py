@@ -19,6 +19,7 @@ DEFAULT_ON statuses. `after_retries` is kept for run retries: a run is notified 
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import json
@@ -231,29 +232,104 @@ def _network_reason(exc: BaseException) -> str:
     return "the receiver could not be reached"
 
 
-def send_apprise(url: str, event: dict, timeout: float) -> None:
+# The guarded adapter of the Apprise attempt under way in this context. A context variable rather than a
+# thread-local: Apprise may run a service on its own worker thread, which it starts with the caller's context.
+_APPRISE_ADAPTER: contextvars.ContextVar = contextvars.ContextVar("cloudcron_apprise_adapter", default=None)
+_APPRISE_PATCH = threading.Lock()
+
+
+def _route_apprise_requests() -> None:
+    """Make `requests` use the guarded adapter of the Apprise attempt under way (installed once).
+
+    Apprise's plugins call requests.request() and friends, which build their own Session: there is no adapter
+    to mount. Session.get_adapter is wrapped instead; outside an attempt it is unchanged."""
+    import requests
+
+    with _APPRISE_PATCH:
+        if getattr(requests.Session.get_adapter, "_cloudcron_guarded", False):
+            return
+        original = requests.Session.get_adapter
+
+        def get_adapter(self, url):
+            adapter = _APPRISE_ADAPTER.get()
+            if adapter is not None and url.lower().startswith(("http://", "https://")):
+                return adapter
+            return original(self, url)
+
+        get_adapter._cloudcron_guarded = True
+        requests.Session.get_adapter = get_adapter
+
+
+def _apprise_send(notifier, title: str, body: str, severity: str, timeout: float, denied_networks) -> tuple[bool, bool]:
+    """notifier.notify() with every HTTP connection guarded (denied networks, redirects included) and the whole
+    attempt bounded by `timeout` seconds however slowly a receiver answers; (ok, refused a denied address)."""
+    from plugins.module_utils import _libcloud
+
+    _route_apprise_requests()
+    adapter = _libcloud.guarded_adapter()
+    send = adapter.send
+    refused: list[bool] = []
+    watch = _libcloud._Deadline(timeout)  # noqa: SLF001 - shared by whichever thread Apprise sends on
+
+    def guarded_send(*args, **kwargs):
+        # The guard's policy and deadline are read from the sending thread: set them on it.
+        previous = getattr(_libcloud._CURRENT, "deadline", None)  # noqa: SLF001
+        _libcloud._CURRENT.deadline = watch  # noqa: SLF001
+        try:
+            with _libcloud.guarding(denied_networks):
+                return send(*args, **kwargs)
+        except _libcloud.DeniedAddressError:
+            refused.append(True)
+            raise
+        finally:
+            _libcloud._CURRENT.deadline = previous  # noqa: SLF001
+
+    adapter.send = guarded_send
+    token = _APPRISE_ADAPTER.set(adapter)
+    try:
+        ok = notifier.notify(title=title, body=body, notify_type=severity)
+    finally:
+        _APPRISE_ADAPTER.reset(token)
+        watch.close()
+        adapter.close()
+    return ok, bool(refused)
+
+
+def send_apprise(url: str, event: dict, timeout: float, denied_networks=None) -> None:
     """Send the event as a title and a text body through Apprise; raises SendError when Apprise reports failure.
 
-    Apprise's own warnings become the error, with every part of the URL (tokens live there) blotted out."""
+    Only services that send through `requests` are sent to (web.channels.sends_over_http); their connections go
+    through the address guard, so a host name resolving into denied_networks (None: the default ones), or a
+    redirect there, is refused. Apprise's own warnings become the error, with every part of the URL (tokens
+    live there) blotted out."""
     import apprise
 
     from plugins.module_utils._redact import Redactor
+
+    from .channels import sends_over_http
+
+    if not sends_over_http(url.split("://", 1)[0].lower()):
+        raise SendError("cloudcron sends Apprise notifications only over HTTP(S) services", permanent=True)
 
     # Apprise's own log lines may quote parts of a URL (a host, a token): they go only into this attempt's
     # error, redacted below, never into the service's log.
     logging.getLogger("apprise").propagate = False
     title, body = _text(event)
     severity = _SEVERITY.get((event.get("run") or {}).get("status"), "warning" if event.get("run") else "info")
-    notifier = apprise.Apprise()
+    # Sequential (async_mode off): the attempt stays on this thread, where the guard and the deadline are set.
+    notifier = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
     if not notifier.add(url):
         raise SendError("Apprise no longer reads the channel's URL", permanent=True)
     for server in notifier:  # each plugin's socket timeouts (the URL's cto/rto) at most the attempt's bound
         server.socket_connect_timeout = min(server.socket_connect_timeout or timeout, timeout)
         server.socket_read_timeout = min(server.socket_read_timeout or timeout, timeout)
     with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
-        ok = notifier.notify(title=title, body=body, notify_type=severity)
+        ok, refused = _apprise_send(notifier, title, body, severity, timeout, denied_networks)
     if ok:
         return
+    if refused:
+        raise SendError("the receiver's address is in a network cloudcron does not contact "
+                        "(CLOUDCRON_DENIED_NETWORKS)", permanent=True)
     redactor = Redactor([p for p in _url_parts(url) if len(p) >= 3])
     text = " ".join(redactor.redact(captured.getvalue()).split()) or "Apprise reported a failure"
     raise SendError(text[:ERROR_CHARS])
@@ -289,7 +365,7 @@ def send(target: dict, event: dict, config, delivery_id: str) -> None:
     if target["kind"] == "webhook":
         send_webhook(target["url"], target["secret"], event, config.notify_timeout, config.denied_networks, delivery_id)
     else:
-        send_apprise(target["url"], event, config.notify_timeout)
+        send_apprise(target["url"], event, config.notify_timeout, config.denied_networks)
 
 
 def with_link(event: dict, public_url: str) -> dict:

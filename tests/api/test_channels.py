@@ -155,3 +155,24 @@ def test_an_apprise_failure_is_recorded_without_the_urls_credentials(api, receiv
     error = delivery["attempts"][0]["error"]
     assert error and "p4ssw0rd" not in error and "T0KEN" not in error
     assert "500" in error
+
+
+@pytest.mark.parametrize("url", ["windows://", "dbus://", "syslog://", "rsyslog://localhost", "macosx://",
+                                 "mailto://user:pass@localhost"])
+def test_an_apprise_service_that_acts_on_the_worker_machine_is_refused(api, url):
+    status, body = api.post("channels", {"name": "local", "kind": "apprise", "url": url})
+    assert status == 400, body
+    assert body["error"].startswith("url: cloudcron sends Apprise notifications only over HTTP(S) services")
+
+
+def test_an_apprise_host_name_that_resolves_into_a_denied_network_is_not_contacted(api, receiver):
+    target = receiver(statuses=(200,))
+    port = target.url.rsplit(":", 1)[1]
+    status, channel = api.post("channels", {"name": "j", "kind": "apprise", "url": f"json://localhost:{port}/x"})
+    assert status == 200, channel
+    api.state.config.denied_networks = ("127.0.0.0/8", "::1/128")
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200, delivery
+    assert delivery["status"] == "failed" and target.requests == []
+    assert "CLOUDCRON_DENIED_NETWORKS" in delivery["attempts"][0]["error"]
+
