@@ -181,10 +181,11 @@ def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_netw
     """POST the event as JSON, signed; returns on a 2xx, raises SendError otherwise (redirects are not followed).
 
     The connection goes through the provider address guard: a host resolving into denied_networks is refused.
+    The whole attempt, answer included, ends after `timeout` seconds however slowly the receiver answers.
     A proxy from the environment (HTTPS_PROXY) is honoured; its own address is the one checked then."""
     import requests
 
-    from plugins.module_utils._libcloud import DeniedAddressError, guarded_adapter, guarding
+    from plugins.module_utils._libcloud import DeniedAddressError, _deadline, guarded_adapter, guarding
 
     from . import __version__
 
@@ -197,17 +198,21 @@ def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_netw
         http.mount("http://", adapter)
         http.mount("https://", adapter)
         try:
-            with guarding(denied_networks):
+            # requests' timeout bounds each read, not the attempt: a receiver sending a byte a second would hold
+            # the sender (one thread, every org's deliveries) for ever. The deadline ends the whole attempt.
+            with guarding(denied_networks), _deadline(timeout) as watch:
                 resp = http.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+                resp.close()
         except DeniedAddressError:
             raise SendError("the receiver's address is in a network cloudcron does not contact "
                             "(CLOUDCRON_DENIED_NETWORKS)", permanent=True) from None
         except requests.exceptions.Timeout:
             raise SendError(f"no answer within {timeout:g} s (CLOUDCRON_NOTIFY_TIMEOUT)") from None
         except requests.exceptions.RequestException as exc:
+            if watch.expired:
+                raise SendError(f"no whole answer within {timeout:g} s (CLOUDCRON_NOTIFY_TIMEOUT)") from None
             raise SendError(_network_reason(exc)) from None
         status = resp.status_code
-        resp.close()
     if 200 <= status < 300:
         return
     from http.client import responses

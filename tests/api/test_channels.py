@@ -176,3 +176,53 @@ def test_an_apprise_host_name_that_resolves_into_a_denied_network_is_not_contact
     assert delivery["status"] == "failed" and target.requests == []
     assert "CLOUDCRON_DENIED_NETWORKS" in delivery["attempts"][0]["error"]
 
+
+
+@pytest.fixture
+def trickler():
+    """A loopback server that answers every connection one byte at a time, a byte every 0.2 s, for 30 s."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    def drip(conn):
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 150:
+                if stop.wait(0.2):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.parametrize("kind", ["webhook", "apprise"])
+def test_a_receiver_answering_a_byte_at_a_time_cannot_hold_the_sender_past_the_timeout(api, trickler, kind):
+    import time
+
+    api.state.config.denied_networks, api.state.config.notify_timeout = (), 1.0
+    url = f"http://{trickler}/hook" if kind == "webhook" else f"json://{trickler}/hook"
+    _, channel = api.post("channels", {**HOOK, "kind": kind, "url": url, **({} if kind == "webhook" else {"secret": None})})
+    started = time.monotonic()
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    took = time.monotonic() - started
+    assert status == 200 and delivery["status"] == "failed", delivery
+    assert took < 10, took  # the drip lasts 30 s; each byte comes well within the 1 s read timeout
