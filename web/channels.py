@@ -76,6 +76,7 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
     """BadRequest unless Apprise reads `url` as one of its services; an address literal it names is guarded too."""
     import apprise
 
+    quiet_apprise()
     if "://" not in url:
         raise BadRequest("url: is not an Apprise URL (service://..., for example slack://TokenA/TokenB/TokenC or "
                          "json://host/path)")
@@ -93,6 +94,17 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
         ip = _literal_ip(host)
         if ip is not None and Policy(denied_networks).refuses(ip):
             raise BadRequest(f"url: {ip} is in a network cloudcron does not contact (CLOUDCRON_DENIED_NETWORKS)")
+
+
+def quiet_apprise() -> None:
+    """Keep Apprise's own log lines out of the service's log, before Apprise reads a URL.
+
+    They quote the URL they are about ("Could not load Slack URL: slack://T...2/SECRETPART"), its tokens
+    blotted out only in part (first and last characters kept, some not at all). A refusal answers the client
+    with a 400; a failed attempt records Apprise's lines, redacted, in the delivery (web.notify.send_apprise)."""
+    import logging
+
+    logging.getLogger("apprise").propagate = False
 
 
 def apprise_schemes() -> dict:

@@ -311,14 +311,14 @@ def send_apprise(url: str, event: dict, timeout: float, denied_networks=None) ->
 
     from plugins.module_utils._redact import Redactor
 
-    from .channels import sends_over_http
+    from .channels import quiet_apprise, sends_over_http
 
     if not sends_over_http(url.split("://", 1)[0].lower()):
         raise SendError("cloudcron sends Apprise notifications only over HTTP(S) services", permanent=True)
 
     # Apprise's own log lines may quote parts of a URL (a host, a token): they go only into this attempt's
     # error, redacted below, never into the service's log.
-    logging.getLogger("apprise").propagate = False
+    quiet_apprise()
     title, body = _text(event)
     severity = _SEVERITY.get((event.get("run") or {}).get("status"), "warning" if event.get("run") else "info")
     # Sequential (async_mode off): the attempt stays on this thread, where the guard and the deadline are set.

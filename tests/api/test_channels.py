@@ -226,3 +226,27 @@ def test_a_receiver_answering_a_byte_at_a_time_cannot_hold_the_sender_past_the_t
     took = time.monotonic() - started
     assert status == 200 and delivery["status"] == "failed", delivery
     assert took < 10, took  # the drip lasts 30 s; each byte comes well within the 1 s read timeout
+
+
+@pytest.mark.parametrize("url", ["slack://T1JJ3T3L2/SECRETPART", "slack://T1JJ3T3L2/S3CR3TPART"])
+def test_a_refused_apprise_url_leaves_no_token_in_the_log(api, url):
+    import io
+    import logging
+
+    # A handler on the root logger, as the service's log has (caplog also listens on loggers that do not
+    # propagate, so it would hear what the service's log does not).
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level, root.level = root.level, logging.DEBUG
+    logging.getLogger("apprise").propagate = True  # as in a fresh process: no notification sent yet
+    try:
+        status, body = api.post("channels", {"name": "chat", "kind": "apprise", "url": url})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert status == 400, body
+    # Apprise's own lines quote the URL, its tokens blotted out only in part (first and last characters, or
+    # not at all when they do not look like tokens to it).
+    assert "PART" not in stream.getvalue() and "PART" not in body["error"]
