@@ -28,7 +28,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import case, literal, select, update
 from sqlalchemy.orm import Session
 
 from .backoff import Backoff
@@ -47,6 +47,7 @@ DEFAULT_ON = ("failed", "partial", "missed", "timed_out", "interrupted")
 ENDING_EVENTS = frozenset({"schedule_finished"} | {"schedule_" + s for s in STATUSES})
 BACKOFF_CAP = 600.0  # the longest wait between two attempts (s)
 POLL = 1.0  # how often an idle sender looks for due deliveries (s)
+FAIR_ORGS = 64  # how many orgs a sender remembers having served, to serve the others first (Sender._claim)
 SIGNATURE_HEADER = "X-Cloudcron-Signature"
 ERROR_CHARS = 300
 _SEVERITY = {"succeeded": "success", "failed": "failure", "timed_out": "failure", "interrupted": "failure"}
@@ -392,6 +393,8 @@ class Sender:
         self.state = state
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.wake = threading.Event()
+        # The orgs this sender served last, least recent first (at most FAIR_ORGS): see _claim.
+        self.served: list[str] = []
 
     @property
     def lease(self) -> timedelta:
@@ -426,10 +429,17 @@ class Sender:
 
     def _claim(self, now: datetime):
         """(id, run id, channel target or None, event) of the delivery claimed; None when none is due; False when
-        another sender claimed it first. The look is a read: an idle sender never takes the write lock."""
+        another sender claimed it first. The look is a read: an idle sender never takes the write lock.
+
+        Fair between orgs: a due delivery of an org this sender served least recently (or not among its last
+        FAIR_ORGS) goes first, the most overdue within an org. One org's backlog, a thousand deliveries to a
+        receiver that answers each only at CLOUDCRON_NOTIFY_TIMEOUT, then delays another org's by one attempt
+        per org that has some due, not by the whole backlog."""
+        recency = case({org: rank for rank, org in enumerate(self.served, 1)}, value=Delivery.org_id, else_=0) \
+            if self.served else literal(0)
         due_query = (select(Delivery.id, Delivery.next_attempt_at)
                      .where(Delivery.next_attempt_at.is_not(None), Delivery.next_attempt_at <= now)
-                     .order_by(Delivery.next_attempt_at).limit(1))
+                     .order_by(recency, Delivery.next_attempt_at).limit(1))
         with self.state.db.session() as read:
             if read.execute(due_query).first() is None:
                 return None
@@ -444,6 +454,7 @@ class Sender:
             if not won:
                 return False
             delivery = session.get(Delivery, due.id)
+            self.served = [org for org in self.served if org != delivery.org_id][-(FAIR_ORGS - 1):] + [delivery.org_id]
             channel = session.get(Channel, delivery.channel_id)
             target = None
             if channel is not None and channel.org_id == delivery.org_id:
