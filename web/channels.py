@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
 from sqlalchemy import select
@@ -25,6 +25,9 @@ from .timemath import format_instant
 KINDS = ("apprise", "webhook")
 MASK = "…"
 MIN_SECRET = 16
+# Apprise URL options a service reads as a file path or an attachment URL (a message template, a key file, a
+# subscription file): a path would read, and send to the receiver, a file of the worker's.
+FILE_OPTIONS = ("template", "keyfile", "subfile", "attach", "attachment")
 
 
 class ChannelIn(BaseModel):
@@ -84,9 +87,19 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
     if scheme in apprise_schemes() and not sends_over_http(scheme):
         raise BadRequest(f"url: cloudcron sends Apprise notifications only over HTTP(S) services; '{scheme}' would "
                          "act on the worker's own machine or open connections outside the address guard")
-    if apprise.Apprise.instantiate(url) is None:
+    for option, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if option.lower() in FILE_OPTIONS and not value.lower().startswith(("http://", "https://")):
+            raise BadRequest(f"url: the '{option}' option names a file on cloudcron's machine; a channel may "
+                             "only name an http(s):// address for it")
+    service = apprise.Apprise.instantiate(url)
+    if service is None:
         raise BadRequest(f"url: Apprise does not read it as a '{scheme}' URL (see the Apprise wiki for the "
                          "service's URL form)")
+    for option, value in vars(service).items():  # whatever other option a service reads as a file
+        if isinstance(value, apprise.AppriseAttachment) and any(
+                not str(getattr(item, "protocol", "")).startswith("http") for item in value):
+            raise BadRequest(f"url: the '{option}' option names a file on cloudcron's machine; a channel may "
+                             "only name an http(s):// address for it")
     host = urlsplit(url).hostname
     if host:
         from plugins.module_utils._libcloud import Policy, _literal_ip

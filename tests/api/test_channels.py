@@ -250,3 +250,18 @@ def test_a_refused_apprise_url_leaves_no_token_in_the_log(api, url):
     # Apprise's own lines quote the URL, its tokens blotted out only in part (first and last characters, or
     # not at all when they do not look like tokens to it).
     assert "PART" not in stream.getvalue() and "PART" not in body["error"]
+
+
+@pytest.mark.parametrize("url, option", [
+    ("discord://1234/abcd?template=/etc/hostname", "template"),
+    ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#ops?template=file:///etc/hostname", "template"),
+    ("tgram://123456789:abcdefg_hijklmnop/12315544?template=%2Fetc%2Fhostname", "template"),
+    ("fcm://project/device?keyfile=/etc/hostname&mode=oauth2", "keyfile"),
+    ("vapid://user@example.com/https://push.example.com/x?keyfile=/etc/hostname", "keyfile"),
+    ("vapid://user@example.com/https://push.example.com/x?subfile=/etc/hostname", "subfile"),
+])
+def test_an_apprise_option_naming_a_file_on_the_worker_is_refused(api, url, option):
+    # The worker would read the file and build what it sends to the receiver from it (the tenant's receiver).
+    status, body = api.post("channels", {"name": "chat", "kind": "apprise", "url": url})
+    assert status == 400, body
+    assert body["error"].startswith(f"url: the '{option}' option names a file on cloudcron's machine"), body
