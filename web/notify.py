@@ -204,6 +204,8 @@ def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_netw
             with guarding(denied_networks), _deadline(timeout) as watch:
                 resp = http.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
                 resp.close()
+            if watch.expired:  # cut off: what was read of the answer (a status line, part of the headers) says nothing
+                raise requests.exceptions.ConnectionError("cut off at the deadline")
         except DeniedAddressError:
             raise SendError("the receiver's address is in a network cloudcron does not contact "
                             "(CLOUDCRON_DENIED_NETWORKS)", permanent=True) from None
@@ -298,6 +300,8 @@ def _apprise_send(notifier, title: str, body: str, severity: str, timeout: float
         _APPRISE_ADAPTER.reset(token)
         watch.close()
         adapter.close()
+    if watch.expired:  # cut off: an answer read in part (a status line) says nothing
+        raise SendError(f"no whole answer within {timeout:g} s (CLOUDCRON_NOTIFY_TIMEOUT)")
     return ok, bool(refused)
 
 

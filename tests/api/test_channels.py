@@ -184,8 +184,13 @@ def trickler():
     import socket
     import threading
 
+    class Address(str):
+        """host:port, with `accepted` set once a connection came."""
+
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    address = Address(f"127.0.0.1:{server.getsockname()[1]}")
+    address.accepted = threading.Event()
 
     def serve():
         server.settimeout(0.2)
@@ -194,6 +199,7 @@ def trickler():
                 conn, _ = server.accept()
             except OSError:
                 continue
+            address.accepted.set()
             threading.Thread(target=drip, args=(conn,), daemon=True).start()
 
     def drip(conn):
@@ -208,7 +214,7 @@ def trickler():
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{server.getsockname()[1]}"
+    yield address
     stop.set()
     thread.join()
     server.close()
@@ -226,6 +232,7 @@ def test_a_receiver_answering_a_byte_at_a_time_cannot_hold_the_sender_past_the_t
     took = time.monotonic() - started
     assert status == 200 and delivery["status"] == "failed", delivery
     assert took < 10, took  # the drip lasts 30 s; each byte comes well within the 1 s read timeout
+    assert "CLOUDCRON_NOTIFY_TIMEOUT" in delivery["attempts"][0]["error"], delivery
 
 
 @pytest.mark.parametrize("url", ["slack://T1JJ3T3L2/SECRETPART", "slack://T1JJ3T3L2/S3CR3TPART"])
@@ -265,3 +272,28 @@ def test_an_apprise_option_naming_a_file_on_the_worker_is_refused(api, url, opti
     status, body = api.post("channels", {"name": "chat", "kind": "apprise", "url": url})
     assert status == 400, body
     assert body["error"].startswith(f"url: the '{option}' option names a file on cloudcron's machine"), body
+
+
+def test_an_org_sends_one_test_at_a_time_and_other_orgs_are_not_held(api, other_api, trickler, receiver):
+    import threading
+
+    api.state.config.denied_networks, api.state.config.notify_timeout = (), 5.0
+    _, slow = api.post("channels", {**HOOK, "url": f"http://{trickler}/hook"})
+    _, second = api.post("channels", {**HOOK, "name": "second", "url": f"http://{trickler}/hook"})
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(api.post(f"channels/{slow['id']}/test")))
+    first.start()
+    try:
+        # The first test holds a request thread until the receiver's time is up; the org's next one is refused
+        # at once rather than holding another (a few would hold every thread the API has).
+        assert trickler.accepted.wait(10)
+        status, body = api.post(f"channels/{second['id']}/test")
+        assert status == 429, body
+        assert body["error"].startswith("a test of one of this org's channels is being sent")
+        hook = receiver()
+        _, theirs = other_api.post("channels", {**HOOK, "url": hook.url})
+        status, body = other_api.post(f"channels/{theirs['id']}/test")
+        assert status == 200 and body["status"] == "delivered", body
+    finally:
+        first.join()
+    assert answers[0][0] == 200 and answers[0][1]["status"] == "failed"
