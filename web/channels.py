@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -25,6 +25,9 @@ from .timemath import format_instant
 KINDS = ("apprise", "webhook")
 MASK = "…"
 MIN_SECRET = 16
+# Channels an org may have. Each default channel is a delivery written in the transaction that ends every run
+# of the org (and a schedule's notify names at most 50): without a bound, one org's run could write thousands.
+MAX_CHANNELS = 50
 # Apprise URL options a service reads as a file path or an attachment URL (a message template, a key file, a
 # subscription file): a path would read, and send to the receiver, a file of the worker's.
 FILE_OPTIONS = ("template", "keyfile", "subfile", "attach", "attachment")
@@ -195,6 +198,9 @@ def store(session: Session, box: Box, org_id: str, values: dict, channel: Channe
         secret = None
     created = channel is None
     before = None if created else audit.snapshot(channel)
+    if created and session.scalar(select(func.count()).select_from(Channel)
+                                  .where(Channel.org_id == org_id)) >= MAX_CHANNELS:
+        raise Conflict(f"an org has at most {MAX_CHANNELS} channels; delete one first")
     if created:
         channel = Channel(id=new_id(), org_id=org_id, created_at=now)
         session.add(channel)

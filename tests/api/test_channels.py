@@ -297,3 +297,24 @@ def test_an_org_sends_one_test_at_a_time_and_other_orgs_are_not_held(api, other_
     finally:
         first.join()
     assert answers[0][0] == 200 and answers[0][1]["status"] == "failed"
+
+
+def test_an_org_has_at_most_50_channels(api, other_api, monkeypatch):
+    # Each default channel is a delivery row written in the transaction that ends every run of the org.
+    from web import channels
+
+    monkeypatch.setattr(channels, "MAX_CHANNELS", 3)
+    for i in range(3):
+        assert api.post("channels", {**HOOK, "name": f"hook{i}", "default": True})[0] == 200
+    status, body = api.post("channels", {**HOOK, "name": "one-more", "default": True})
+    assert status == 409 and body["error"] == "an org has at most 3 channels; delete one first", body
+    assert other_api.post("channels", {**HOOK, "name": "theirs"})[0] == 200  # another org's count is its own
+    _, listed = api.get("channels")
+    assert status == 409 and len(listed) == 3
+    assert api.patch(f"channels/{listed[0]['id']}", {"name": "renamed"})[0] == 200  # an edit adds none
+
+
+def test_the_channel_limit_is_50():
+    from web import channels
+
+    assert channels.MAX_CHANNELS == 50
