@@ -34,6 +34,12 @@ class Conflict(APIError):
     status = 409
 
 
+class PreconditionFailed(APIError):
+    """An If-Match that names another version of the resource (RFC 9110, 13.1.1): someone else edited it."""
+
+    status = 412
+
+
 class TooLarge(APIError):
     status = 413
 

@@ -39,13 +39,22 @@ def require(values: dict, *names: str) -> None:
             raise BadRequest(f"{name}: is required")
 
 
-def commit(session: Session, conflict: str) -> None:
-    """Commit; a unique constraint that fails becomes a 409 with `conflict` as its message."""
+def commit(session: Session, conflict: str, dry_run: bool = False) -> None:
+    """Commit; a unique constraint that fails becomes a 409 with `conflict` as its message.
+
+    dry_run: flush only, so the database checks the constraints and the caller can answer what would be
+    stored, then roll back (web.apply does): nothing is committed.
+    """
     try:
-        session.commit()
+        session.flush() if dry_run else session.commit()
     except IntegrityError:
         session.rollback()
         raise Conflict(conflict) from None
+
+
+def bump(row) -> None:
+    """Count a client's edit of `row`: its version is the API's ETag (If-Match is checked against it)."""
+    row.version = (row.version or 1) + 1
 
 
 def _stamped(row) -> dict:
@@ -91,18 +100,39 @@ def check_options(options, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
 
 def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime,
                  denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
-    """Add a cloud from CloudIn fields (title, provider, credentials, options); credentials are sealed with `box`.
+    """Add a cloud from CloudIn fields (title, provider, credentials, options); see store_cloud."""
+    return store_cloud(session, box, org_id, values, None, now, denied_networks)
 
-    Creating a cloud does not contact the provider; its options are checked (check_options).
+
+def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: Cloud | None, now: datetime,
+                denied_networks=DEFAULT_DENIED_NETWORKS, dry_run: bool = False) -> Cloud:
+    """Create (current=None) or edit a cloud from CloudIn fields; an edit changes only the fields given.
+
+    Credentials are sealed with `box` (never answered); the provider cannot change (400); options are
+    checked (check_options). Storing a cloud does not contact the provider. dry_run: see commit().
     """
-    require(values, "title", "provider")
-    check_provider(values["provider"])
-    check_options(values.get("options"), denied_networks)
-    cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
-                  options=values.get("options") or {}, created_at=now, updated_at=now,
-                  credentials_enc=box.seal(values.get("credentials") or {}))
-    session.add(cloud)
-    commit(session, f"title: a cloud titled '{cloud.title}' already exists")
+    if current is None:
+        require(values, "title", "provider")
+        check_provider(values["provider"])
+        check_options(values.get("options"), denied_networks)
+        cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
+                      options=values.get("options") or {}, created_at=now, updated_at=now, version=1,
+                      credentials_enc=box.seal(values.get("credentials") or {}))
+        session.add(cloud)
+    else:
+        cloud = current
+        if "provider" in values and values["provider"] != cloud.provider:
+            raise BadRequest("provider: cannot be changed; add a new cloud instead")
+        if values.get("title"):
+            cloud.title = values["title"]
+        if "options" in values:
+            check_options(values["options"], denied_networks)
+            cloud.options = values["options"] or {}
+        if values.get("credentials") is not None:
+            cloud.credentials_enc = box.seal(values["credentials"])
+        cloud.updated_at = now
+        bump(cloud)
+    commit(session, f"title: a cloud titled '{cloud.title}' already exists", dry_run)
     return cloud
 
 
@@ -208,13 +238,33 @@ def key_material(values: dict) -> tuple[str, str]:
 
 
 def create_key(session: Session, box: Box, org_id: str, values: dict, now: datetime) -> Key:
-    """Add an SSH key from KeyIn fields; the private key is sealed with `box` and never answered."""
-    require(values, "name")
-    private, public = key_material(values)
-    key = Key(id=new_id(), org_id=org_id, name=values["name"], public=public,
-              private_enc=box.seal(private), created_at=now, updated_at=now)
-    session.add(key)
-    commit(session, f"name: a key named '{key.name}' already exists")
+    """Add an SSH key from KeyIn fields; see store_key."""
+    return store_key(session, box, org_id, values, None, now)
+
+
+def store_key(session: Session, box: Box, org_id: str, values: dict, current: Key | None, now: datetime,
+              dry_run: bool = False) -> Key:
+    """Create (current=None) or edit an SSH key from KeyIn fields; the private key is sealed with `box`, never answered.
+
+    An edit changes the name when given, and the key pair when `private` or `generate` is given.
+    dry_run: see commit().
+    """
+    if current is None:
+        require(values, "name")
+        private, public = key_material(values)
+        key = Key(id=new_id(), org_id=org_id, name=values["name"], public=public,
+                  private_enc=box.seal(private), created_at=now, updated_at=now, version=1)
+        session.add(key)
+    else:
+        key = current
+        if values.get("name"):
+            key.name = values["name"]
+        if values.get("private") or values.get("generate"):
+            private, key.public = key_material(values)
+            key.private_enc = box.seal(private)
+        key.updated_at = now
+        bump(key)
+    commit(session, f"name: a key named '{key.name}' already exists", dry_run)
     return key
 
 
@@ -227,8 +277,10 @@ def script_json(s: Script) -> dict:
 
 
 def store_script(session: Session, org_id: str, values: dict, current: Script | None, now: datetime,
-                 ansible_refusal: Callable[[], str | None] | None = None) -> Script:
+                 ansible_refusal: Callable[[], str | None] | None = None, dry_run: bool = False) -> Script:
     """Create (current=None) or edit a script from ScriptIn fields; an edit changes only the fields given.
+
+    dry_run: see commit().
 
     ansible_refusal (the service's Sandbox.ansible_refusal) says why Ansible scripts cannot run on
     this host: creating one, or switching a script to exec_type ansible, is then a 400 with it.
@@ -243,7 +295,7 @@ def store_script(session: Session, org_id: str, values: dict, current: Script | 
         require(values, "name", "script")
         script = Script(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),
                         script=values["script"], exec_type=values.get("exec_type") or "executable",
-                        created_at=now, updated_at=now)
+                        created_at=now, updated_at=now, version=1)
         session.add(script)
     else:
         script = current
@@ -251,7 +303,8 @@ def store_script(session: Session, org_id: str, values: dict, current: Script | 
             if field in values and (values[field] is not None or field == "description"):
                 setattr(script, field, values[field])
         script.updated_at = now
-    commit(session, f"name: a script named '{script.name}' already exists")
+        bump(script)
+    commit(session, f"name: a script named '{script.name}' already exists", dry_run)
     return script
 
 
@@ -270,8 +323,10 @@ def calendars_query(org_id: str, name: str | None = None):
 
 
 def store_calendar(state, session: Session, org_id: str, values: dict, current: Calendar | None,
-                   now: datetime) -> Calendar:
+                   now: datetime, dry_run: bool = False) -> Calendar:
     """Create (current=None) or edit a calendar from CalendarIn fields; an edit changes only the fields given.
+
+    dry_run: see commit(); the dispatcher is not told and the compiled calendar not cached.
 
     Entries are checked in the calendar's timezone (web.calendars.check_entries, a 400 naming the entry);
     an edit recomputes next_run_at of every schedule that excludes the calendar, in the same transaction.
@@ -289,7 +344,7 @@ def store_calendar(state, session: Session, org_id: str, values: dict, current: 
         tz = checked(calendars.check_timezone, values.get("timezone") or "UTC")
         calendar = Calendar(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),
                             timezone=tz, entries=checked(calendars.check_entries, values.get("entries") or [], tz, now),
-                            created_at=now, updated_at=now)
+                            created_at=now, updated_at=now, version=1)
         session.add(calendar)
     else:
         calendar = current
@@ -305,11 +360,14 @@ def store_calendar(state, session: Session, org_id: str, values: dict, current: 
             calendar.entries = checked(calendars.check_entries, entries, tz, now)
             calendar.timezone = tz
         calendar.updated_at = now
+        bump(calendar)
         session.flush()
         users = session.scalars(select(Schedule).join(ScheduleCalendar, ScheduleCalendar.schedule_id == Schedule.id)
                                 .where(ScheduleCalendar.calendar_id == calendar.id)).all()
         schedules.recompute(session, users, now)
-    commit(session, f"name: a calendar named '{calendar.name}' already exists")
+    commit(session, f"name: a calendar named '{calendar.name}' already exists", dry_run)
+    if dry_run:
+        return calendar
     calendars.remember(calendar, now)
     if current is not None:
         state.schedule_changed(None)  # the schedules excluding it may fire at other times now

@@ -252,7 +252,8 @@ def _check_name_free(session: Session, org_id: str, name: str, except_id: str | 
         raise Conflict(f"name: a schedule named '{name}' already exists")
 
 
-def store(state, session: Session, org_id: str, given: dict, current: Schedule | None, now: datetime) -> Schedule:
+def store(state, session: Session, org_id: str, given: dict, current: Schedule | None, now: datetime,
+          dry_run: bool = False) -> Schedule:
     """Create (current=None) or edit a schedule of `org_id` from a client's parsed fields, the one way every writer does.
 
     `given` is what parse_fields returns (only the fields the client sent; None clears a field).
@@ -262,6 +263,8 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
     (state.schedule_changed) and the immediate run enqueued: queue I/O only after the commit.
     Raises BadRequest (400) naming the field and the rule, Conflict (409) on a duplicate name;
     nothing is written when it raises. Returns the stored schedule.
+    dry_run: the session is flushed, not committed, and neither the dispatcher nor the queue is told,
+    so the caller can answer what would be stored and roll back (web.apply does).
     """
     from .runs import on_schedule_created
 
@@ -281,7 +284,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
     try:
         if current is None:
             schedule = Schedule(id=new_id_, org_id=org_id, total_run_count=0, skip_next=0, created_at=now,
-                                updated_at=now, next_run_at=fire, **{c: values[c] for c in COLUMNS})
+                                updated_at=now, next_run_at=fire, version=1, **{c: values[c] for c in COLUMNS})
             session.add(schedule)
             _link_calendars(session, schedule)
             run = on_schedule_created(session, schedule, now)
@@ -294,6 +297,10 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
             schedule.updated_at = now
             schedule.next_run_at = fire
             schedule.last_error = None  # the edit passed every check and next_run_at was computed again
+            schedule.version = (schedule.version or 1) + 1
+        if dry_run:
+            session.flush()
+            return schedule
         session.commit()
     except IntegrityError:  # a schedule of the same name written meanwhile (at a flush or at the commit)
         session.rollback()
@@ -331,6 +338,7 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
         else:
             pause(schedule, now, until(schedule) if callable(until) else until, note, skip_next)
         schedule.updated_at = now
+        schedule.version = (schedule.version or 1) + 1  # a pause changes what GET answers: a new ETag
     recompute(session, rows, now)
     session.commit()
     state.schedule_changed(min((s.next_run_at for s in rows if s.next_run_at is not None), default=None))

@@ -19,6 +19,7 @@ def ping():
     return jsonify({"ok": True, "org": org.name})
 
 
+APPLY_ANSWER = "{changed, changed_fields, diff: {before, after}, dry_run, <resource>}; 201 when it created the resource"
 # (path, method, summary, request schema or None, answer description)
 ROUTES = [
     ("/ping", "get", "Check a token", None, "the token's org"),
@@ -30,6 +31,9 @@ ROUTES = [
      BulkPauseIn, "{count, ids}"),
     ("/schedules/resume", "post", "Resume every schedule matching name_prefix and/or tags of its target machines",
      BulkResumeIn, "{count, ids}"),
+    ("/schedules/by-name/{name}", "put", "Apply a schedule's desired state: merged onto the stored one (or created), "
+     "checked whole, compared on the server; ?dry_run=true writes nothing; run_immediately counts only at creation",
+     ScheduleIn, APPLY_ANSWER),
     ("/schedules/{id}", "get", "Get a schedule", None, "the schedule"),
     ("/schedules/{id}", "patch", "Edit a schedule (fields merged, result checked as a whole)", ScheduleIn, "the schedule"),
     ("/schedules/{id}", "put", "Edit a schedule (same as PATCH)", ScheduleIn, "the schedule"),
@@ -46,12 +50,16 @@ ROUTES = [
     ("/logs", "get", "Events (schedule_id, run_id, event_type, start, stop, limit)", None, "array of events"),
     ("/calendars", "get", "List calendars (name; total in X-Total-Count)", None, "array of calendars"),
     ("/calendars", "post", "Add a calendar: a timezone and entries that exclude time", CalendarIn, "the calendar"),
+    ("/calendars/by-name/{name}", "put", "Apply a calendar's desired state (?dry_run=true writes nothing)", CalendarIn,
+     APPLY_ANSWER),
     ("/calendars/{id}", "get", "Get a calendar", None, "the calendar"),
     ("/calendars/{id}", "patch", "Edit a calendar (the schedules excluding it are recomputed)", CalendarIn,
      "the calendar"),
     ("/calendars/{id}", "delete", "Delete a calendar (409 while a schedule excludes it)", None, "{deleted: id}"),
     ("/clouds", "get", "List clouds", None, "array of clouds"),
     ("/clouds", "post", "Add a cloud (credentials are write-only)", CloudIn, "the cloud"),
+    ("/clouds/by-title/{title}", "put", "Apply a cloud's desired state (?dry_run=true writes nothing; credentials are "
+     "sent on create, and on an existing cloud only with ?update_secrets=true)", CloudIn, APPLY_ANSWER),
     ("/clouds/{id}", "get", "Get a cloud", None, "the cloud"),
     ("/clouds/{id}", "patch", "Edit a cloud", CloudIn, "the cloud"),
     ("/clouds/{id}", "delete", "Delete a cloud", None, "{deleted: id}"),
@@ -62,11 +70,15 @@ ROUTES = [
     ("/clouds/{cid}/machines/{id}", "delete", "Forget a machine", None, "{deleted: id}"),
     ("/keys", "get", "List SSH keys", None, "array of keys"),
     ("/keys", "post", "Add or generate an SSH key (private key is write-only)", KeyIn, "the key with its public half"),
+    ("/keys/by-name/{name}", "put", "Apply a key's desired state (?dry_run=true writes nothing; the private key is "
+     "used on create, and on an existing key only with ?update_secrets=true)", KeyIn, APPLY_ANSWER),
     ("/keys/{id}", "get", "Get a key", None, "the key"),
     ("/keys/{id}", "patch", "Edit a key", KeyIn, "the key"),
     ("/keys/{id}", "delete", "Delete a key", None, "{deleted: id}"),
     ("/scripts", "get", "List scripts", None, "array of scripts"),
     ("/scripts", "post", "Add a script", ScriptIn, "the script"),
+    ("/scripts/by-name/{name}", "put", "Apply a script's desired state (?dry_run=true writes nothing)", ScriptIn,
+     APPLY_ANSWER),
     ("/scripts/{id}", "get", "Get a script", None, "the script"),
     ("/scripts/{id}", "patch", "Edit a script", ScriptIn, "the script"),
     ("/scripts/{id}", "delete", "Delete a script", None, "{deleted: id}"),
@@ -127,6 +139,17 @@ def openapi_spec() -> dict:
         params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
         if params:
             op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        if "/by-" in path:
+            op["responses"]["201"] = {"description": "created: " + answer}
+            op["parameters"].append({"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
+                                     "description": "do everything but write: answer what would be stored"})
+            if path.startswith(("/clouds/", "/keys/")):
+                op["parameters"].append({"name": "update_secrets", "in": "query", "schema": {"type": "boolean"},
+                                         "description": "replace the stored secret of an existing resource"})
+        if method in ("patch", "put", "delete") and "{" in path:
+            op["parameters"].append({"name": "If-Match", "in": "header", "schema": {"type": "string"},
+                                     "description": "the ETag of the resource as last read; 412 if it changed since"})
+            op["responses"]["412"] = {"description": "If-Match names another version of the resource"}
         if body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}
         paths.setdefault(path, {})[method] = op
