@@ -246,6 +246,34 @@ def _check_targets(session: Session, org_id: str, given: dict, merged: dict) -> 
                     raise BadRequest(f"selectors.{i}.ids: machine '{missing[0]}' is not a machine of this org")
 
 
+def resolve_references(session: Session, org_id: str, given: dict) -> dict:
+    """`given` with references by name made ids: script_id by script name, the cloud of each
+    machines_per_cloud pair by title, exclude_calendars by calendar name (declarative apply takes both).
+
+    An id of the org's own row wins over a name; a value that is neither is left as given, so the
+    usual check refuses it with its message (`script_id: no script 'x' in this org`)."""
+    out = dict(given)
+
+    def ids_of(model, column, values):
+        values = [v for v in values if isinstance(v, str)]
+        if not values:
+            return {}
+        own = set(session.scalars(select(model.id).where(model.org_id == org_id, model.id.in_(values))))
+        named = dict(session.execute(select(column, model.id).where(model.org_id == org_id, column.in_(
+            [v for v in values if v not in own]))).all())
+        return {v: (v if v in own else named.get(v, v)) for v in values}
+
+    if out.get("script_id"):
+        out["script_id"] = ids_of(Script, Script.name, [out["script_id"]])[out["script_id"]]
+    if out.get("machines_per_cloud"):
+        clouds = ids_of(Cloud, Cloud.title, list({pair[0] for pair in out["machines_per_cloud"]}))
+        out["machines_per_cloud"] = [[clouds.get(c, c), m] for c, m in out["machines_per_cloud"]]
+    if out.get("exclude_calendars"):
+        calendars = ids_of(Calendar, Calendar.name, out["exclude_calendars"])
+        out["exclude_calendars"] = [calendars.get(c, c) for c in out["exclude_calendars"]]
+    return out
+
+
 def _check_name_free(session: Session, org_id: str, name: str, except_id: str | None = None) -> None:
     existing = session.scalar(select(Schedule.id).where(Schedule.org_id == org_id, Schedule.name == name))
     if existing is not None and existing != except_id:

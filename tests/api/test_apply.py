@@ -217,3 +217,28 @@ def test_apply_and_if_match_behave_the_same_on_sqlite_and_postgresql(backend_api
     status, _, _ = api.call("PUT", "schedules/by-name/nightly", {"enabled": True}, headers={"If-Match": '"1"'})
     assert status == 412
     assert api.get(f"schedules/{schedule_id}")[1]["enabled"] is False
+
+
+def test_references_may_be_given_by_name_and_compare_equal_to_the_ids(api, cloud):
+    status, script = api.post("scripts", {"name": "uptime", "script": "#!/bin/sh\nuptime\n"})
+    status, calendar = api.post("calendars", {"name": "xmas", "entries": [{"date": "2026-12-25"}]})
+    by_name = {"script_id": "uptime", "machines_per_cloud": [[cloud["title"], "web1"]], "exclude_calendars": ["xmas"],
+               "schedule_type": "interval", "schedule_entry": {"every": 2, "period": "hours"}}
+    status, answer, _ = apply(api, "schedules/by-name/report", by_name)
+    assert status == 201, answer
+    stored = answer["schedule"]
+    assert (stored["script_id"], stored["machines_per_cloud"], stored["exclude_calendars"]) == \
+        (script["id"], [[cloud["id"], "web1"]], [calendar["id"]])
+    assert apply(api, "schedules/by-name/report", by_name)[1]["changed"] is False
+    by_id = dict(by_name, script_id=script["id"], machines_per_cloud=[[cloud["id"], "web1"]])
+    assert apply(api, "schedules/by-name/report", by_id)[1]["changed"] is False
+    status, answer, _ = apply(api, "schedules/by-name/report", dict(by_name, script_id="nope"))
+    assert (status, answer) == (400, {"error": "script_id: no script 'nope' in this org"})
+
+
+def test_another_orgs_names_are_not_resolved(api, other_api, cloud):
+    other_api.post("scripts", {"name": "theirs", "script": "#!/bin/sh\n"})
+    status, answer, _ = apply(api, "schedules/by-name/x", {"script_id": "theirs", "machines_per_cloud": [[cloud["id"], "m"]],
+                                                           "schedule_type": "interval",
+                                                           "schedule_entry": {"every": 2, "period": "hours"}})
+    assert (status, answer) == (400, {"error": "script_id: no script 'theirs' in this org"})

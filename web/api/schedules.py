@@ -56,8 +56,12 @@ def delete_schedule(id_):
 
 @bp.put("/schedules/by-name/<path:name>")
 def apply_schedule(name):
-    """Declarative apply: the body is the desired state of the fields the caller manages (see web.apply)."""
+    """Declarative apply: the body is the desired state of the fields the caller manages (see web.apply).
+
+    References may be names: script_id a script's name, a machines_per_cloud cloud its title,
+    exclude_calendars calendar names (schedules.resolve_references)."""
     desired = schedules.parse_fields(apply.desired_with_name(json_body(), "name", name))
+    desired = schedules.resolve_references(db(), org_id(), desired)
     current = get_by_name(Schedule, Schedule.name, name)
     check_if_match(current)
     now = utcnow()
