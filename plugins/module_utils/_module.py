@@ -25,11 +25,15 @@ from ansible_collections.cloudcron.scheduler.plugins.module_utils._client import
 
 
 def jsonable(value):
-    """`value` with YAML's dates (an unquoted 2030-01-01) as ISO 8601 text, so it can travel as JSON."""
-    if isinstance(value, (datetime.datetime, datetime.date)):
+    """`value` with YAML's dates (an unquoted 2030-01-01 10:00) back as the text they were written as, for JSON.
+
+    A date and time is sent as YYYY-MM-DD HH:MM:SS, which the service reads in the resource's timezone."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.date):
         return value.isoformat()
     if isinstance(value, dict):
-        return dict((k, jsonable(v)) for k, v in value.items())
+        return dict((str(k), jsonable(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value

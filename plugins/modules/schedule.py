@@ -10,7 +10,7 @@ module: schedule
 short_description: Declare a cloudcron schedule that starts, stops, reboots or destroys machines, or runs a script
 description:
   - Makes sure a schedule of the cloudcron service exists with the given fields, or does not exist.
-  - One request per task, C(PUT /api/v1/schedules/by-name/<name>): the service merges the options given
+  - One request per task, C(PUT /api/v1/schedules/by-name/<name>). The service merges the options given
     onto the stored schedule (or creates it), checks the result with the same rules as every other
     write, compares, and writes only a change. Applying the same task again reports no change and
     writes nothing. In check mode the same request is a dry run, so the prediction (including
