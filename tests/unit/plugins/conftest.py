@@ -74,8 +74,16 @@ class FlaskOpener:
         return _Answer(resp)
 
 
+def _service_package():
+    # The service does not ship in the collection's tarball: under `ansible-test units` (which tests the
+    # installed tarball) the tests that need it are skipped; `make test` runs them on the checkout.
+    pytest.importorskip("web", reason="the cloudcron service (web/) is not installed next to the collection")
+    pytest.importorskip("flask", reason="the cloudcron service's dependencies are not installed")
+
+
 @pytest.fixture(scope="session")
 def _migrated_service_db(tmp_path_factory):
+    _service_package()
     from web import make_state
     from web.config import load_config
     from web.migrate import upgrade
