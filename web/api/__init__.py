@@ -15,6 +15,11 @@ PUBLIC_ENDPOINTS = {"api.openapi_json", "api.openapi_docs"}
 
 @bp.before_request
 def _authenticate():
+    if request.method == "OPTIONS" and request.url_rule is not None:
+        # Flask's automatic answer unites the methods of every rule the path fits (/schedules/pause also
+        # fits /schedules/<id_>); Allow names those of the route that answers it.
+        methods = sorted(request.url_rule.methods - {"OPTIONS"}) + ["OPTIONS"]
+        return "", 200, {"Allow": ", ".join(methods)}
     if request.endpoint not in PUBLIC_ENDPOINTS:
         authenticate(db())
 
@@ -39,9 +44,12 @@ def get_by_name(model, column, name: str):
 
 
 def query_flag(name: str) -> bool:
-    """A boolean query parameter (?dry_run=true): absent, 0, false or no is false; 1, true or yes is true; else 400."""
-    raw = request.args.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
+    """A boolean query parameter (?dry_run=true): absent, 0, false or no is false; 1, true or yes is true; else
+    (an empty value too, as OpenAPI's boolean) 400."""
+    if name not in request.args:
+        return False
+    raw = request.args[name].strip().lower()
+    if raw in ("0", "false", "no"):
         return False
     if raw in ("1", "true", "yes"):
         return True

@@ -110,9 +110,105 @@ def _oas30(node):
     return node
 
 
+# Fields a create needs (the service checks them after merging: PATCH and apply need none).
+REQUIRED = {
+    ("/schedules", "post"): ["name", "schedule_type", "schedule_entry"],
+    ("/schedules/preview", "post"): ["schedule_type", "schedule_entry"],
+    ("/calendars", "post"): ["name"],
+    ("/clouds", "post"): ["title", "provider"],
+    ("/clouds/{id}/machines", "post"): ["name", "host"],
+    ("/keys", "post"): ["name"],
+    ("/scripts", "post"): ["name", "script"],
+}
+# Mist's legacy names of schedule fields, accepted in bodies (never both names of one field).
+SCHEDULE_ALIASES = {"cronjob_type": "schedule_type", "cronjob_entry": "schedule_entry", "task_enabled": "enabled"}
+# Where each create's id goes: (path prefix of the operations that take it, JSON pointer of the id in the answer).
+CREATES = {
+    ("/schedules", "post"): ("/schedules/{id}", "/id"),
+    ("/schedules/by-name/{name}", "put"): ("/schedules/{id}", "/schedule/id"),
+    ("/calendars", "post"): ("/calendars/{id}", "/id"),
+    ("/calendars/by-name/{name}", "put"): ("/calendars/{id}", "/calendar/id"),
+    ("/clouds", "post"): ("/clouds/{id}", "/id"),
+    ("/clouds/by-title/{title}", "put"): ("/clouds/{id}", "/cloud/id"),
+    ("/keys", "post"): ("/keys/{id}", "/id"),
+    ("/keys/by-name/{name}", "put"): ("/keys/{id}", "/key/id"),
+    ("/scripts", "post"): ("/scripts/{id}", "/id"),
+    ("/scripts/by-name/{name}", "put"): ("/scripts/{id}", "/script/id"),
+    ("/schedules/{id}/run", "post"): ("/runs/{id}", "/id"),
+}
+# Answers beyond 200 and the error statuses every operation may give (401; 413 and 400 with a body).
+STATUS_TEXT = {
+    400: "a malformed body, or a field that breaks a rule (named in the error)",
+    401: "no token, or an unknown or revoked one",
+    404: "no such resource in the token's org",
+    409: "a duplicate name, or a resource in use",
+    412: "If-Match names another version of the resource",
+    413: "a body over 1 MiB",
+    429: "too many machine listings in progress; see Retry-After",
+    502: "the cloud provider could not be reached or refused",
+}
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = [w.strip("{}").replace("-", "_") for w in path.strip("/").split("/")]
+    return method + "_" + "_".join(words)
+
+
+def _error_statuses(path: str, method: str, body) -> list[int]:
+    statuses = {400, 401}  # a bad query string or path is a 400 on every route
+    if body is not None:
+        statuses.add(413)
+    if "{" in path and "/by-" not in path:
+        statuses.add(404)
+    if method in ("post", "put", "patch", "delete") and path != "/schedules/preview":
+        statuses.add(409)
+    if method in ("put", "patch", "delete") or (method == "post" and path == "/schedules/{id}"):
+        statuses.add(412)
+    if path == "/clouds/{id}/machines" and method == "get":
+        statuses.update({429, 502})
+    return sorted(statuses)
+
+
+def _body_schema(spec: APISpec, path: str, method: str, body) -> str:
+    """The name of the component that describes this operation's body: the model's, with the create's
+    required fields, or without the name an apply takes from its path."""
+    name = body.__name__
+    required = REQUIRED.get((path, method))
+    apply_name = path.rsplit("/", 1)[-1].strip("{}") if "/by-" in path else None
+    if not required and not apply_name:
+        return name
+    schema = _oas30(body.model_json_schema(ref_template="#/components/schemas/{model}"))
+    schema.pop("$defs", None)
+    if body in (ScheduleIn, PreviewIn):
+        schema = _with_aliases(schema)
+    if required:
+        name += "Create"
+        schema["required"] = required
+    if apply_name:
+        name += "Apply"
+        schema["properties"].pop(apply_name, None)
+        schema["description"] = (f"The desired state; the {apply_name} is the path's. " + schema.get("description", "")).strip()
+    if name not in spec.components.schemas:
+        spec.components.schema(name, schema)
+    return name
+
+
+def _with_aliases(schema: dict) -> dict:
+    """ScheduleIn's schema with Mist's legacy names described, and the rule that a field comes by one name only."""
+    props = schema["properties"]
+    for alias, field in SCHEDULE_ALIASES.items():
+        props[alias] = dict(props[field], description=f"Mist's name of {field} (give one of the two)")
+        props[alias].pop("title", None)
+    schema["not"] = {"anyOf": [{"required": [alias, field]} for alias, field in SCHEDULE_ALIASES.items()]}
+    return schema
+
+
 @functools.cache
 def openapi_spec() -> dict:
-    """The OpenAPI 3 document, built from the pydantic schemas that validate requests."""
+    """The OpenAPI 3 document, built from the pydantic schemas that validate requests.
+
+    Every operation has an operationId, its error statuses (each answered as {"error": ...}), and each
+    create links to the operations that take the id it answers (OpenAPI links)."""
     spec = APISpec(title="cloudcron", version=__version__, openapi_version="3.0.3",
                    info={"description": "Schedules for cloud machines; Mist.io v1 compatible."})
     spec.components.security_scheme("token", {"type": "apiKey", "in": "header", "name": "Authorization"})
@@ -125,20 +221,29 @@ def openapi_spec() -> dict:
             if name not in seen:
                 seen.add(name)
                 spec.components.schema(name, _oas30(sub))
-        spec.components.schema(model.__name__, _oas30(schema))
+        schema = _oas30(schema)
+        if model in (ScheduleIn, PreviewIn):
+            schema = _with_aliases(schema)
+        spec.components.schema(model.__name__, schema)
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     paths: dict = {}
     for path, method, summary, body, answer in ROUTES:
         op = {
+            "operationId": _operation_id(method, path),
             "summary": summary,
             "security": [{"token": []}],
-            "responses": {
-                "200": {"description": answer},
-                "default": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
+            "responses": {"200": {"description": answer}},
         }
+        for status in _error_statuses(path, method, body):
+            op["responses"][str(status)] = {"description": STATUS_TEXT[status], "content": error}
         params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
-        if params:
-            op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        if method == "get" and "{" in path and path.count("/") == 2:
+            op["responses"]["200"]["headers"] = {"ETag": {"description": "the resource's version; send it back in "
+                                                                          "If-Match to edit or delete", "schema": {"type": "string"}}}
+        if method in ("put", "patch", "delete") or (method == "post" and path == "/schedules/{id}"):
+            op["description"] = ("Honours If-Match: with the ETag of an earlier GET, a resource edited since is a "
+                                 "412 and nothing is written.")
         if "/by-" in path:
             op["responses"]["201"] = {"description": "created: " + answer}
             op["parameters"].append({"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
@@ -146,13 +251,30 @@ def openapi_spec() -> dict:
             if path.startswith(("/clouds/", "/keys/")):
                 op["parameters"].append({"name": "update_secrets", "in": "query", "schema": {"type": "boolean"},
                                          "description": "replace the stored secret of an existing resource"})
-        if method in ("patch", "put", "delete") and "{" in path:
-            op["parameters"].append({"name": "If-Match", "in": "header", "schema": {"type": "string"},
-                                     "description": "the ETag of the resource as last read; 412 if it changed since"})
-            op["responses"]["412"] = {"description": "If-Match names another version of the resource"}
+        if not op["parameters"]:
+            del op["parameters"]
         if body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}
+            name = _body_schema(spec, path, method, body)
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
         paths.setdefault(path, {})[method] = op
+    for (path, method), (target, pointer) in CREATES.items():
+        links = {}
+        for other_path, operations in paths.items():
+            if other_path == target or other_path.startswith(target + "/"):
+                for other_method, other in operations.items():
+                    params = {"id": f"$response.body#{pointer}"}
+                    if "{cid}" in other_path:
+                        continue
+                    links[other["operationId"]] = {"operationId": other["operationId"], "parameters": params}
+        for status in ("200", "201"):
+            if status in paths[path][method]["responses"]:
+                paths[path][method]["responses"][status]["links"] = links
+    machine_links = {}
+    for other_path in ("/clouds/{cid}/machines/{id}",):
+        for other_method, other in paths[other_path].items():
+            machine_links[other["operationId"]] = {"operationId": other["operationId"], "parameters": {
+                "cid": "$response.body#/cloud_id", "id": "$response.body#/id"}}
+    paths["/clouds/{id}/machines"]["post"]["responses"]["200"]["links"] = machine_links
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     doc = spec.to_dict()
