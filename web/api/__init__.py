@@ -18,7 +18,10 @@ def _authenticate():
     if request.method == "OPTIONS" and request.url_rule is not None:
         # Flask's automatic answer unites the methods of every rule the path fits (/schedules/pause also
         # fits /schedules/<id_>); Allow names those of the route that answers it.
-        methods = sorted(request.url_rule.methods - {"OPTIONS"}) + ["OPTIONS"]
+        from flask import current_app
+
+        same = [r for r in current_app.url_map.iter_rules() if r.rule == request.url_rule.rule]
+        methods = sorted(set().union(*(r.methods for r in same)) - {"OPTIONS"}) + ["OPTIONS"]
         return "", 200, {"Allow": ", ".join(methods)}
     if request.endpoint not in PUBLIC_ENDPOINTS:
         authenticate(db())

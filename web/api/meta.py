@@ -255,7 +255,8 @@ def openapi_spec() -> dict:
             del op["parameters"]
         if body is not None:
             name = _body_schema(spec, path, method, body)
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+            # Only a create needs a body: an edit or apply without one changes nothing.
+            op["requestBody"] = {"required": (path, method) in REQUIRED, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
         paths.setdefault(path, {})[method] = op
     for (path, method), (target, pointer) in CREATES.items():
         links = {}
