@@ -242,3 +242,9 @@ def test_another_orgs_names_are_not_resolved(api, other_api, cloud):
                                                            "schedule_type": "interval",
                                                            "schedule_entry": {"every": 2, "period": "hours"}})
     assert (status, answer) == (400, {"error": "script_id: no script 'theirs' in this org"})
+
+
+def test_a_name_holding_a_newline_or_a_slash_is_reached(api):
+    status, answer, _ = apply(api, "scripts/by-name/a%0Ab/c", {"script": "#!/bin/sh\n"})
+    assert status == 201 and answer["script"]["name"] == "a\nb/c"
+    assert apply(api, "scripts/by-name/a%0Ab/c", {"script": "#!/bin/sh\n"})[1]["changed"] is False

@@ -228,3 +228,30 @@ def test_the_docs_page_renders_the_description_with_served_assets(api):
 def test_the_docs_assets_do_not_escape_their_directory(api):
     status, _, _ = api.call("GET", "/api/v1/docs/static/../../../web/config.py", headers={"Authorization": None})
     assert status == 404
+
+
+def test_a_405_and_options_name_the_methods_of_the_route_in_allow(api):
+    status, body, resp = api.call("TRACE", "scripts")
+    assert status == 405 and set(resp.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert "allowed: " in body["error"]
+    # /schedules/pause also fits /schedules/<id>: Allow names only the bulk pause's own method.
+    status, _, resp = api.call("OPTIONS", "schedules/pause")
+    assert status == 200 and resp.headers["Allow"] == "POST, OPTIONS"
+    status, _, resp = api.call("OPTIONS", "calendars")
+    assert resp.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+
+
+def test_each_create_links_to_the_operations_taking_its_id(api):
+    doc = api.get("openapi.json")[1]
+    links = doc["paths"]["/schedules"]["post"]["responses"]["200"]["links"]
+    assert links["delete_schedules_id"] == {"operationId": "delete_schedules_id", "parameters": {"id": "$response.body#/id"}}
+    assert {"get_schedules_id_runs", "post_schedules_id_run", "post_schedules_id_pause"} <= set(links)
+    applied = doc["paths"]["/schedules/by-name/{name}"]["put"]["responses"]["201"]["links"]
+    assert applied["get_schedules_id"]["parameters"] == {"id": "$response.body#/schedule/id"}
+    ops = {op["operationId"] for operations in doc["paths"].values() for op in operations.values()}
+    for operations in doc["paths"].values():
+        for op in operations.values():
+            for status in ("200", "201"):
+                for link in op["responses"].get(status, {}).get("links", {}).values():
+                    assert link["operationId"] in ops
+            assert "401" in op["responses"]

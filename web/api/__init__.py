@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from werkzeug.routing import PathConverter
 from sqlalchemy import func, select, update
 
 from .. import db
@@ -10,6 +11,17 @@ from ..errors import BadRequest, NotFound, PreconditionFailed
 from ..validation import query_int
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+class NameConverter(PathConverter):
+    """<name:...>: the rest of the path, any character (a name may hold a newline, which <path:> refuses)."""
+
+    regex = "(?s:.+)"
+    part_isolating = False  # it spans '/' (werkzeug would infer True from a regex without one)
+
+
+# Before the routes are registered: the app's url_map must know the converter when their rules are added.
+bp.record_once(lambda setup: setup.app.url_map.converters.setdefault("name", NameConverter))
 PUBLIC_ENDPOINTS = {"api.openapi_json", "api.openapi_docs"}
 
 

@@ -50,7 +50,7 @@ def delete_calendar(id_):
 CALENDAR = apply.Kind("calendar", calendar_json, ("name", "description", "timezone", "entries"), model=Calendar)
 
 
-@bp.put("/calendars/by-name/<path:name>")
+@bp.put("/calendars/by-name/<name:name>")
 def apply_calendar(name):
     """Declarative apply of a calendar (see web.apply); ?dry_run=true writes nothing."""
     desired = resources.fields(CalendarIn, apply.desired_with_name(json_body(), "name", name), STAMPS)

@@ -179,6 +179,7 @@ def _body_schema(spec: APISpec, path: str, method: str, body) -> str:
         return name
     schema = _oas30(body.model_json_schema(ref_template="#/components/schemas/{model}"))
     schema.pop("$defs", None)
+    _empty_is_unset(schema)
     if body in (ScheduleIn, PreviewIn):
         schema = _with_aliases(schema)
     if required:
@@ -191,6 +192,14 @@ def _body_schema(spec: APISpec, path: str, method: str, body) -> str:
     if name not in spec.components.schemas:
         spec.components.schema(name, schema)
     return name
+
+
+def _empty_is_unset(schema: dict) -> None:
+    """A body's top-level text fields take "" too: the service reads it as "not set" (validation.check_fields)."""
+    for prop in schema.get("properties", {}).values():
+        for node in [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]:
+            if node.get("type") == "string":
+                node.pop("minLength", None)
 
 
 def _with_aliases(schema: dict) -> dict:
@@ -222,6 +231,7 @@ def openapi_spec() -> dict:
                 seen.add(name)
                 spec.components.schema(name, _oas30(sub))
         schema = _oas30(schema)
+        _empty_is_unset(schema)
         if model in (ScheduleIn, PreviewIn):
             schema = _with_aliases(schema)
         spec.components.schema(model.__name__, schema)

@@ -79,7 +79,7 @@ CLOUD = apply.Kind("cloud", cloud_json, ("title", "provider", "options"), secret
                    model=Cloud)
 
 
-@bp.put("/clouds/by-title/<path:title>")
+@bp.put("/clouds/by-title/<name:title>")
 def apply_cloud(title):
     return _apply(CLOUD, CloudIn, Cloud.title, "title", title, STAMPS, _store_cloud)
 
@@ -213,7 +213,7 @@ def edit_key(id_):
 KEY = apply.Kind("key", key_json, ("name", "public"), secrets=frozenset({"private", "generate"}), model=Key)
 
 
-@bp.put("/keys/by-name/<path:name>")
+@bp.put("/keys/by-name/<name:name>")
 def apply_key(name):
     return _apply(KEY, KeyIn, Key.name, "name", name, STAMPS | {"public"}, _store_key)
 
@@ -268,7 +268,7 @@ def _store_script(values, current, dry_run):
 SCRIPT = apply.Kind("script", script_json, ("name", "description", "script", "exec_type"), model=Script)
 
 
-@bp.put("/scripts/by-name/<path:name>")
+@bp.put("/scripts/by-name/<name:name>")
 def apply_script(name):
     return _apply(SCRIPT, ScriptIn, Script.name, "name", name, STAMPS, _store_script)
 

@@ -54,7 +54,7 @@ def delete_schedule(id_):
     return jsonify({"deleted": id_})
 
 
-@bp.put("/schedules/by-name/<path:name>")
+@bp.put("/schedules/by-name/<name:name>")
 def apply_schedule(name):
     """Declarative apply: the body is the desired state of the fields the caller manages (see web.apply).
 
