@@ -361,7 +361,8 @@ def store_calendar(state, session: Session, org_id: str, values: dict, current: 
             calendar.timezone = tz
         calendar.updated_at = now
         bump(calendar)
-        session.flush()
+        # Flushed before the schedules excluding it are read: a name another calendar has fails here, not at the commit.
+        commit(session, f"name: a calendar named '{calendar.name}' already exists", dry_run=True)
         users = session.scalars(select(Schedule).join(ScheduleCalendar, ScheduleCalendar.schedule_id == Schedule.id)
                                 .where(ScheduleCalendar.calendar_id == calendar.id)).all()
         schedules.recompute(session, users, now)
