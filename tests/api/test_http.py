@@ -193,6 +193,8 @@ def test_every_api_route_is_in_the_openapi_description(api, app):
 def test_the_openapi_description_holds_the_calendar_entry_kinds(api):
     doc = api.get("openapi.json")[1]
     entries = doc["components"]["schemas"]["CalendarIn"]["properties"]["entries"]
+    entries, empty = entries["anyOf"]  # a list of entries, or "" ("not set", as every field takes)
+    assert empty == {"type": "string", "enum": [""]}
     kinds = [next(iter(option["properties"])) for option in entries["items"]["oneOf"]]
     assert kinds == ["date", "from", "yearly", "weekly", "holidays", "ical"]
 

@@ -194,12 +194,21 @@ def _body_schema(spec: APISpec, path: str, method: str, body) -> str:
     return name
 
 
+EMPTY = {"type": "string", "enum": [""]}
+
+
 def _empty_is_unset(schema: dict) -> None:
-    """A body's top-level text fields take "" too: the service reads it as "not set" (validation.check_fields)."""
-    for prop in schema.get("properties", {}).values():
-        for node in [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]:
-            if node.get("type") == "string":
-                node.pop("minLength", None)
+    """Every top-level field of a body takes "" too: the service reads it as "not set" (validation.check_fields),
+    as Mist's clients send it (`"script_id": ""`)."""
+    props = schema.get("properties", {})
+    for name, prop in list(props.items()):
+        if prop.get("type") == "string" and "enum" not in prop:
+            prop.pop("minLength", None)
+        elif prop.get("type") == "string":
+            prop["enum"] = [*prop["enum"], ""] if "" not in prop["enum"] else prop["enum"]
+        elif "type" in prop or "$ref" in prop or "oneOf" in prop or "anyOf" in prop:
+            keep = {k: prop.pop(k) for k in ("description", "title", "nullable", "default") if k in prop}
+            props[name] = {"anyOf": [prop, EMPTY], **keep}
 
 
 def _with_aliases(schema: dict) -> dict:
