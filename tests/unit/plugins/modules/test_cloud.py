@@ -40,7 +40,7 @@ def test_a_new_cloud_sends_its_credentials_once_and_nothing_shows_them(service):
 
 def test_other_credentials_are_not_compared_and_update_secrets_sends_them(service):
     cloud_id = mod.ensure(service.client(), params(**AWS), check_mode=False)["cloud"]["id"]
-    other = dict(AWS, credentials={"key": "AKID", "secret": "rotated"})
+    other = {**AWS, "credentials": {"key": "AKID", "secret": "rotated"}}
     assert mod.ensure(service.client(), params(**other), check_mode=False)["changed"] is False
     assert sealed_secret(service, cloud_id) == SECRET
     result = mod.ensure(service.client(), params(update_secrets=True, **other), check_mode=False)
@@ -50,7 +50,7 @@ def test_other_credentials_are_not_compared_and_update_secrets_sends_them(servic
 
 def test_changed_options_are_diffed_and_check_mode_writes_nothing(service):
     mod.ensure(service.client(), params(**AWS), check_mode=False)
-    moved = dict(AWS, options={"region": "us-east-1"})
+    moved = {**AWS, "options": {"region": "us-east-1"}}
     predicted = mod.ensure(service.client(), params(**moved), check_mode=True)
     assert predicted["diff"] == {"before": {"options": {"region": "eu-west-1"}},
                                  "after": {"options": {"region": "us-east-1"}}}

@@ -44,7 +44,7 @@ def test_it_creates_then_reports_unchanged_with_one_request_each(service, lab):
 def test_check_mode_predicts_the_change_and_next_run_at_exactly_and_writes_nothing(service, lab):
     client = service.client()
     stored = mod.ensure(client, params(**NIGHTLY), check_mode=False)["schedule"]
-    moved = dict(NIGHTLY, schedule_entry={"minute": 45, "hour": 2, "day_of_week": "MON-FRI"})
+    moved = {**NIGHTLY, "schedule_entry": {"minute": 45, "hour": 2, "day_of_week": "MON-FRI"}}
     predicted = mod.ensure(client, params(**moved), check_mode=True)
     assert predicted["changed"] is True and predicted["changed_fields"] == ["schedule_entry"]
     assert predicted["diff"]["before"]["schedule_entry"]["minute"] == "30"
@@ -71,8 +71,8 @@ def test_script_id_the_apis_name_is_accepted_as_an_alias_of_script():
 def test_a_script_by_name_and_a_calendar_by_name_are_resolved_by_the_service(service, lab):
     status, script = service.api("POST", "scripts", {"name": "uptime", "script": "#!/bin/sh\nuptime\n"})
     status, calendar = service.api("POST", "calendars", {"name": "xmas", "entries": [{"date": "2026-12-25"}]})
-    task = params(name="report", script="uptime", params="-p", selectors=[{"type": "tags", "include": {"env": "dev"},
-                                                                             "ids": None}],
+    selectors = [{"type": "tags", "include": {"env": "dev"}, "ids": None}]
+    task = params(name="report", script="uptime", params="-p", selectors=selectors,
                   schedule_type="interval", schedule_entry={"every": "2", "period": "hours"},
                   exclude_calendars=["xmas"])
     result = mod.ensure(service.client(), task, check_mode=False)
@@ -95,7 +95,7 @@ def test_an_action_replaces_a_script(service, lab):
 
 
 def test_yaml_dates_travel_as_iso_text(service, lab):
-    task = params(**dict(NIGHTLY, expires=datetime.datetime(2030, 1, 1, 10, 0)))
+    task = params(**{**NIGHTLY, "expires": datetime.datetime(2030, 1, 1, 10, 0)})
     result = mod.ensure(service.client(), task, check_mode=False)
     assert result["schedule"]["expires"] == "2030-01-01T08:00:00Z"  # read in the schedule's timezone
 
@@ -112,6 +112,6 @@ def test_absent_deletes_and_then_has_nothing_to_do(service, lab):
 
 def test_a_refusal_is_raised_with_the_services_message_and_status(service, lab):
     with pytest.raises(CloudcronError) as caught:
-        mod.ensure(service.client(), params(**dict(NIGHTLY, timezone="Mars/Olympus")), check_mode=False)
+        mod.ensure(service.client(), params(**{**NIGHTLY, "timezone": "Mars/Olympus"}), check_mode=False)
     assert caught.value.status == 400 and "timezone" in caught.value.message
     assert "PUT schedules/by-name/nightly failed (400)" in caught.value.message
