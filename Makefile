@@ -38,8 +38,9 @@ system-test-deps:
 	@missing=""; \
 	if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then missing="$$missing openssh-server openssh-client"; fi; \
 	if ! command -v bwrap >/dev/null; then missing="$$missing bubblewrap"; fi; \
+	if ! command -v redis-server >/dev/null; then missing="$$missing redis-server"; fi; \
 	if [ -n "$$missing" ]; then \
-		echo "installing$$missing (the tests start real sshd targets; every run executes in a bwrap sandbox)"; \
+		echo "installing$$missing (the tests start real sshd targets and a Redis they can stop; every run executes in a bwrap sandbox)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@if [ ! -x /usr/bin/chromium ]; then \

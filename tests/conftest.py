@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.harness.collection",
     "tests.harness.backends",
     "tests.harness.service",
+    "tests.harness.receiver",
 ]

@@ -48,7 +48,7 @@ class State:
         if self._huey is None:
             from .queue import make_huey
 
-            self._huey = make_huey(self.config)
+            self._huey = make_huey(self.config, handler=self.execute_run)
         return self._huey
 
     @property
@@ -62,7 +62,7 @@ class State:
             from .sandbox import detect, secret_paths
 
             self._sandbox = detect(self.config.sandbox, self.config.unsafe_unsandboxed_ansible,
-                                   hidden=secret_paths(self.config))
+                                   hidden=secret_paths(self.config), tmpfs_mb=self.config.sandbox_tmpfs_mb)
         return self._sandbox
 
     @property
@@ -73,7 +73,7 @@ class State:
                 from .listings import ListingPool
 
                 self._listings = ListingPool(self.config.listing_slots, self.config.listings_per_org,
-                                             self.config.provider_timeout)
+                                             self.config.provider_timeout, self.config.run_listings_per_org)
             return self._listings
 
     @property
@@ -85,6 +85,14 @@ class State:
 
                 self._executions = Executions()
             return self._executions
+
+    def execute_run(self, run_id: str) -> None:
+        """Execute one run taken from the queue (the queue's handler)."""
+        from .logs import bound
+        from .worker import execute_run
+
+        with bound(run_id=run_id):  # every line the run's execution logs carries its id (JSON logs)
+            execute_run(self, run_id)
 
     def enqueue(self, run_ids) -> None:
         from .queue import enqueue
@@ -115,6 +123,10 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
     # Before routing to any view (or 404): a NUL in a path or query reaches PostgreSQL as a 500 otherwise.
     app.before_request(check_request_text)
     app.register_blueprint(bp)
+    from . import health, metrics
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     ui.init_app(app, state)
 
     @app.teardown_appcontext

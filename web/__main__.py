@@ -7,7 +7,8 @@ import sys
 
 from sqlalchemy.exc import DBAPIError
 
-from .config import ConfigError, StartupError
+from .config import ConfigError, StartupError, log_format
+from .logs import setup as setup_logging
 
 
 def _state():
@@ -60,12 +61,19 @@ def first_start(st) -> str | None:
         return create_token(session, "default", "first start")
 
 
-def listen(app, host: str, port: int, threads: int):
-    """Bind the HTTP server now (nothing is served until .run()); StartupError in one line when it cannot."""
+def listen(app, host: str, port: int, threads: int, trusted_proxy: str | None = None):
+    """Bind the HTTP server now (nothing is served until .run()); StartupError in one line when it cannot.
+
+    trusted_proxy (CLOUDCRON_TRUSTED_PROXY): the peer whose X-Forwarded-For (its last hop: the client the
+    proxy saw) and X-Forwarded-Proto waitress applies; from any other peer those headers are dropped."""
     from waitress.server import create_server
 
+    proxy = {}
+    if trusted_proxy:
+        proxy = {"trusted_proxy": trusted_proxy, "trusted_proxy_count": 1,
+                 "trusted_proxy_headers": "x-forwarded-for x-forwarded-proto", "clear_untrusted_proxy_headers": True}
     try:
-        return create_server(app, host=host, port=port, threads=threads, ident="cloudcron")
+        return create_server(app, host=host, port=port, threads=threads, ident="cloudcron", **proxy)
     except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot resolve
         reason = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
         raise StartupError(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
@@ -80,6 +88,8 @@ def cmd_serve(args) -> int:
     from .queue import check_queue
 
     st = _state()
+    if not st.config.public_url:  # links in notifications point at this server unless told otherwise
+        st.config.public_url = f"http://{args.host}:{args.port}"
     if st.config.listing_slots >= args.threads:
         raise ConfigError(f"CLOUDCRON_LISTING_SLOTS: must be below --threads ({args.threads}) so that requests other "
                           f"than provider listings always find a thread, got {st.config.listing_slots}")
@@ -88,7 +98,7 @@ def cmd_serve(args) -> int:
     app = create_app(state=st)
     # Bound before anything starts: a port in use stops here, before the dispatcher, the worker or a
     # first-start token.
-    server = listen(app, args.host, args.port, args.threads)
+    server = listen(app, args.host, args.port, args.threads, st.config.trusted_proxy)
     st.sandbox.announce()  # only once start-up can no longer be refused: a refusal is one line
     try:
         token = first_start(st)
@@ -165,11 +175,14 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_token_revoke)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # Alembic says which plugins it loaded at every start; only --log-level DEBUG wants that.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        setup_logging(args.log_level, log_format())
+    except ConfigError as exc:
+        print(f"cloudcron: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"cloudcron: --log-level: {exc}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -36,6 +36,17 @@ MAX_ICAL_CHARS = 512 * 1024
 # Windows one year of one calendar may hold; past it the calendar is refused (an iCalendar RRULE firing
 # every minute would otherwise make a claim expand half a million events).
 MAX_WINDOWS_PER_YEAR = 20_000
+# What an iCalendar file may cost before it is parsed and expanded. Nesting: VCALENDAR > VEVENT > VALARM,
+# VTIMEZONE > STANDARD are 3 deep; components and events per file; dates an RDATE or EXDATE may list.
+MAX_ICAL_DEPTH = 5
+MAX_ICAL_COMPONENTS = 5_000
+MAX_ICAL_EVENTS = 2_000
+MAX_ICAL_DATES = 5_000
+# Steps (periods of its FREQ) expanding one RRULE may walk from its DTSTART to the years checked: the
+# expander (dateutil) walks every period from DTSTART on, about 5 us each, even to reach a later year.
+MAX_RULE_STEPS = 200_000
+_PERIODS_PER_YEAR = {"YEARLY": 1, "MONTHLY": 12, "WEEKLY": 53, "DAILY": 366, "HOURLY": 8784}
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:?\d{2})?", re.IGNORECASE)
@@ -152,27 +163,146 @@ def _holidays_spec(spec: dict, where: str) -> tuple[str, str | None]:
     return country, subdivision
 
 
-def _parse_ical(text: str, where: str):
+def _ical_shape(text: str, where: str) -> None:
+    """Refuse, before parsing, a file nested deeper or holding more components than any real calendar."""
+    depth = components = 0
+    for line in text.splitlines():
+        head = line[:6].upper()
+        if head == "BEGIN:":
+            depth += 1
+            components += 1
+            if depth > MAX_ICAL_DEPTH:
+                raise TimeSpecError(where, f"{where}: components nested more than {MAX_ICAL_DEPTH} deep")
+            if components > MAX_ICAL_COMPONENTS:
+                raise TimeSpecError(where, f"{where}: more than {MAX_ICAL_COMPONENTS} components (BEGIN:...)")
+        elif line[:4].upper() == "END:":
+            depth = max(0, depth - 1)
+
+
+def _rule_cost(rule, summary: str, start, now: datetime | None, where: str) -> int:
+    """Occurrences a year an RRULE may make (an upper bound), refusing rules too costly to expand.
+
+    Refused: repeating more often than hourly (counting what BYHOUR, BYMINUTE, BYSECOND... add to the
+    FREQ), walking more than MAX_RULE_STEPS periods from DTSTART to next year, and parts that can never
+    coincide (BYMONTHDAY past every BYMONTH's length, BYSETPOS past a period's candidates), for which the
+    expander would walk every period to the year 9999 looking for one. The walk from DTSTART is checked
+    only when `now` is given (when an entry is written): it grows with the years, and a calendar stored
+    once must still compile later."""
+    def values(key):
+        return list(rule.get(key, []))
+
+    freqs = [str(f).upper() for f in values("FREQ")]
+    if len(freqs) != 1 or freqs[0] not in (*_PERIODS_PER_YEAR, "SECONDLY", "MINUTELY"):
+        raise TimeSpecError(where, f"{where}: the event '{summary}' has an RRULE without one FREQ of YEARLY, MONTHLY, "
+                                   f"WEEKLY, DAILY or HOURLY")
+    freq = freqs[0]
+    if freq in ("SECONDLY", "MINUTELY"):
+        # Expanding costs about 70 us an occurrence: a minutely rule is half a million a year.
+        raise TimeSpecError(where, f"{where}: the event '{summary}' repeats {freq}; calendars "
+                                   f"take events that repeat at most hourly (use a weekly entry for windows)")
+    try:
+        interval = max(1, int((values("INTERVAL") or [1])[0]))
+    except (TypeError, ValueError):
+        raise TimeSpecError(where, f"{where}: the event '{summary}' has an INTERVAL that is not a whole number") from None
+    periods = max(1, -(-_PERIODS_PER_YEAR[freq] // interval))
+    n = {key: len(values(key)) for key in ("BYMONTH", "BYWEEKNO", "BYYEARDAY", "BYMONTHDAY", "BYDAY", "BYHOUR",
+                                           "BYMINUTE", "BYSECOND")}
+    # Parts finer than FREQ add occurrences to each period (RFC 5545 3.3.10, "expand"); the others only filter.
+    per_period = 1
+    if freq == "YEARLY":
+        for key in ("BYMONTH", "BYYEARDAY", "BYMONTHDAY"):
+            per_period *= max(1, n[key])
+        per_period *= max(1, n["BYWEEKNO"] * 7)
+        per_period *= max(1, n["BYDAY"] * (5 if n["BYMONTH"] or n["BYWEEKNO"] else 53))
+    elif freq == "MONTHLY":
+        per_period *= max(1, n["BYMONTHDAY"]) * max(1, n["BYDAY"] * 5)
+    elif freq == "WEEKLY":
+        per_period *= max(1, n["BYDAY"])
+    sub_day = (max(1, n["BYHOUR"]) if freq != "HOURLY" else 1) * max(1, n["BYMINUTE"]) * max(1, n["BYSECOND"])
+    per_year = periods * per_period * sub_day
+    if per_year > _PERIODS_PER_YEAR["HOURLY"]:
+        raise TimeSpecError(where, f"{where}: the event '{summary}' repeats up to {per_year} times a year, more often "
+                                   f"than hourly; calendars take events that repeat at most hourly")
+    first_year = start.year if isinstance(start, date) else (now.year if now else 1)
+    steps = periods * max(1, now.year + 2 - first_year) if now is not None else 0
+    if steps > MAX_RULE_STEPS:
+        raise TimeSpecError(where, f"{where}: the event '{summary}' repeats {freq} from {first_year}: expanding it to "
+                                   f"{now.year + 1} walks {steps} periods (at most {MAX_RULE_STEPS}); give it a DTSTART "
+                                   f"closer to today")
+    month_days = values("BYMONTHDAY")
+    if month_days:
+        longest = max(_MONTH_DAYS[int(m) - 1] for m in values("BYMONTH") if 1 <= int(m) <= 12) \
+            if values("BYMONTH") else 31
+        if all(abs(int(d)) > longest for d in month_days):
+            raise TimeSpecError(where, f"{where}: the event '{summary}' never occurs: no month it names has the day "
+                                       f"of the month it asks for (BYMONTHDAY)")
+    positions = values("BYSETPOS")
+    if positions and freq in ("WEEKLY", "DAILY", "HOURLY"):
+        candidates = per_period * sub_day
+        if all(abs(int(p)) > candidates for p in positions):
+            raise TimeSpecError(where, f"{where}: the event '{summary}' never occurs: BYSETPOS asks for a position "
+                                       f"past the {candidates} candidate(s) of each period")
+    return per_year
+
+
+def _parse_ical(text: str, where: str, now: datetime | None = None, costs: list | None = None):
+    """Parse an `ical` entry's text and refuse what would be too costly to expand (TimeSpecError naming `where`).
+
+    Returns the icalendar.Calendar; appends to `costs` (when given) the excluded spans a year its events
+    may make at most."""
     import icalendar
 
     if len(text) > MAX_ICAL_CHARS:
         raise TimeSpecError(where, f"{where}: at most {MAX_ICAL_CHARS} characters")
+    _ical_shape(text, where)
     try:
         calendar = icalendar.Calendar.from_ical(text)
+        events = calendar.walk("VEVENT") if isinstance(calendar, icalendar.Calendar) else []
+    except RecursionError:
+        raise TimeSpecError(where, f"{where}: components nested too deep") from None
     except Exception as exc:  # the parser raises ValueError and friends for anything malformed
         raise TimeSpecError(where, f"{where}: not a valid iCalendar file ({_shown(exc, 200)})") from None
-    if not isinstance(calendar, icalendar.Calendar) or not calendar.walk("VEVENT"):
+    if not events:
         raise TimeSpecError(where, f"{where}: the iCalendar file holds no event (VEVENT)")
-    for event in calendar.walk("VEVENT"):
+    if len(events) > MAX_ICAL_EVENTS:
+        raise TimeSpecError(where, f"{where}: more than {MAX_ICAL_EVENTS} events (VEVENT)")
+    per_year = dates = 0
+    for event in events:
         summary = _shown(event.get("SUMMARY", "?"))
         if event.get("DTSTART") is None:
             raise TimeSpecError(where, f"{where}: the event '{summary}' has no DTSTART")
-        rule = event.get("RRULE")
-        for freq in (rule.get("FREQ", []) if rule is not None else []):
-            # Expanding costs about 70 us an occurrence: a minutely rule is half a million a year.
-            if str(freq).upper() in ("SECONDLY", "MINUTELY"):
-                raise TimeSpecError(where, f"{where}: the event '{summary}' repeats {str(freq).upper()}; calendars "
-                                           f"take events that repeat at most hourly (use a weekly entry for windows)")
+        try:
+            # A value the parser could not read stays in the event as a broken property that fails when used.
+            start = event.get("DTSTART").dt
+            for name in ("DTEND", "DURATION"):
+                if event.get(name) is not None:
+                    event.get(name).dt  # noqa: B018 - read to find a broken value now, not in a claim
+            rule = event.get("RRULE")
+            if isinstance(rule, list):
+                raise TimeSpecError(where, f"{where}: the event '{summary}' has more than one RRULE")
+            if rule is not None:
+                rule.get("FREQ")
+            for name in ("RDATE", "EXDATE"):
+                for prop in (event.get(name) if isinstance(event.get(name), list) else [event.get(name)]):
+                    if prop is not None:
+                        dates += len(prop.dts)
+        except TimeSpecError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - icalendar's broken-property errors and friends
+            raise TimeSpecError(where, f"{where}: the event '{summary}' has a value that cannot be read "
+                                       f"({_shown(exc, 200)})") from None
+        if dates > MAX_ICAL_DATES:
+            raise TimeSpecError(where, f"{where}: more than {MAX_ICAL_DATES} dates in RDATE and EXDATE")
+        try:
+            per_year += 1 if rule is None else _rule_cost(rule, summary, start, now, where)
+        except (TypeError, ValueError) as exc:  # a part that is not a number where one is needed
+            raise TimeSpecError(where, f"{where}: the event '{summary}' has an RRULE that cannot be read "
+                                       f"({_shown(exc, 200)})") from None
+    if per_year + dates > MAX_WINDOWS_PER_YEAR:
+        raise TimeSpecError(where, f"{where}: its events make up to {per_year + dates} excluded spans a year, more than "
+                                   f"{MAX_WINDOWS_PER_YEAR} excluded spans; use fewer, longer ones")
+    if costs is not None:
+        costs.append(per_year + dates)
     return calendar
 
 
@@ -186,6 +316,7 @@ def check_entries(entries, tz: str, now: datetime, field: str = "entries") -> li
         raise TimeSpecError(field, f"{field}: must be a list of entries")
     if len(entries) > MAX_ENTRIES:
         raise TimeSpecError(field, f"{field}: at most {MAX_ENTRIES} entries")
+    ical_spans = 0
     for i, entry in enumerate(entries):
         where = f"{field}.{i}"
         kind = _kind(entry)
@@ -209,11 +340,40 @@ def check_entries(entries, tz: str, now: datetime, field: str = "entries") -> li
         elif kind == "holidays":
             _holidays_spec(entry["holidays"], f"{where}.holidays")
         else:
-            _parse_ical(entry["ical"], f"{where}.ical")
+            costs: list[int] = []
+            _parse_ical(entry["ical"], f"{where}.ical", now, costs)
+            ical_spans += costs[0]
+            if ical_spans > MAX_WINDOWS_PER_YEAR:
+                # Refused before anything is expanded: together the files would be too many spans a year.
+                raise TimeSpecError(f"{where}.ical", f"{where}.ical: with the entries before it, iCalendar events make "
+                                                     f"up to {ical_spans} excluded spans a year, more than "
+                                                     f"{MAX_WINDOWS_PER_YEAR} excluded spans; use fewer, longer ones")
     compiled = compile_calendar("", "", tz, entries)
-    for year in (now.year, now.year + 1):
-        compiled.window(datetime(year, 6, 1, tzinfo=UTC))
+    try:
+        for year in (now.year, now.year + 1):
+            compiled.window(datetime(year, 6, 1, tzinfo=UTC))
+    except Exception as exc:  # noqa: BLE001 - find the entry to name: each iCalendar file expanded alone
+        for i, entry in enumerate(entries):
+            if _kind(entry) == "ical":
+                _expands(entry, tz, now, f"{field}.{i}.ical")
+        if isinstance(exc, TimeSpecError):
+            raise
+        raise TimeSpecError(field, f"{field}: cannot be expanded ({_shown(exc, 200)})") from None
     return entries
+
+
+def _expands(entry: dict, tz: str, now: datetime, where: str) -> None:
+    """Expand one `ical` entry for this year and the next; anything it raises is a 400 naming `where`."""
+    try:
+        single = compile_calendar("", "", tz, [entry])
+        for year in (now.year, now.year + 1):
+            single.window(datetime(year, 6, 1, tzinfo=UTC))
+    except TimeSpecError as exc:
+        raise TimeSpecError(where, f"{where}: {str(exc).split(': ', 1)[-1]}") from None
+    except RecursionError:
+        raise TimeSpecError(where, f"{where}: components nested too deep") from None
+    except Exception as exc:  # noqa: BLE001 - the expander's errors on a file it parsed
+        raise TimeSpecError(where, f"{where}: its events cannot be expanded ({_shown(exc, 200)})") from None
 
 
 # --- compiled calendars --------------------------------------------------------------------------
@@ -344,12 +504,15 @@ class CompiledCalendar:
         # Local dates a few days around the UTC year: offsets reach ±14 h and a weekly window spans up to 7 days.
         lo = date(year, 1, 1) - timedelta(days=8) if year > 1 else date(1, 1, 1)
         hi = date(year, 12, 31) + timedelta(days=2) if year < 9999 else date(9999, 12, 31)
-        spans = sorted((s for s in self._spans(lo, hi, year_start, year_end)
-                        if s.end > year_start and s.start < year_end and s.end > s.start),
-                       key=lambda s: (s.start, s.end))
-        if len(spans) > MAX_WINDOWS_PER_YEAR:
-            raise TimeSpecError("entries", f"entries: more than {MAX_WINDOWS_PER_YEAR} excluded spans in {year}; "
-                                           f"use fewer, longer ones (a weekly window rather than daily events)")
+        spans = []
+        for s in self._spans(lo, hi, year_start, year_end):
+            if s.end > year_start and s.start < year_end and s.end > s.start:
+                spans.append(s)
+                if len(spans) > MAX_WINDOWS_PER_YEAR:  # stop expanding at once, not after a million more
+                    raise TimeSpecError("entries", f"entries: more than {MAX_WINDOWS_PER_YEAR} excluded spans in "
+                                                   f"{year}; use fewer, longer ones (a weekly window rather than daily "
+                                                   f"events)")
+        spans.sort(key=lambda s: (s.start, s.end))
         merged: list[_Span] = []
         for span in spans:
             if merged and span.start <= merged[-1].end:

@@ -16,11 +16,13 @@ from typing import Callable
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import calendars, schedules, timemath
+from . import audit, calendars, metrics, schedules, timemath
 from .backoff import Backoff, one_line
 from .crypto import new_id
+from .db import sqlite_statement
+from .heartbeats import DISPATCHER, Heartbeat, forget_dead
 from .models import Event, Run, Schedule
-from .runs import WORKER_LOST, create_run, interrupt
+from .runs import WORKER_LOST, create_run, interrupt, lose
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ BATCH = 500                 # schedules claimed per transaction at most
 MAX_SLEEP = 1.0             # an edit made by another process is seen within this many seconds
 SWEEP_EVERY = 5.0           # how often queued-without-message and dead-worker runs are looked for
 REQUEUE_AFTER = timedelta(seconds=60)
+MAX_REQUEUES = 1            # a lost run is re-enqueued this many times; lost again, it ends failed
+LOST_AGAIN = ("its queue message was lost: it was re-enqueued once at {at} and no worker took it before the "
+              "queue ran empty; nothing was done to its machines")
 STALE_HEARTBEAT = timedelta(seconds=30)
 SPIN_FLOOR = 0.005          # a due row another dispatcher holds (SKIP LOCKED) is retried after this long
 CHECKPOINT_EVERY = 0.05     # SQLite: how often the WAL is checkpointed beside the claims (s)
@@ -40,7 +45,7 @@ ERROR_CHARS = 500
 
 # The claim is the hot path (10,000 schedules a minute is ~170 claims a second), so it runs statements
 # built once, on the tables, over a Core connection (on SQLite, compiled once and run on the DBAPI
-# cursor, see _SqliteStatement): no ORM session, unit of work or identity map.
+# cursor, see db.SqliteStatement): no ORM session, unit of work or identity map.
 # Runs that end at once (missed, skipped) are rare and go through runs.create_run, which also records
 # their events, in a Session joined to the claim's transaction.
 _S, _R = Schedule.__table__, Run.__table__
@@ -68,59 +73,8 @@ _QUARANTINE = update(_S).where(_S.c.id == bindparam("b_id")).values(
     next_run_at=bindparam("b_next"), last_error=bindparam("b_error"))
 
 
-class _SqliteStatement:
-    """A statement compiled once for SQLite and run on the DBAPI cursor, with SQLAlchemy's own type conversions.
-
-    SQLAlchemy's per-execution work (cache key, parameter and result processing through the execution
-    context, events) was most of the claim's CPU; the SQL text and the conversions stay SQLAlchemy's."""
-
-    def __init__(self, stmt, dialect):
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.names = list(compiled.positiontup or ())
-        self.defaults = [compiled.binds[n].value for n in self.names]
-        # dialect_impl: the SQLite forms (DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff', JSON, booleans), exactly
-        # what the ORM stores; the generic types' processors would leave datetimes to sqlite3's own adapter.
-        self.binds = [compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in self.names]
-        columns = list(getattr(stmt, "selected_columns", ()))
-        self.keys = [c.key for c in columns]
-        self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
-
-    def params(self, values: dict) -> tuple:
-        out = []
-        for name, default, bind in zip(self.names, self.defaults, self.binds):
-            v = values.get(name, default)
-            out.append(bind(v) if bind is not None and v is not None else v)
-        return tuple(out)
-
-    def row(self, raw) -> dict:
-        return {k: (p(v) if p is not None and v is not None else v) for k, p, v in zip(self.keys, self.results, raw)}
-
-    def row_or_error(self, raw) -> tuple[dict, str | None]:
-        """row(), or the columns that convert (the others None) and why the row cannot be read."""
-        try:
-            return self.row(raw), None
-        except Exception as exc:  # noqa: BLE001 - a corrupt stored value: reported on the schedule
-            out = {}
-            for k, p, v in zip(self.keys, self.results, raw):
-                try:
-                    out[k] = p(v) if p is not None and v is not None else v
-                except Exception:  # noqa: BLE001
-                    out[k] = None
-            return out, f"the stored schedule cannot be read ({_describe(exc)})"
-
-
 _INSERT_RUN = insert(_R).values({k: bindparam(k) for k in (
     "id", "org_id", "schedule_id", "trigger", "scheduled_for", "created_at", "enqueued_at", "status")})
-_SQLITE: dict = {}  # dialect -> (head, insert run, advance)
-
-
-def _sqlite_statements(dialect):
-    statements = _SQLITE.get(dialect)
-    if statements is None:
-        statements = _SQLITE[dialect] = tuple(_SqliteStatement(stmt, dialect)
-                                              for stmt in (_HEAD_SQLITE, _INSERT_RUN, _ADVANCE))
-    return statements
 
 
 def utcnow() -> datetime:
@@ -145,10 +99,14 @@ class _Due:
 class Dispatcher:
     """Claims due schedules; one call of tick() does one unit of work and says when the next is due."""
 
-    def __init__(self, state, enqueue: Callable[[list[str]], None], clock: Callable[[], datetime] = utcnow):
+    def __init__(self, state, enqueue: Callable[[list[str]], None], clock: Callable[[], datetime] = utcnow,
+                 pending: Callable[[], int] | None = None):
+        """`enqueue` puts run ids on the queue; `pending` counts the messages in it (default: the state's
+        queue), which the sweep asks before it gives up on a run whose message was lost twice."""
         self.state = state
         self.db = state.db
         self.enqueue = enqueue
+        self.pending = pending if pending is not None else (lambda: state.huey.pending_count())
         self.clock = clock
         self._wake = threading.Event()
         self._next_sweep = 0.0
@@ -156,6 +114,7 @@ class Dispatcher:
         self._own = None    # SQLite, inside run(): the claim connection, kept and free of WAL checkpoints
         self.claimed = 0
         self.wal_resets = 0
+        self.heartbeat = Heartbeat(state.db, DISPATCHER)  # written by run(): a loop that ticks
 
     def wake(self, when=None) -> None:
         """Called after a schedule changed in this process: re-read the next due time now."""
@@ -184,16 +143,16 @@ class Dispatcher:
         session = None
         with self._transaction() as conn:  # BEGIN IMMEDIATE on SQLite
             if self.db.is_sqlite:
-                head, insert_run, advance = _sqlite_statements(conn.dialect)
-                cursor = conn.connection.dbapi_connection.cursor()
+                head, insert_run, advance = (sqlite_statement(conn, s) for s in (_HEAD_SQLITE, _INSERT_RUN, _ADVANCE))
                 due, next_due = [], None
-                for raw in cursor.execute(head.sql, head.params({})):  # read lazily: stops at the first not due
-                    row, unreadable = head.row_or_error(raw)
-                    if row["next_run_at"] is not None and (row["next_run_at"] > now or len(due) == BATCH):
-                        next_due = row["next_run_at"]
-                        break
-                    due.append(_Due(row, unreadable))
-                cursor.close()
+                with head.rows(conn) as rows:
+                    for row, unreadable in rows:  # read lazily: stops at the first not due
+                        if row["next_run_at"] is not None and (row["next_run_at"] > now or len(due) == BATCH):
+                            next_due = row["next_run_at"]
+                            break
+                        if unreadable is not None:
+                            unreadable = f"the stored schedule cannot be read ({unreadable})"
+                        due.append(_Due(row, unreadable))
             else:
                 due = [_Due(row) for row in conn.execute(_DUE_LOCKED, {"now": now})]
                 next_due = None
@@ -213,6 +172,7 @@ class Dispatcher:
                         runs.append(run)
                         queued.append(run["id"])
                     for status, fire_at, error, data in schedule.ended:
+                        metrics.fire_ended(status, data)
                         if session is None:
                             session = Session(bind=conn)
                         create_run(session, schedule, "scheduled", fire_at, now, status=status, error=error, data=data)
@@ -220,12 +180,8 @@ class Dispatcher:
                                      "b_count": schedule.total_run_count, "b_last": schedule.last_run_at,
                                      "b_skip": schedule.skip_next})
                 if self.db.is_sqlite:
-                    cursor = conn.connection.dbapi_connection.cursor()
-                    if runs:
-                        cursor.executemany(insert_run.sql, [insert_run.params(r) for r in runs])
-                    if advances:
-                        cursor.executemany(advance.sql, [advance.params(a) for a in advances])
-                    cursor.close()
+                    insert_run.execute_many(conn, runs)
+                    advance.execute_many(conn, advances)
                 else:
                     if runs:
                         conn.execute(_INSERT_RUNS, runs)
@@ -278,7 +234,7 @@ class Dispatcher:
         """The row values of a schedule whose fire failed: tried again after ERROR_BACKOFF, with its error."""
         schedule.next_run_at = now + ERROR_BACKOFF
         log.warning("schedule %s: %s; trying again at %s", schedule.id, schedule.error,
-                    timemath.format_instant(schedule.next_run_at))
+                    timemath.format_instant(schedule.next_run_at), extra={"schedule_id": schedule.id})
         return {"b_id": schedule.id, "b_next": schedule.next_run_at, "b_error": schedule.error,
                 "org_id": schedule.org_id}
 
@@ -309,6 +265,7 @@ class Dispatcher:
         if decision.run_for is None:
             return None
         busy.add(schedule.id)
+        metrics.dispatched((now - decision.run_for).total_seconds())
         # The row runs.create_run writes for a queued run, plus enqueued_at.
         return {"id": new_id(), "org_id": schedule.org_id, "schedule_id": schedule.id, "trigger": "scheduled",
                 "scheduled_for": decision.run_for, "created_at": now, "enqueued_at": now, "status": "queued"}
@@ -316,27 +273,54 @@ class Dispatcher:
     # ------------------------------------------------------------------ repair
 
     def sweep(self, now: datetime) -> tuple[int, int]:
-        """Re-enqueue queued runs whose message may be lost; mark runs of dead workers interrupted."""
+        """Re-enqueue queued runs whose message may be lost (once each); give up on those lost again; mark runs
+        of dead workers interrupted; forget heartbeat rows of long-dead processes. Returns (re-enqueued, ended).
+
+        A run still queued REQUEUE_AFTER after it was enqueued may only be waiting in a long backlog, so it is
+        re-enqueued once (a duplicate message finds nothing to claim). Still queued REQUEUE_AFTER after that,
+        while the queue holds no message at all, its message was lost again: it ends `failed`, untouched,
+        rather than being re-enqueued every minute for ever. The queue is asked before the transaction opens."""
+        cut = now - REQUEUE_AFTER
+        waiting = (Run.status == "queued") & ((Run.enqueued_at.is_(None)) | (Run.enqueued_at < cut))
+        again = waiting & (Run.requeues >= MAX_REQUEUES)
+        with self.db.session() as session:  # the queue is asked only when a run may be given up
+            drained = session.scalar(select(Run.id).where(again).limit(1)) is not None and self._queue_drained()
         with self.db.transaction() as session:
-            lost = list(session.scalars(
-                select(Run.id).where(Run.status == "queued",
-                                     (Run.enqueued_at.is_(None)) | (Run.enqueued_at < now - REQUEUE_AFTER))
-                .limit(BATCH)
-            ))
+            lost = list(session.scalars(select(Run.id).where(waiting, Run.requeues < MAX_REQUEUES).limit(BATCH)))
             if lost:
-                session.execute(update(Run).where(Run.id.in_(lost)).values(enqueued_at=now))
+                session.execute(update(Run).where(Run.id.in_(lost))
+                                .values(enqueued_at=now, requeues=Run.requeues + 1))
+            given_up = []
+            if drained:
+                # Locked (PostgreSQL): a worker's claim of one of them waits, then finds it no longer queued.
+                given_up = session.scalars(select(Run).where(again).limit(BATCH)
+                                           .with_for_update(skip_locked=True)).all()
+                for run in given_up:
+                    lose(session, run, now, LOST_AGAIN.format(at=timemath.format_instant(run.enqueued_at)))
             dead = session.scalars(
                 select(Run).where(Run.status == "running", Run.heartbeat_at < now - STALE_HEARTBEAT).limit(BATCH)
             ).all()
             for run in dead:
                 interrupt(session, run, now, WORKER_LOST,
                           "the worker running this stopped answering (killed, crashed or unable to write)")
+            forget_dead(session, now)
         if lost:
             log.info("re-enqueueing %d queued run(s)", len(lost))
             self.enqueue(lost)
+        if given_up:
+            log.warning("marked %d run(s) failed: their queue message was lost after a re-enqueue", len(given_up))
         if dead:
             log.warning("marked %d run(s) interrupted", len(dead))
-        return len(lost), len(dead)
+        audit.prune(self.state, now)  # audit entries past CLOUDCRON_AUDIT_RETENTION_DAYS, in short batches
+        return len(lost), len(given_up) + len(dead)
+
+    def _queue_drained(self) -> bool:
+        """True when the queue holds no message; False when it holds some or cannot be asked."""
+        try:
+            return self.pending() == 0
+        except Exception as exc:  # noqa: BLE001 - unknown: no run is given up this time
+            log.warning("cannot count the queue's messages: %s", one_line(exc))
+            return False
 
     # ------------------------------------------------------------------ loop
 
@@ -352,6 +336,7 @@ class Dispatcher:
                                            name="dispatcher-checkpoint")
             checkpoints.start()
         errors = Backoff("dispatcher tick", log, first=1.0, cap=ERROR_BACKOFF_CAP)
+        beats = Backoff("dispatcher heartbeat", log, first=1.0, cap=ERROR_BACKOFF_CAP)
         try:
             while not stop.is_set():
                 try:
@@ -363,6 +348,12 @@ class Dispatcher:
                     stop.wait(errors.failed())
                     continue
                 errors.succeeded()
+                # After a tick that worked: the heartbeat row's beat_at is this dispatcher's last tick.
+                try:
+                    self.heartbeat.beat()
+                    beats.succeeded()
+                except Exception:  # noqa: BLE001 - a missed beat is logged; claiming goes on
+                    beats.failed()
                 delay = MAX_SLEEP
                 if next_due is not None:
                     delay = min(MAX_SLEEP, (next_due - self.clock()).total_seconds())
@@ -373,6 +364,7 @@ class Dispatcher:
                 self._wake.clear()
         finally:
             self._close_own()
+            self.heartbeat.stop()
             if checkpoints is not None:
                 checkpoints.join(timeout=5)
         log.info("dispatcher stopped")

@@ -6,7 +6,8 @@ import signal
 import threading
 
 from .dispatcher import Dispatcher
-from .queue import bind, consumer
+from .heartbeats import start_worker as start_worker_heartbeat
+from .queue import consumer
 
 log = logging.getLogger(__name__)
 
@@ -17,18 +18,21 @@ class Embedded:
     def __init__(self, state, dispatcher: bool, worker: bool, workers: int = 2):
         self.state = state
         self.stop_flag = threading.Event()
-        self.dispatcher = self.consumer = None
+        self.dispatcher = self.consumer = self.heartbeat = None
         self._threads: list[threading.Thread] = []
         if worker:
             start_worker_side(state)
             self.consumer = consumer(state.huey, workers=workers, embedded=True)
             self.consumer.start()
+            self.heartbeat = start_worker_heartbeat(state.db, workers)
+            self._threads.append(start_background(state, self.stop_flag))
         if dispatcher:
             self.dispatcher = Dispatcher(state, state.enqueue)
             state.schedule_listeners.append(self.dispatcher.wake)
             t = threading.Thread(target=self.dispatcher.run, args=(self.stop_flag,), daemon=True, name="dispatcher")
             t.start()
             self._threads.append(t)
+            self._threads.append(start_retention(state, self.stop_flag))
 
     def stop(self):
         self.stop_flag.set()
@@ -38,6 +42,8 @@ class Embedded:
             self.consumer.stop(graceful=False)
         for t in self._threads:
             t.join(timeout=5)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     def drain(self, grace: float) -> int:
         """SIGTERM: the dispatcher stops claiming, the worker stops taking runs and gives the ones in progress
@@ -53,17 +59,32 @@ class Embedded:
 
             interrupted = drain(self.state, grace, stop_taking=self.consumer.stop_flag.set)
             self.consumer.stop(graceful=False)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         return interrupted
 
 
 def start_worker_side(state) -> None:
-    """Bind the queue task to this state and remove private run directories a crashed worker left."""
+    """Remove private run directories a crashed worker left (the queue's handler comes with state.huey)."""
     from .runner import purge_leftovers
 
-    bind(state)
     removed = purge_leftovers(state.config.work_dir)
     if removed:
         log.warning("removed %d private run director%s left by a stopped worker", removed, "y" if removed == 1 else "ies")
+
+
+def start_background(state, stop: threading.Event) -> threading.Thread:
+    """The worker side's background loops beside the run consumer: notification delivery (web.notify)."""
+    from .notify import start_sender
+
+    return start_sender(state, stop)
+
+
+def start_retention(state, stop: threading.Event) -> threading.Thread:
+    """The dispatcher side's background loop: pruning old runs (web.retention)."""
+    from .retention import start
+
+    return start(state, stop)
 
 
 def start_embedded(state, dispatcher: bool = True, worker: bool = True) -> Embedded:
@@ -106,10 +127,13 @@ def run_worker(state, workers: int = 2) -> int:
     stop_on_signals(stop)
     worker = consumer(state.huey, workers=workers, embedded=True)
     worker.start()
+    heartbeat = start_worker_heartbeat(state.db, workers)
+    start_background(state, stop)
     while not stop.wait(HEALTH_CHECK_EVERY):
         worker.check_worker_health()
     interrupted = drain(state, state.config.drain_seconds, stop_taking=worker.stop_flag.set)
     worker.stop(graceful=False)
+    heartbeat.stop()
     log.info("worker stopped%s", f"; {interrupted} run(s) interrupted" if interrupted else "")
     return 0
 
@@ -125,5 +149,6 @@ def run_dispatcher(state) -> int:
     stop_on_signals(stop)
     dispatcher = Dispatcher(state, state.enqueue)
     state.schedule_listeners.append(dispatcher.wake)
+    start_retention(state, stop)
     dispatcher.run(stop)
     return 0

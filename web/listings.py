@@ -7,9 +7,16 @@ checks at start-up), and at most `per_org` for one org. A request over either li
 once with 429 and a Retry-After of one provider timeout, by when a slot has freed; it never waits
 behind another listing. A request within the limits waits for its own listing, at most the provider
 timeout (and a second); the listing's slot stays taken until the provider call has really ended.
+
+Listings a worker does for its runs (fetch_for_run) run on the worker's own thread, at most
+`run_per_org` per org at once in one process (CLOUDCRON_RUN_LISTINGS_PER_ORG): a run of an org that
+already has that many in progress does not ask the provider again, it uses the machines as last listed.
+So one org's cloud that never answers holds at most that many worker slots, each for at most the
+provider timeout, and the others keep running every org's runs.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import Counter
@@ -18,9 +25,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, TypeVar
 
 from .errors import TooManyRequests
-from .machines import ProviderError
+from .machines import CloudSpec, Listing, ProviderError, ProviderLimits, fetch_nodes
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class TooManyListings(TooManyRequests):
@@ -34,10 +42,12 @@ class ListingPool:
     reached, or ProviderError (502) when fn has not finished after `wait` seconds.
     """
 
-    def __init__(self, slots: int, per_org: int, wait: float):
+    def __init__(self, slots: int, per_org: int, wait: float, run_per_org: int = 1):
         self.slots = slots
         self.per_org = per_org
         self.wait = wait
+        self.run_per_org = run_per_org
+        self._runs_by_org: Counter[str] = Counter()  # listings for runs in progress, by org
         self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="listing")
         self._lock = threading.Lock()
         self._total = 0
@@ -88,5 +98,59 @@ class ListingPool:
             if self._by_org[org_id] <= 0:
                 del self._by_org[org_id]
 
+    def try_run_slot(self, org_id: str) -> bool:
+        """Take one of the org's run listing slots (see fetch_for_run); False, at once, when they are all taken."""
+        with self._lock:
+            if self._runs_by_org[org_id] >= self.run_per_org:
+                return False
+            self._runs_by_org[org_id] += 1
+            return True
+
+    def release_run_slot(self, org_id: str) -> None:
+        """Give back a slot try_run_slot took."""
+        with self._lock:
+            self._runs_by_org[org_id] -= 1
+            if self._runs_by_org[org_id] <= 0:
+                del self._runs_by_org[org_id]
+
+    def runs_in_flight(self, org_id: str) -> int:
+        """The org's listings for runs in progress in this process."""
+        with self._lock:
+            return self._runs_by_org[org_id]
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def fetch_for_run(state, spec: CloudSpec, limits: ProviderLimits) -> Listing:
+    """A cloud's machines for a run: listed from the provider (fetch_nodes), within the org's run listing slots.
+
+    Call it with no transaction open. When the org already has CLOUDCRON_RUN_LISTINGS_PER_ORG listings in
+    progress in this process, the provider is not asked: the machines stored by the last listing are
+    returned (as a Listing that changes nothing when stored), as they would be used when the provider
+    cannot be reached. Raises ProviderError as fetch_nodes does.
+    """
+    pool = state.listings
+    if pool.try_run_slot(spec.org_id):
+        try:
+            return fetch_nodes(spec, limits)
+        finally:
+            pool.release_run_slot(spec.org_id)
+    log.info("cloud %s: not listed again for a run, its org already has %d listing(s) in progress for runs "
+             "(CLOUDCRON_RUN_LISTINGS_PER_ORG); the machines as last listed are used", spec.id, pool.run_per_org)
+    return stored_listing(state, spec)
+
+
+def stored_listing(state, spec: CloudSpec) -> Listing:
+    """The machines stored for a cloud, as a Listing (machines marked missing stay so). Database only."""
+    from sqlalchemy import select
+
+    from .models import Machine
+
+    with state.db.session() as session:
+        rows = session.scalars(select(Machine).where(Machine.cloud_id == spec.id).order_by(Machine.machine_id)).all()
+        nodes = [{"machine_id": m.machine_id, "name": m.name, "state": m.state, "public_ips": list(m.public_ips or []),
+                  "private_ips": list(m.private_ips or []), "tags": dict(m.tags or {})}
+                 for m in rows if m.state != "missing"]
+        ids = {m.machine_id for m in rows}
+    return Listing(spec.id, nodes, len(nodes), ids)

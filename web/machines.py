@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .crypto import Box, new_id
 from .errors import APIError
 from .models import Cloud, Key, Machine, Schedule
@@ -57,10 +58,12 @@ class ProviderLimits:
     timeout: float
     max_machines: int
     denied_networks: tuple
+    max_answer_bytes: int = 128 * 1024 * 1024
 
     @classmethod
     def of(cls, config) -> ProviderLimits:
-        return cls(config.provider_timeout, config.max_machines_per_cloud, tuple(config.denied_networks))
+        return cls(config.provider_timeout, config.max_machines_per_cloud, tuple(config.denied_networks),
+                   config.provider_max_answer_mb * 1024 * 1024)
 
 
 def cloud_spec(box: Box, cloud: Cloud) -> CloudSpec:
@@ -72,19 +75,22 @@ def cloud_spec(box: Box, cloud: Cloud) -> CloudSpec:
 def fetch_nodes(spec: CloudSpec, limits: ProviderLimits) -> Listing:
     """List a libcloud cloud's machines from its provider. Network only: call it with no transaction open.
 
-    Each call is bounded by limits.timeout (retries included; every socket operation times out by
-    then), refuses addresses in limits.denied_networks, and keeps at most limits.max_machines machines
-    (by machine id). Raises ProviderError with a short reason, never the provider's answer body.
+    Each call is bounded by limits.timeout (retries included, on whatever thread, also against a server
+    that trickles bytes), refuses addresses in limits.denied_networks and answers larger than
+    limits.max_answer_bytes, and keeps at most limits.max_machines machines (by machine id). Raises
+    ProviderError with a short reason, never the provider's answer body.
     """
     from plugins.module_utils._libcloud import get_driver, list_nodes
 
     try:
         driver = get_driver(spec.provider, spec.credentials, spec.options, call_timeout=limits.timeout,
-                            denied_networks=limits.denied_networks)
+                            denied_networks=limits.denied_networks, max_answer_bytes=limits.max_answer_bytes)
         listed = list_nodes(driver)
     except ValueError as exc:  # LibcloudActionError too: messages made to be shown
+        metrics.provider_error(spec.provider)
         raise ProviderError(f"cloud '{spec.id}' ({spec.provider}): cannot list machines: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a driver's own failure: its kind only, never its text
+        metrics.provider_error(spec.provider)
         raise ProviderError(f"cloud '{spec.id}' ({spec.provider}): cannot list machines: "
                             f"{type(exc).__name__}") from None
     nodes: dict[str, dict] = {}

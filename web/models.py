@@ -196,6 +196,9 @@ class Schedule(Base):
     pause_note: Mapped[str | None] = mapped_column(Text)
     # Fires still to skip (recorded as skipped with pause_note as the reason).
     skip_next: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Who hears about its runs: {"on": [statuses], "channels": [channel ids], "after_retries": bool}; NULL: the
+    # org's default channels on the default statuses (web.notify).
+    notify: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Calendar(Base):
@@ -228,6 +231,7 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_schedule_created", "schedule_id", "created_at"),
         Index("ix_runs_status", "status"),
+        Index("ix_runs_created", "created_at"),  # retention's age cut-off
     )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
@@ -242,6 +246,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    # How many times the sweep re-enqueued it because its queue message seemed lost (at most once).
+    requeues: Mapped[int] = mapped_column(Integer, server_default="0")  # no Python default: the claim's INSERT leaves it out
 
 
 class RunMachine(Base):
@@ -273,3 +279,84 @@ class Event(Base):
     cloud_id: Mapped[str | None] = mapped_column(ID)
     machine_id: Mapped[str | None] = mapped_column(String(255))
     data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class AuditEntry(Base):
+    """One change to an org's resource: who (token id and label, kept after the token is revoked), when,
+    what (action, resource kind, id, name) and the field-level before/after, secrets masked (web.audit)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_org_time", "org_id", "time"),
+        Index("ix_audit_log_org_resource_id", "org_id", "resource_id"),
+        Index("ix_audit_log_time", "time"),  # retention deletes by age across orgs
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    # No foreign key: the record of a change outlives the token that made it.
+    token_id: Mapped[str | None] = mapped_column(ID)
+    token_label: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    resource: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    changes: Mapped[dict] = mapped_column(JSON, default=dict)
+class ProcessHeartbeat(Base):
+    """A dispatcher or worker process saying it is alive: written at start, beaten every few seconds, deleted
+    at a clean exit (web.heartbeats). A row whose beat is older than heartbeats.STALE is a dead process."""
+
+    __tablename__ = "process_heartbeats"
+    __table_args__ = (Index("ix_process_heartbeats_kind_beat", "kind", "beat_at"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))   # "dispatcher" or "worker"
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A dispatcher beats from its claim loop, so this is its last tick; a worker beats from a thread.
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs a worker executes at once
+class Channel(Base):
+    """Where an org's notifications go: an Apprise URL, or a webhook signed with a secret (web.channels)."""
+
+    __tablename__ = "channels"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    # Box-sealed {"url": ..., "secret": ...}: both may hold credentials (a Slack token is in the URL's path).
+    target_enc: Mapped[str] = mapped_column(Text)
+    # What answers show of the URL (scheme and, for a webhook, the host), computed when it is written.
+    url_shown: Mapped[str] = mapped_column(String(300))
+    # Schedules without a notify setting notify the org's default channels.
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """One notification to one channel (an outbox row): written with the run's final status, sent afterwards.
+
+    next_attempt_at is when a sender may try it next (NULL once delivered or given up); a sender claims it by
+    moving next_attempt_at forward with a conditional UPDATE, so a crashed sender's claim lapses on its own.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "next_attempt_at",
+              sqlite_where=text("next_attempt_at IS NOT NULL"), postgresql_where=text("next_attempt_at IS NOT NULL")),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    # No foreign keys: the record stays readable after its channel is deleted; retention prunes it with its run.
+    run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    channel_id: Mapped[str] = mapped_column(ID)
+    channel_name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # "run" | "test"
+    event: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # "pending" | "delivered" | "failed"
+    attempts: Mapped[list] = mapped_column(JSON, default=list)  # [{"at", "ok", "error", "duration"}, ...]
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -8,7 +8,9 @@ Conventions shared with web/runner.py:
 - Every inventory host carries ``cloudcron_run_id`` and either ``cloudcron_machine_key`` (a
   machine reached over SSH) or ``cloudcron_machines`` (a cloud: provider machine id -> machine
   key), so results are keyed by (run id, machine key) and machines of several runs can share
-  one play.
+  one play. A cloud host that serves several runs of a batch carries ``cloudcron_runs`` instead:
+  provider machine id -> [[run id, machine key], ...] (a machine two runs name is acted on once,
+  and its result goes to both).
 - Relative paths in host variables (key files, control sockets) are relative to the private
   directory the run executes in, which is Ansible's working directory there.
 - ``Rendered.result_task`` names the task whose result completes a machine; None means a
@@ -93,6 +95,8 @@ class CloudTargets:
     credentials: dict = field(repr=False)
     options: dict
     machines: dict[str, str]  # provider machine_id -> our machine key
+    cloud_id: str = ""  # our cloud id: runs of a batch on the same cloud and state share one task
+    state: str | None = None  # the power state, when runs of different actions are rendered together
 
 
 @dataclass
@@ -131,38 +135,58 @@ def _time_limit_wrapper(limit: int) -> str:
             f"exec timeout -k {REMOTE_KILL_AFTER} {int(limit)} \"$0\" \"$@\"; fi; exec \"$0\" \"$@\"'")
 
 
-def render_power(state: str, clouds: list[CloudTargets], call_timeout: float | None = None,
-                 denied_networks: list[str] | tuple | None = None) -> Rendered:
-    """Render one task per cloud that calls cloudcron.scheduler.machine with the given state.
+def render_power(state: str | None, clouds: list[CloudTargets], call_timeout: float | None = None,
+                 denied_networks: list[str] | tuple | None = None, concurrency: int | None = None) -> Rendered:
+    """Render one task per cloud and power state that calls cloudcron.scheduler.machine.
 
-    call_timeout (seconds) and denied_networks (CIDR strings) are the server's provider limits, passed
-    to the module; left out, the module's defaults apply."""
-    if state not in POWER_STATES:
-        raise RenderError(f"state must be one of {', '.join(POWER_STATES)}, not {state!r}")
+    state applies to every CloudTargets without a state of its own. CloudTargets of several runs with
+    the same cloud_id and state become one host (one module call over all their machines, the provider
+    listed once); without a cloud_id each CloudTargets is a host of its own. call_timeout (seconds) and
+    denied_networks (CIDR strings) and concurrency (machines acted on at once per cloud) are the server's
+    provider limits, passed to the module; left out, the module's defaults apply."""
     if not clouds:
         raise RenderError("a power run needs at least one cloud")
+    groups: dict[tuple, list[CloudTargets]] = {}
+    for index, cloud in enumerate(clouds):
+        cloud_state = cloud.state or state
+        if cloud_state not in POWER_STATES:
+            raise RenderError(f"state must be one of {', '.join(POWER_STATES)}, not {cloud_state!r}")
+        if not cloud.machines:
+            raise RenderError(f"cloud {index} of run {cloud.run_id} has no machines")
+        groups.setdefault((cloud.cloud_id or f"#{index}", cloud_state), []).append(cloud)
     hosts: dict[str, dict] = {}
     credentials: dict[str, dict] = {}
     expected: list[tuple[str, str]] = []
-    for index, cloud in enumerate(clouds):
-        if not cloud.machines:
-            raise RenderError(f"cloud {index} of run {cloud.run_id} has no machines")
+    for index, ((_, cloud_state), members) in enumerate(groups.items()):
+        first = members[0]
         name = f"cloud-{index}"
-        hosts[name] = {
+        host = {
             "ansible_connection": "local",
-            "cloudcron_run_id": cloud.run_id,
-            "cloudcron_machines": dict(cloud.machines),
-            "cloudcron_provider": cloud.provider,
-            "cloudcron_driver_options": dict(cloud.options or {}),
-            "cloudcron_machine_ids": list(cloud.machines),
-            "cloudcron_state": state,
+            "cloudcron_run_id": first.run_id,
+            "cloudcron_provider": first.provider,
+            "cloudcron_driver_options": dict(first.options or {}),
+            "cloudcron_state": cloud_state,
         }
+        if len(members) == 1:
+            host["cloudcron_machines"] = dict(first.machines)
+            host["cloudcron_machine_ids"] = list(first.machines)
+        else:
+            runs: dict[str, list[list[str]]] = {}
+            for member in members:
+                for machine_id, key in member.machines.items():
+                    runs.setdefault(machine_id, []).append([member.run_id, key])
+            host["cloudcron_runs"] = runs
+            host["cloudcron_machine_ids"] = list(runs)
         if call_timeout is not None:
-            hosts[name]["cloudcron_call_timeout"] = float(call_timeout)
+            host["cloudcron_call_timeout"] = float(call_timeout)
         if denied_networks is not None:
-            hosts[name]["cloudcron_denied_networks"] = list(denied_networks)
-        credentials[name] = dict(cloud.credentials or {})
-        expected.extend((cloud.run_id, key) for key in cloud.machines.values())
+            host["cloudcron_denied_networks"] = list(denied_networks)
+        if concurrency is not None:
+            host["cloudcron_concurrency"] = int(concurrency)
+        hosts[name] = host
+        credentials[name] = dict(first.credentials or {})
+        for member in members:
+            expected.extend((member.run_id, key) for key in member.machines.values())
     return Rendered(
         playbook=_env.get_template("power.yml.j2").render(result_task=RESULT_TASK),
         inventory={"all": {"hosts": hosts}},
@@ -172,27 +196,46 @@ def render_power(state: str, clouds: list[CloudTargets], call_timeout: float | N
     )
 
 
+@dataclass(frozen=True)
+class ScriptTarget:
+    """One machine of an executable-script run in a batch: the machine, and the run's script and parameters."""
+
+    target: SshTarget
+    script: str = field(repr=False)
+    params: str = ""
+
+
+def render_executables(items: list[ScriptTarget]) -> Rendered:
+    """One play running each machine's own executable script (runs of a batch may differ in script and params)."""
+    if not items:
+        raise RenderError("a script run needs at least one machine")
+    files: dict[str, tuple[str, int]] = {}
+    targets = [item.target for item in items]
+    hosts = _ssh_hosts(targets, files)
+    for item, host in zip(items, hosts.values()):
+        # A name no one writes by chance: Ansible swaps its first occurrence in the command
+        # line for the uploaded path, so it must not also appear inside the parameters.
+        name = "cloudcron-" + hashlib.sha256(item.script.encode()).hexdigest()[:24]
+        files[f"{FILES_DIR}/{name}"] = (item.script, 0o600)
+        host["cloudcron_script_cmd"] = f"{name} {item.params}" if item.params else name
+        if item.target.time_limit:
+            host["cloudcron_time_limit"] = int(item.target.time_limit)
+            host["cloudcron_script_executable"] = _time_limit_wrapper(item.target.time_limit)
+    playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
+    return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, [(t.run_id, t.key) for t in targets])
+
+
 def render_script(exec_type: str, script: str, params: str, targets: list[SshTarget]) -> Rendered:
     """Render a run of a user's script (an executable, or Ansible tasks or plays) on each target."""
     if exec_type not in EXEC_TYPES:
         raise RenderError(f"exec_type must be one of {', '.join(EXEC_TYPES)}, not {exec_type!r}")
     if not targets:
         raise RenderError("a script run needs at least one machine")
+    if exec_type == "executable":
+        return render_executables([ScriptTarget(t, script, params) for t in targets])
     files: dict[str, tuple[str, int]] = {}
     hosts = _ssh_hosts(targets, files)
     expected = [(t.run_id, t.key) for t in targets]
-    if exec_type == "executable":
-        # A name no one writes by chance: Ansible swaps its first occurrence in the command
-        # line for the uploaded path, so it must not also appear inside the parameters.
-        name = "cloudcron-" + hashlib.sha256(script.encode()).hexdigest()[:24]
-        files[f"{FILES_DIR}/{name}"] = (script, 0o600)
-        for target, host in zip(targets, hosts.values()):
-            host["cloudcron_script_cmd"] = f"{name} {params}" if params else name
-            if target.time_limit:
-                host["cloudcron_time_limit"] = int(target.time_limit)
-                host["cloudcron_script_executable"] = _time_limit_wrapper(target.time_limit)
-        playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
-        return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, expected)
     kind, text = _user_ansible(script)
     user_file = f"{FILES_DIR}/cloudcron-user-{kind}.yml"
     files[user_file] = (text, 0o600)
@@ -205,6 +248,9 @@ def render_script(exec_type: str, script: str, params: str, targets: list[SshTar
 
 def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> dict[str, dict]:
     hosts: dict[str, dict] = {}
+    # Entries that reach the same machine as the same user with the same key (runs of a batch on one
+    # machine) share one key file and one ssh master: one authentication per machine, not per run.
+    identities: dict[tuple, int] = {}
     for index, target in enumerate(targets):
         # Both reach ssh's command line: the worker checks them, this keeps any other caller honest.
         if not is_host(target.host) or not is_ssh_user(target.user):
@@ -215,8 +261,10 @@ def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> d
         name = target.key if _SAFE_HOSTNAME.match(target.key) else f"m{index}"
         while name in hosts:
             name = f"m{index}-{name}"
-        key_file = f"{KEY_DIR}/{index}"
         key_text = target.private_key if target.private_key.endswith("\n") else target.private_key + "\n"
+        identity = (target.host, int(target.port), target.user, hashlib.sha256(key_text.encode()).hexdigest())
+        slot = identities.setdefault(identity, len(identities))
+        key_file = f"{KEY_DIR}/{slot}"
         files[key_file] = (key_text, 0o600)
         hosts[name] = {
             "ansible_host": target.host,
@@ -229,10 +277,10 @@ def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> d
             "ansible_ssh_common_args": SSH_COMMON_ARGS,
             "ansible_ssh_args": SSH_ARGS,
             "ansible_control_path_dir": CONTROL_DIR,
-            # One master per host entry: two entries with the same address but different keys
-            # must not share an authenticated connection. Relative to the private directory,
-            # because a socket path must fit in 108 bytes wherever base_dir is.
-            "ansible_control_path": f"{CONTROL_DIR}/{index}",
+            # One master per identity (address, port, user and key): two entries with the same address
+            # but different keys must not share an authenticated connection. Relative to the private
+            # directory, because a socket path must fit in 108 bytes wherever base_dir is.
+            "ansible_control_path": f"{CONTROL_DIR}/{slot}",
             "ansible_pipelining": True,
             "ansible_python_interpreter": "auto_silent",
             "cloudcron_run_id": target.run_id,

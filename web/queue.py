@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from typing import Callable
 
 from huey import RedisHuey, SqliteHuey
 from huey.consumer import Consumer, Scheduler, Worker
@@ -13,11 +14,13 @@ from .config import Config, StartupError
 from .db import private_sqlite_file, sqlite_file
 
 log = logging.getLogger(__name__)
-_STATE = None  # the worker's State, bound by bind(); Huey tasks are module-level functions
 
 
-def make_huey(config: Config):
-    """A Huey instance for the configured queue; results are not stored (runs live in the database)."""
+def make_huey(config: Config, handler: Callable[[str], object] | None = None):
+    """A Huey instance for the configured queue; results are not stored (runs live in the database).
+
+    `handler(run_id)` executes a run taken from the queue (State.execute_run in the service); a queue made
+    without one can only enqueue, and a message it is asked to execute raises RuntimeError."""
     url = config.queue_url
     if url.startswith(("redis://", "rediss://")):
         # Blocking reads: a worker wakes the moment a run id arrives.
@@ -27,7 +30,13 @@ def make_huey(config: Config):
         if path:
             private_sqlite_file(path)
         huey = SqliteHuey("cloudcron", filename=path, results=False, utc=True, timeout=30)
-    huey.execute_run = huey.task(name="execute_run", retries=0)(_execute_run)
+
+    def execute_run(run_id: str):
+        if handler is None:
+            raise RuntimeError("this queue was opened without a run handler: it can only enqueue")
+        handler(run_id)
+
+    huey.execute_run = huey.task(name="execute_run", retries=0)(execute_run)
     return huey
 
 
@@ -51,20 +60,6 @@ def check_queue(state) -> None:
     except (sqlite3.Error, OSError, RedisError) as exc:
         hint = "" if url.startswith("redis") else " (check the permissions of the queue file and of its directory)"
         raise StartupError(f"cannot use the queue {shown}: {' '.join(str(exc).split())}{hint}") from None
-
-
-def _execute_run(run_id: str):
-    from .worker import execute_run
-
-    if _STATE is None:
-        raise RuntimeError("no worker state bound to the queue")
-    execute_run(_STATE, run_id)
-
-
-def bind(state) -> None:
-    """Give the Huey task the state it executes runs with."""
-    global _STATE
-    _STATE = state
 
 
 def enqueue(huey, run_id: str) -> None:

@@ -2,7 +2,8 @@
 
 Each function takes the session and the org, checks the fields a client sent (as the API's
 schemas typed them, see fields()), writes, and commits; a broken rule raises the API's errors
-(BadRequest 400 naming the field, Conflict 409 on a duplicate) and writes nothing.
+(BadRequest 400 naming the field, Conflict 409 on a duplicate) and writes nothing. Each change is
+recorded in the audit log (web.audit) in the transaction that makes it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import audit
 from .config import DEFAULT_DENIED_NETWORKS
 from .crypto import Box, new_id
 from .errors import BadRequest, Conflict
@@ -98,10 +100,39 @@ def check_options(options, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
         raise BadRequest(str(exc).replace("(denied networks)", "(CLOUDCRON_DENIED_NETWORKS)")) from None
 
 
+def check_arguments(provider: str, credentials, options) -> None:
+    """BadRequest unless a cloud's credentials and options are driver arguments the service accepts.
+
+    Refused, naming the field: an argument naming a file on the worker (key_file, cert_file, ca_cert,
+    credential_file, *_path, ...), a token cache, a GCE key given as a file name rather than its content
+    or a GCE auth_type other than SA, and a credential holding a non-HTTP(S) URL (file:, ftp://, ...).
+    Checks only what is given (an edit sends one of them)."""
+    if provider == "other":
+        return
+    from plugins.module_utils._libcloud import check_driver_arguments, check_endpoint_options
+
+    try:
+        check_endpoint_options(credentials or {}, prefix="credentials", secrets=True, denied_networks=())
+        check_driver_arguments(provider, credentials, options)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 def create_cloud(session: Session, box: Box, org_id: str, values: dict, now: datetime,
                  denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
     """Add a cloud from CloudIn fields (title, provider, credentials, options); see store_cloud."""
     return store_cloud(session, box, org_id, values, None, now, denied_networks)
+
+
+def _same_secret(box: Box, sealed: str | None, value) -> bool:
+    """Whether `value` is the secret already sealed in `sealed`. Sealing is randomised, so the stored form
+    changes at every seal: an unchanged secret is kept as it is, or the audit log would report it changed."""
+    if sealed is None:
+        return False
+    try:
+        return box.open(sealed) == value
+    except ValueError:  # sealed under another secret key: the new value replaces it
+        return False
 
 
 def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: Cloud | None, now: datetime,
@@ -109,12 +140,15 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
     """Create (current=None) or edit a cloud from CloudIn fields; an edit changes only the fields given.
 
     Credentials are sealed with `box` (never answered); the provider cannot change (400); options are
-    checked (check_options). Storing a cloud does not contact the provider. dry_run: see commit().
+    checked (check_options), credentials and options as driver arguments (check_arguments). Storing a
+    cloud does not contact the provider. dry_run: see commit().
     """
+    before = audit.snapshot(current) if current is not None else None
     if current is None:
         require(values, "title", "provider")
         check_provider(values["provider"])
         check_options(values.get("options"), denied_networks)
+        check_arguments(values["provider"], values.get("credentials"), values.get("options"))
         cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
                       options=values.get("options") or {}, created_at=now, updated_at=now, version=1,
                       credentials_enc=box.seal(values.get("credentials") or {}))
@@ -125,15 +159,30 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
             raise BadRequest("provider: cannot be changed; add a new cloud instead")
         if values.get("title"):
             cloud.title = values["title"]
+        check_arguments(cloud.provider, values.get("credentials"), values.get("options"))
         if "options" in values:
             check_options(values["options"], denied_networks)
             cloud.options = values["options"] or {}
-        if values.get("credentials") is not None:
-            cloud.credentials_enc = box.seal(values["credentials"])
+        credentials = values.get("credentials")
+        if credentials is not None and not _same_secret(box, cloud.credentials_enc, credentials):
+            cloud.credentials_enc = box.seal(credentials)
         cloud.updated_at = now
         bump(cloud)
+    audit.record(session, cloud, "create" if current is None else "update", before, now)
     commit(session, f"title: a cloud titled '{cloud.title}' already exists", dry_run)
     return cloud
+
+
+def delete_cloud(session: Session, cloud: Cloud) -> None:
+    """Delete a cloud and its machines; 409 naming a schedule that still targets it."""
+    # machines_per_cloud is JSON, so look for the id in the org's schedules' targets.
+    for name, mpc in session.execute(select(Schedule.name, Schedule.machines_per_cloud)
+                                     .where(Schedule.org_id == cloud.org_id)):
+        if any(pair[0] == cloud.id for pair in mpc or []):
+            raise Conflict(f"cloud '{cloud.id}' is a target of schedule '{name}'; change or delete that schedule first")
+    audit.record(session, cloud, "delete")
+    session.delete(cloud)
+    session.commit()
 
 
 # ---------------------------------------------------------------- machines
@@ -179,8 +228,39 @@ def declare_machine(session: Session, org_id: str, cloud: Cloud, values: dict, n
                       key_id=values.get("key_id"), state="unknown", public_ips=[values["host"]], private_ips=[],
                       tags=values.get("tags") or {}, created_at=now, updated_at=now)
     session.add(machine)
+    audit.record(session, machine, "create", now=now)
     commit(session, f"machine_id: cloud '{cloud.id}' already has a machine '{machine.machine_id}'")
     return machine
+
+
+def machine_read_only(cloud: Cloud) -> set[str]:
+    """The MachineIn fields an edit may not send; a libcloud cloud's machines take name and tags from the provider."""
+    read_only = MACHINE_READ_ONLY | {"machine_id"}
+    if cloud.provider != "other":
+        read_only |= {"name", "tags"}
+    return read_only
+
+
+def update_machine(session: Session, org_id: str, machine: Machine, values: dict, now: datetime) -> Machine:
+    """Set a machine's SSH overrides (and, on an `other` cloud, its name and tags) from MachineIn fields
+    already checked against machine_read_only()."""
+    if "key_id" in values:
+        check_key(session, org_id, values["key_id"])
+    before = audit.snapshot(machine)
+    for field in ("name", "host", "port", "ssh_user", "key_id", "tags"):
+        if field in values:
+            setattr(machine, field, values[field])
+    machine.updated_at = now
+    audit.record(session, machine, "update", before, now)
+    session.commit()
+    return machine
+
+
+def delete_machine(session: Session, machine: Machine) -> None:
+    """Forget a machine (a libcloud cloud's comes back at its next listing)."""
+    audit.record(session, machine, "delete")
+    session.delete(machine)
+    session.commit()
 
 
 def refresh_cloud(state, org_id: str, cloud_id: str, now: datetime):
@@ -249,6 +329,7 @@ def store_key(session: Session, box: Box, org_id: str, values: dict, current: Ke
     An edit changes the name when given, and the key pair when `private` or `generate` is given.
     dry_run: see commit().
     """
+    before = audit.snapshot(current) if current is not None else None
     if current is None:
         require(values, "name")
         private, public = key_material(values)
@@ -260,12 +341,21 @@ def store_key(session: Session, box: Box, org_id: str, values: dict, current: Ke
         if values.get("name"):
             key.name = values["name"]
         if values.get("private") or values.get("generate"):
-            private, key.public = key_material(values)
-            key.private_enc = box.seal(private)
+            private, public = key_material(values)
+            if not _same_secret(box, key.private_enc, private):
+                key.private_enc, key.public = box.seal(private), public
         key.updated_at = now
         bump(key)
+    audit.record(session, key, "create" if current is None else "update", before, now)
     commit(session, f"name: a key named '{key.name}' already exists", dry_run)
     return key
+
+
+def delete_key(session: Session, key: Key) -> None:
+    """Delete a key; machines that used it fall back to none."""
+    audit.record(session, key, "delete")
+    session.delete(key)
+    session.commit()
 
 
 # ---------------------------------------------------------------- scripts
@@ -291,6 +381,7 @@ def store_script(session: Session, org_id: str, values: dict, current: Script | 
         refusal = ansible_refusal()
         if refusal:
             raise BadRequest(f"exec_type: {refusal}")
+    before = audit.snapshot(current) if current is not None else None
     if current is None:
         require(values, "name", "script")
         script = Script(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),
@@ -304,8 +395,19 @@ def store_script(session: Session, org_id: str, values: dict, current: Script | 
                 setattr(script, field, values[field])
         script.updated_at = now
         bump(script)
+    audit.record(session, script, "create" if current is None else "update", before, now)
     commit(session, f"name: a script named '{script.name}' already exists", dry_run)
     return script
+
+
+def delete_script(session: Session, script: Script) -> None:
+    """Delete a script; 409 naming a schedule that still runs it."""
+    user = session.scalar(select(Schedule.name).where(Schedule.script_id == script.id).limit(1))
+    if user is not None:
+        raise Conflict(f"script '{script.id}' is used by schedule '{user}'; change or delete that schedule first")
+    audit.record(session, script, "delete")
+    session.delete(script)
+    session.commit()
 
 
 # ---------------------------------------------------------------- calendars
@@ -339,6 +441,7 @@ def store_calendar(state, session: Session, org_id: str, values: dict, current: 
         except TimeSpecError as exc:
             raise BadRequest(str(exc)) from None
 
+    before = audit.snapshot(current) if current is not None else None
     if current is None:
         require(values, "name")
         tz = checked(calendars.check_timezone, values.get("timezone") or "UTC")
@@ -366,6 +469,7 @@ def store_calendar(state, session: Session, org_id: str, values: dict, current: 
         users = session.scalars(select(Schedule).join(ScheduleCalendar, ScheduleCalendar.schedule_id == Schedule.id)
                                 .where(ScheduleCalendar.calendar_id == calendar.id)).all()
         schedules.recompute(session, users, now)
+    audit.record(session, calendar, "create" if current is None else "update", before, now)
     commit(session, f"name: a calendar named '{calendar.name}' already exists", dry_run)
     if dry_run:
         return calendar
@@ -381,5 +485,6 @@ def delete_calendar(session: Session, calendar: Calendar) -> None:
                           .where(ScheduleCalendar.calendar_id == calendar.id).limit(1))
     if user is not None:
         raise Conflict(f"calendar '{calendar.id}' is excluded by schedule '{user}'; change or delete that schedule first")
+    audit.record(session, calendar, "delete")
     session.delete(calendar)
     commit(session, f"calendar '{calendar.id}' is excluded by a schedule; change or delete that schedule first")

@@ -1,8 +1,9 @@
 """Execute a rendered playbook with ansible-runner and record each machine's result as it arrives.
 
-One run, one fresh private directory (mode 0700) under base_dir, removed in a finally block:
-ansible-runner writes extra variables, the environment and event data there, and the run's
-key files and credentials live there too, so nothing secret outlives the run.
+One playbook run, one fresh private directory (web/rundirs.py) under base_dir, removed in a finally
+block: ansible-runner writes extra variables, the environment and event data there, and the run's
+key files and credentials live there too, so nothing secret outlives the run. Turning the events
+into per-machine results is web/results.py's job.
 
 The collection cloudcron.scheduler is found through a symlink tree in the private directory
 (collections/ansible_collections/cloudcron/scheduler -> this repository) unless the caller
@@ -19,41 +20,29 @@ the run, and with purge_leftovers when a worker was killed during it.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from .scrub import clean_text
-from .playbooks import TIMEOUT_STATUSES
+from . import rundirs
+from .rundirs import PRIVATE_PREFIX, purge_leftovers  # noqa: F401 - the service and tests use them from here
+from .results import MachineResult, Recorder as _Recorder, cap_text, inventory_hosts as _inventory_hosts  # noqa: F401 - cap_text is used by callers
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PRIVATE_PREFIX = "cloudcron-run-"
-LOCK_FILE = ".lock"
 PLAYBOOK_FILE = "main.yml"
 INVENTORY_FILE = "inventory/hosts.yml"
 MAX_FORKS = 20
 # How often the runner loop wakes to check the deadline while ansible-playbook is quiet.
 POLL_SECONDS = 0.25
-# A private directory without a lock file is only a leftover once it is this old: a live
-# worker creates the lock right after the directory.
-UNLOCKED_GRACE_SECONDS = 60.0
-ERROR_TAIL_CHARS = 4000
-TRUNCATED = "\n[cloudcron: {omitted} bytes of output truncated]\n"
 # Worker environment variables the playbook keeps; the rest (database URLs, secret keys,
 # the worker user's ssh-agent) is dropped so a user's Ansible script cannot read it.
 _ENV_KEEP = {
@@ -63,22 +52,6 @@ _ENV_KEEP = {
 }
 _ENV_KEEP_PREFIXES = ("LC_", "ANSIBLE_", "AWX_", "RUNNER_")
 _ENV_KEEP_RUNNER = {"ORIGINAL_STDOUT_CALLBACK", "MAX_EVENT_RES", "AD_HOC_COMMAND_ID"}
-_RESULT_EVENTS = {"runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"}
-_OUTPUT_EVENTS = {"verbose", "error", "warning", "system_warning", "deprecated"}
-
-
-@dataclass
-class MachineResult:
-    """What one machine's part of a run came to."""
-
-    status: str  # "succeeded" | "failed" | "unreachable" | "timed_out" | "interrupted"
-    rc: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    error: str | None = None
-    duration: float | None = None
-    changed: bool | None = None
-    state: str | None = None  # power runs: the machine's state as the cloud reported it
 
 
 @dataclass
@@ -88,27 +61,32 @@ class ExecResult:
     status: str  # "finished" | "timed_out" | "cancelled" | "error"
     error: str | None
     results: dict[tuple[str, str], MachineResult] = field(default_factory=dict)
+    run_timeouts: dict[str, str] = field(default_factory=dict)  # run id -> why that run timed out
 
 
 def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int = 256 * 1024,
             on_result: Callable[[str, str, MachineResult], None] | None = None,
             collections_path: str | None = None, sandbox=None,
-            cancel: threading.Event | None = None) -> ExecResult:
+            cancel: threading.Event | None = None,
+            on_results: Callable[[list[tuple[str, str, MachineResult]]], None] | None = None,
+            run_timeouts: dict[str, float] | None = None) -> ExecResult:
     """Run the rendered playbook in a fresh private dir, report results as they come, remove the dir.
 
     sandbox: a web.sandbox.Sandbox; when it is available the playbook runs inside bubblewrap,
     otherwise (or with None) directly, with its home and temporary directory in the private dir.
     Setting `cancel` stops the playbook (within POLL_SECONDS); the outcome is then "cancelled" and the
     machines still without a result are reported "interrupted".
+
+    Several runs may share the playbook: run_timeouts ({run_id: seconds}) gives each its own timeout
+    (ExecResult.run_timeouts names those that timed out, with why; the others go on), and on_results
+    receives the results of each event in one list, so that the caller can write them together.
     """
     from ansible_runner.exceptions import AnsibleRunnerException, ConfigurationError
 
-    base_dir = Path(base_dir)
-    base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=base_dir))
-    lock_fd = _lock(private)
+    private, lock_fd = rundirs.create(base_dir)
     recorder = _Recorder(rendered, output_cap, on_result,
-                         deadline=None if timeout is None else time.monotonic() + timeout, cancel=cancel)
+                         deadline=None if timeout is None else time.monotonic() + timeout, cancel=cancel,
+                         on_results=on_results, run_timeouts=run_timeouts)
     try:
         try:
             runner = _prepare(rendered, private, recorder, collections_path, sandbox)
@@ -121,7 +99,9 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
                 outcome = ExecResult("cancelled", "the run was stopped before it finished")
             elif recorder.timed_out:
                 outcome = ExecResult("timed_out", f"the run timed out after {timeout:g} s")
-            elif recorder.remote_timed_out:
+            elif recorder.done_early:
+                outcome = ExecResult("finished", None)  # every machine has its result; some runs timed out
+            elif recorder.remote_timed_out and recorder.all_runs_timed_out():
                 # A script stopped at its time limit on a machine: the run's timeout, a little early.
                 outcome = ExecResult("timed_out", f"the run timed out: a script ran past its time limit of "
                                                   f"{recorder.remote_timed_out:g} s on a machine")
@@ -141,50 +121,10 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
             # The caller could not record a result; the playbook was stopped at once.
             raise recorder.callback_error
         outcome.results = recorder.results
+        outcome.run_timeouts = dict(recorder.run_timeouts)
         return outcome
     finally:
-        _stop_processes_in(private)
-        shutil.rmtree(private, ignore_errors=True)
-        os.close(lock_fd)
-
-
-def purge_leftovers(base_dir: Path) -> int:
-    """Remove private run dirs whose worker is gone (and any process still using them); return how many."""
-    base_dir = Path(base_dir)
-    if not base_dir.is_dir():
-        return 0
-    removed = 0
-    for entry in base_dir.iterdir():
-        if not entry.name.startswith(PRIVATE_PREFIX) or entry.is_symlink() or not entry.is_dir():
-            continue
-        try:
-            fd = os.open(entry / LOCK_FILE, os.O_RDWR)
-        except FileNotFoundError:
-            if time.time() - entry.stat().st_mtime < UNLOCKED_GRACE_SECONDS:
-                continue
-            fd = None
-        try:
-            if fd is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live worker holds it
-            # A worker killed hard leaves ansible-playbook and ssh masters running in the dir.
-            _stop_processes_in(entry)
-            shutil.rmtree(entry, ignore_errors=True)
-            removed += not entry.exists()
-        finally:
-            if fd is not None:
-                os.close(fd)
-    return removed
-
-
-def _lock(private: Path) -> int:
-    # flock is released by the kernel when the worker dies, which is what tells
-    # purge_leftovers in another worker that the directory is abandoned.
-    fd = os.open(private / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+        rundirs.remove(private, lock_fd)
 
 
 def _prepare(rendered, private: Path, recorder: _Recorder, collections_path: str | None, sandbox=None):
@@ -324,331 +264,3 @@ def _unsafe_yaml(data: dict) -> str:
     # Ansible ever quote this file in an error.
     return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True,
                      width=float("inf"))
-
-
-def _inventory_hosts(inventory: dict) -> dict[str, dict]:
-    """Every host of a YAML-style inventory dict with its variables (groups walked recursively)."""
-    hosts: dict[str, dict] = {}
-
-    def walk(group: dict) -> None:
-        for name, hostvars in (group.get("hosts") or {}).items():
-            hosts.setdefault(name, {}).update(hostvars or {})
-        for child in (group.get("children") or {}).values():
-            walk(child or {})
-
-    for group in inventory.values():
-        walk(group or {})
-    return hosts
-
-
-class _Capped:
-    """Text that keeps its first and last bytes within a byte budget and counts what it dropped."""
-
-    def __init__(self, cap: int):
-        self.cap = cap
-        self.parts: list[str] = []
-        self.size = 0
-
-    def add(self, text: str) -> None:
-        if text:
-            text = clean_text(text)
-            self.parts.append(text)
-            self.size += len(text)
-            if self.size > 4 * self.cap + 4096:
-                # Bound memory for chatty hosts; the final cap below still decides what is kept.
-                joined = cap_text("".join(self.parts), 2 * self.cap)
-                self.parts, self.size = [joined], len(joined)
-
-    def text(self) -> str:
-        return cap_text("".join(self.parts), self.cap)
-
-
-def cap_text(text: str, cap: int) -> str:
-    """Keep text within cap bytes of UTF-8: its head and tail around a visible truncation marker."""
-    data = text.encode("utf-8", errors="replace")
-    if len(data) <= cap:
-        return text
-    marker = TRUNCATED.format(omitted=len(data) - cap)
-    room = max(cap - len(marker.encode()), 0)
-    head, tail = room - room // 2, room // 2
-    omitted = len(data) - head - tail
-    marker = TRUNCATED.format(omitted=omitted)
-    return (data[:head].decode("utf-8", errors="ignore") + marker
-            + (data[len(data) - tail:].decode("utf-8", errors="ignore") if tail else ""))
-
-
-class _HostLog:
-    """What one SSH host reported so far, for playbooks whose result is only known at the end."""
-
-    def __init__(self, cap: int):
-        self.display = _Capped(cap)
-        self.stderr = _Capped(cap)
-        self.rc: int | None = None
-        self.changed = False
-        self.duration = 0.0
-        self.status: str | None = None  # "failed" | "unreachable" once seen
-        self.error: str | None = None
-
-
-class _Recorder:
-    """Turns ansible-runner events into per-machine results and hands each one on once."""
-
-    def __init__(self, rendered, output_cap: int, on_result, deadline: float | None,
-                 cancel: threading.Event | None = None):
-        self.cap = output_cap
-        self.cancel = cancel
-        self.cancelled = False
-        self.on_result = on_result
-        self.deadline = deadline
-        self.result_task = rendered.result_task
-        self.hosts = _inventory_hosts(rendered.inventory)
-        self.host_of = {_pair(v): h for h, v in self.hosts.items() if "cloudcron_machine_key" in v}
-        self.expected = list(dict.fromkeys(tuple(e) for e in rendered.expected))
-        self.results: dict[tuple[str, str], MachineResult] = {}
-        self.logs: dict[str, _HostLog] = {}
-        self.tail: deque[str] = deque()
-        self.tail_size = 0
-        self.saw_stats = False
-        self.stats: dict = {}
-        self.timed_out = False
-        self.remote_timed_out = 0.0  # the time limit a script was stopped at on a machine, if one was
-        self.callback_error: BaseException | None = None
-
-    # ansible-runner calls these two from its read loop; an exception escaping them would leave
-    # ansible-playbook running, so both catch everything and stop the run instead.
-    def should_stop(self) -> bool:
-        if self.cancel is not None and self.cancel.is_set():
-            self.cancelled = True
-        elif self.deadline is not None and time.monotonic() > self.deadline:
-            self.timed_out = True
-        return self.cancelled or self.timed_out or self.callback_error is not None
-
-    def on_event(self, event: dict) -> bool:
-        try:
-            self._handle(event)
-        except Exception as exc:  # noqa: BLE001 - see should_stop
-            if self.callback_error is None:
-                self.callback_error = exc
-        return False  # no event files on disk: everything needed is kept in memory
-
-    def _handle(self, event: dict) -> None:
-        kind = event.get("event")
-        data = event.get("event_data") or {}
-        if kind in _RESULT_EVENTS:
-            self._host_result(kind, data, event.get("stdout") or "")
-        elif kind == "playbook_on_stats":
-            self.saw_stats = True
-            self.stats = data
-        elif kind in _OUTPUT_EVENTS:
-            self._keep_tail(event.get("stdout") or "")
-
-    def _keep_tail(self, text: str) -> None:
-        if not text:
-            return
-        self.tail.append(text)
-        self.tail_size += len(text)
-        while self.tail_size > ERROR_TAIL_CHARS and len(self.tail) > 1:
-            self.tail_size -= len(self.tail.popleft())
-
-    def output_tail(self) -> str:
-        lines = (t.replace("\r", "").strip() for t in self.tail)
-        return clean_text("\n".join(line for line in lines if line)[-ERROR_TAIL_CHARS:])
-
-    def _host_result(self, kind: str, data: dict, display: str) -> None:
-        host = data.get("host")
-        hostvars = self.hosts.get(host)
-        if hostvars is None:
-            return
-        res = data.get("res") or {}
-        if not isinstance(res, dict):
-            res = {}
-        duration = data.get("duration")
-        if "cloudcron_machines" in hostvars:
-            self._cloud_result(kind, data, hostvars, res, duration)
-            return
-        pair = _pair(hostvars)
-        if pair in self.results:
-            return
-        if self.result_task is None:
-            self._log_user_task(host, kind, data, res, display)
-            return
-        if kind == "runner_on_unreachable":
-            self._deliver(pair, MachineResult("unreachable", error=_msg(res, "the machine is unreachable"),
-                                              duration=duration))
-        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            self._deliver(pair, MachineResult(
-                "failed", rc=res.get("rc"), stdout=cap_text(_text(res.get("stdout")), self.cap),
-                stderr=cap_text(_text(res.get("stderr")), self.cap), error=_msg(res, "the task failed"),
-                duration=duration, changed=res.get("changed")))
-        elif kind == "runner_on_ok" and data.get("task") == self.result_task:
-            rc = res.get("rc")
-            ok = rc == 0 and not res.get("failed")
-            limit = hostvars.get("cloudcron_time_limit")
-            status = "succeeded" if ok else "failed"
-            if ok:
-                error = None
-            elif rc is None:
-                error = _msg(res, "the script did not run")
-            elif limit and rc in TIMEOUT_STATUSES and float(duration or 0) >= float(limit):
-                # Only the time limit ends a script with these statuses after that long.
-                status, error = "timed_out", f"the script ran past its time limit of {limit} s and was stopped"
-                self.remote_timed_out = float(limit)
-            else:
-                error = f"the script exited with status {rc}"
-            self._deliver(pair, MachineResult(
-                status, rc=rc,
-                stdout=cap_text(_text(res.get("stdout")), self.cap),
-                stderr=cap_text(_text(res.get("stderr")), self.cap),
-                error=error, duration=duration, changed=res.get("changed")))
-
-    def _cloud_result(self, kind, data, hostvars, res, duration) -> None:
-        run_id = str(hostvars["cloudcron_run_id"])
-        machines = {str(k): str(v) for k, v in hostvars["cloudcron_machines"].items()}
-        if kind == "runner_on_unreachable":
-            for key in machines.values():
-                self._deliver((run_id, key), MachineResult(
-                    "unreachable", error=_msg(res, "the cloud could not be reached"), duration=duration))
-            return
-        if kind not in ("runner_on_ok", "runner_on_failed") or data.get("task") != self.result_task:
-            if kind == "runner_on_failed" and not data.get("ignore_errors"):
-                for key in machines.values():
-                    self._deliver((run_id, key), MachineResult("failed", error=_msg(res, "the task failed"),
-                                                               duration=duration))
-            return
-        for entry in res.get("results") or []:
-            key = machines.get(str(entry.get("machine_id")))
-            if key is None:
-                continue
-            failed = bool(entry.get("failed"))
-            msg = _text(entry.get("msg"))
-            self._deliver((run_id, key), MachineResult(
-                "failed" if failed else "succeeded", stdout=cap_text(msg, self.cap),
-                error=(msg or "the cloud action failed") if failed else None,
-                duration=duration, changed=entry.get("changed"), state=entry.get("state")))
-        for key in machines.values():
-            # The module failed before it got to these machines (bad credentials, no such region).
-            self._deliver((run_id, key), MachineResult(
-                "failed", error=_msg(res, "the cloud reported no result for this machine"), duration=duration))
-
-    def _log_user_task(self, host: str, kind: str, data: dict, res: dict, display: str) -> None:
-        hlog = self.logs.setdefault(host, _HostLog(self.cap))
-        # ansible-playbook writes to a pseudo-terminal, hence the \r\n.
-        hlog.display.add(f"TASK [{data.get('task') or ''}]\n{display.replace(chr(13), '').strip()}\n")
-        if isinstance(res.get("stderr"), str):
-            hlog.stderr.add(res["stderr"] if res["stderr"].endswith("\n") or not res["stderr"]
-                            else res["stderr"] + "\n")
-        if isinstance(res.get("rc"), int):
-            hlog.rc = res["rc"]
-        hlog.changed = hlog.changed or bool(res.get("changed"))
-        hlog.duration += float(data.get("duration") or 0.0)
-        if kind == "runner_on_unreachable" and not data.get("ignore_unreachable"):
-            hlog.status, hlog.error = "unreachable", _msg(res, "the machine is unreachable")
-        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            hlog.status, hlog.error = "failed", _msg(res, f"task {data.get('task')!r} failed")
-
-    def finish_from_stats(self) -> None:
-        """Complete machines whose result was only known at the end of the playbook."""
-        stats = self.stats
-        for host, hlog in self.logs.items():
-            pair = _pair(self.hosts[host])
-            if stats.get("dark", {}).get(host):
-                status = "unreachable"
-            elif stats.get("failures", {}).get(host):
-                status = "failed"
-            elif stats:
-                # Failures a rescue block handled do not count, as in Ansible's own recap.
-                status = "succeeded"
-            else:
-                status = hlog.status or "succeeded"
-            error = None if status == "succeeded" else (hlog.error or f"the machine is {status}")
-            self._deliver(pair, MachineResult(
-                status, rc=hlog.rc, stdout=hlog.display.text(), stderr=hlog.stderr.text(), error=error,
-                duration=hlog.duration, changed=hlog.changed))
-
-    def fail_rest(self, error: str, status: str = "failed") -> None:
-        """Give every expected machine still without a result the given status and error."""
-        for pair in self.expected:
-            hlog = self.logs.get(self.host_of.get(pair, ""))
-            if hlog is None:
-                self._deliver(pair, MachineResult(status, error=error))
-            else:
-                # Output seen before the playbook stopped is still worth keeping.
-                self._deliver(pair, MachineResult(
-                    hlog.status or status, rc=hlog.rc, stdout=hlog.display.text(), stderr=hlog.stderr.text(),
-                    error=hlog.error or error, duration=hlog.duration, changed=hlog.changed))
-
-    def _deliver(self, pair: tuple[str, str], result: MachineResult) -> None:
-        if pair in self.results:
-            return
-        # Ansible hands output that is not UTF-8 on as lone surrogates (surrogateescape), which no
-        # database stores: the readable part is kept, the rest becomes U+FFFD.
-        result = replace(result, stdout=clean_text(result.stdout), stderr=clean_text(result.stderr),
-                         error=clean_text(result.error), state=clean_text(result.state))
-        self.results[pair] = result
-        if self.on_result is not None and self.callback_error is None:
-            try:
-                self.on_result(pair[0], pair[1], result)
-            except Exception as exc:  # noqa: BLE001 - raised again by execute once the run is stopped
-                self.callback_error = exc
-
-
-def _pair(hostvars: dict) -> tuple[str, str]:
-    return str(hostvars["cloudcron_run_id"]), str(hostvars["cloudcron_machine_key"])
-
-
-def _text(value) -> str:
-    """Output as valid UTF-8 text, cleaned before any cap so that what is cut is counted in bytes of UTF-8."""
-    return clean_text(value if isinstance(value, str) else ("" if value is None else str(value)))
-
-
-def _msg(res: dict, default: str) -> str:
-    msg = res.get("msg")
-    return msg if isinstance(msg, str) and msg else default
-
-
-def _stop_processes_in(private: Path) -> None:
-    """Stop every process working in the private dir: ssh masters, or a playbook a dead worker left."""
-    needle = str(private)
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry.name}/cwd")
-        except OSError:
-            cwd = ""
-        if cwd == needle or cwd.startswith(needle + "/"):
-            pids.append(int(entry.name))
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                if needle.encode() in handle.read():
-                    pids.append(int(entry.name))
-        except OSError:
-            pass
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5.0
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if _alive(pid)]
-        if pids:
-            time.sleep(0.02)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError as exc:
-        if exc.errno != errno.ESRCH:
-            log.warning("could not signal process %d: %s", pid, exc)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            # A zombie has finished; its parent (often init) reaps it.
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return False

@@ -8,8 +8,10 @@ package `bubblewrap`) they see:
   collection's checkout, read-only; files in /etc that other users may not read (shadow, SSH
   host keys, TLS keys, services' passwords) are hidden;
 - the run's own private directory, read-write (nothing else of the data directory);
-- a private /tmp and a private home, empty tmpfs that vanish with the run: Ansible's
-  ~/.ansible/tmp, where AnsiballZ files hold the cloud credentials, lives there;
+- a private /tmp, a private home and a private /dev/shm, empty tmpfs that vanish with the run, each
+  at most CLOUDCRON_SANDBOX_TMPFS_MB in size (tmpfs is memory: unbounded, a run could fill the
+  worker's): Ansible's ~/.ansible/tmp, where AnsiballZ files hold the cloud credentials, lives there;
+- a minimal /dev (read-only, but for /dev/shm), and the tmpfs that hide secret paths, read-only;
 - a fresh /proc of their own pid namespace, a minimal /dev, the host's network.
 
 They never see the data directory (secret key, database, queue, other runs' directories), the
@@ -59,6 +61,9 @@ USERNS_ARGS = ("--unshare-user", "--disable-userns")
 LIFETIME_ARGS = ("--new-session", "--die-with-parent", "--cap-drop", "ALL")
 PROBE_TIMEOUT = 30.0
 PRIVATE_HOME_FALLBACK = "/tmp/home"
+# POSIX shared memory (Python's multiprocessing locks, which Ansible's workers use) lives here.
+SHM = "/dev/shm"
+DEFAULT_TMPFS_MB = 128
 
 
 class SandboxError(ConfigError):
@@ -84,6 +89,7 @@ class View:
     hidden_files: tuple[str, ...] = ()
     workdir: str | None = None
     userns: bool = True
+    tmpfs_bytes: int | None = DEFAULT_TMPFS_MB * 1024 * 1024  # size of each private tmpfs (None: the kernel's default, half the RAM)
 
 
 # Among mounts at the same depth: private tmpfs first, then what is shown, then what is hidden,
@@ -95,7 +101,9 @@ def bwrap_args(view: View, bwrap: str = "bwrap") -> list[str]:
     """The bwrap command line (without the command to run) that builds `view`; pure.
 
     Mounts are ordered parents first (by path depth), which is what lets a subdirectory of a
-    hidden or private directory be shown again.
+    hidden or private directory be shown again. Every private tmpfs (and /dev/shm) gets
+    view.tmpfs_bytes; /dev and the tmpfs that hide paths are made read-only last, once whatever is
+    shown inside them has been mounted (a remount is not recursive: those mounts stay writable).
     """
     ops: list[tuple[str, str, str | None]] = []  # (kind, path, symlink target)
     ops += [("private", p, None) for p in view.private]
@@ -108,15 +116,17 @@ def bwrap_args(view: View, bwrap: str = "bwrap") -> list[str]:
         if not os.path.isabs(path):
             raise ValueError(f"sandbox path {path!r} is not absolute")
     ops.sort(key=lambda op: (len(Path(op[1]).parts), _RANK[op[0]]))
+    size = ["--size", str(int(view.tmpfs_bytes))] if view.tmpfs_bytes else []
     args = [bwrap, *(USERNS_ARGS if view.userns else ()), *NAMESPACE_ARGS, *LIFETIME_ARGS,
-            "--proc", "/proc", "--dev", "/dev"]
+            "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", SHM]
+    read_only_tmpfs = ["/dev"]
     seen: set[tuple[str, str]] = set()
     for kind, path, target in ops:
         if (kind, path) in seen:
             continue
         seen.add((kind, path))
         if kind == "private":
-            args += ["--perms", "0700", "--tmpfs", path]
+            args += [*size, "--perms", "0700", "--tmpfs", path]
         elif kind == "symlink":
             args += ["--symlink", target, path]
         elif kind == "read_only":
@@ -125,8 +135,12 @@ def bwrap_args(view: View, bwrap: str = "bwrap") -> list[str]:
             args += ["--bind", path, path]
         elif kind == "hidden_dir":
             args += ["--perms", "0700", "--tmpfs", path]
+            read_only_tmpfs.append(path)
         else:
             args += ["--ro-bind", "/dev/null", path]
+    for path in read_only_tmpfs:
+        # An empty tmpfs left writable would be memory a run may fill without bound.
+        args += ["--remount-ro", path]
     if view.workdir:
         args += ["--chdir", view.workdir]
     return args
@@ -146,6 +160,8 @@ class Sandbox:
     unsafe_ansible: bool = False
     userns: bool = True
     hidden: tuple[str, ...] = field(default=())  # secret paths of this configuration, see secret_paths
+    # CLOUDCRON_SANDBOX_TMPFS_MB: size of each private tmpfs of a run; None where bwrap cannot size them
+    tmpfs_mb: int | None = DEFAULT_TMPFS_MB
 
     @property
     def available(self) -> bool:
@@ -161,6 +177,9 @@ class Sandbox:
 
     def describe(self) -> str:
         """One line for the start-up log."""
+        if self.available and self.tmpfs_mb is None:
+            return (f"runs execute in a bubblewrap sandbox ({self.bwrap}), but their /tmp, home and /dev/shm are "
+                    "not size-limited: this bwrap has no --size option (bubblewrap 0.7 or later, not setuid, has it)")
         if self.available:
             return f"runs execute in a bubblewrap sandbox ({self.bwrap})"
         if self.unsafe_ansible:
@@ -174,7 +193,7 @@ class Sandbox:
 
     def view(self, private: Path, extra_read_only: Iterable[str] = ()) -> View:
         """The View of one run whose private directory is `private`."""
-        return run_view(private, self.hidden, extra_read_only, userns=self.userns)
+        return run_view(private, self.hidden, extra_read_only, userns=self.userns, tmpfs_mb=self.tmpfs_mb)
 
     def wrap(self, command: list[str], view: View) -> list[str]:
         """`command` prefixed so it runs inside the sandbox described by `view`."""
@@ -222,11 +241,13 @@ def _within(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str] = (), userns: bool = True) -> View:
+def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str] = (), userns: bool = True,
+             tmpfs_mb: int | None = DEFAULT_TMPFS_MB) -> View:
     """The View of one run: system, Python and checkout read-only, `private` read-write, the rest hidden.
 
     `hidden` are secret paths (see secret_paths); only those lying inside something shown need
-    covering. The worker's home becomes the run's private home, empty and writable.
+    covering. The worker's home becomes the run's private home, empty and writable; it, /tmp and
+    /dev/shm hold at most `tmpfs_mb` MiB each.
     """
     from .runner import REPO_ROOT  # the collection's checkout, which the run loads modules from
 
@@ -258,7 +279,7 @@ def run_view(private: Path, hidden: Iterable[str], extra_read_only: Iterable[str
         (hidden_dirs if os.path.isdir(path) else hidden_files).append(path)
     return View(read_only=tuple(read_only), read_write=(private,), symlinks=tuple(symlinks),
                 private=("/tmp", *homes), hidden_dirs=tuple(hidden_dirs), hidden_files=tuple(hidden_files),
-                workdir=private, userns=userns)
+                workdir=private, userns=userns, tmpfs_bytes=tmpfs_mb * 1024 * 1024 if tmpfs_mb else None)
 
 
 def not_world_readable(root: str) -> list[str]:
@@ -295,33 +316,54 @@ def home_in_sandbox(view: View) -> str:
 
 
 def detect(mode: str = "auto", unsafe_ansible: bool = False, hidden: Iterable[str] = (),
-           bwrap: str | None = None) -> Sandbox:
-    """Probe whether bwrap can build a run's sandbox here; `required` raises SandboxError when not."""
+           bwrap: str | None = None, tmpfs_mb: int = DEFAULT_TMPFS_MB) -> Sandbox:
+    """Probe whether bwrap can build a run's sandbox here; `required` raises SandboxError when not.
+
+    tmpfs_mb (CLOUDCRON_SANDBOX_TMPFS_MB) sizes each run's /tmp, home and /dev/shm. A bwrap without
+    --size (before 0.7, or installed setuid) still sandboxes: its Sandbox has tmpfs_mb None, which
+    describe() says at start, rather than no sandbox at all."""
     hidden = tuple(hidden)
     if mode == "off":
-        return Sandbox(mode, reason="CLOUDCRON_SANDBOX=off", unsafe_ansible=unsafe_ansible, hidden=hidden)
+        return Sandbox(mode, reason="CLOUDCRON_SANDBOX=off", unsafe_ansible=unsafe_ansible, hidden=hidden,
+                       tmpfs_mb=tmpfs_mb)
     path = bwrap or shutil.which("bwrap")
     reason = None
     userns = True
     if path is None:
         reason = "bwrap not found: install the bubblewrap package"
     else:
-        reason = _probe(path, userns=True)
-        if reason is not None and _probe(path, userns=False) is None:
-            # Root in a container where user namespaces are off: everything but the inner lock holds.
-            reason, userns = None, False
+        for size in (tmpfs_mb, None):
+            reason = _probe(path, userns=True, tmpfs_mb=size)
+            if reason is not None and _probe(path, userns=False, tmpfs_mb=size) is None:
+                # Root in a container where user namespaces are off: everything but the inner lock holds.
+                reason, userns = None, False
+            if reason is None or not _knows_no_size(path):
+                break
+            # Isolation matters more than the size of the in-memory directories: sandbox without it.
+            tmpfs_mb = None
     if reason is not None:
         if mode == "required":
             raise SandboxError(f"CLOUDCRON_SANDBOX=required, but runs cannot be sandboxed here: {reason}")
-        return Sandbox(mode, reason=reason, unsafe_ansible=unsafe_ansible, hidden=hidden)
-    return Sandbox(mode, bwrap=path, unsafe_ansible=unsafe_ansible, userns=userns, hidden=hidden)
+        return Sandbox(mode, reason=reason, unsafe_ansible=unsafe_ansible, hidden=hidden, tmpfs_mb=tmpfs_mb)
+    return Sandbox(mode, bwrap=path, unsafe_ansible=unsafe_ansible, userns=userns, hidden=hidden, tmpfs_mb=tmpfs_mb)
 
 
-def _probe(bwrap: str, userns: bool) -> str | None:
+def _knows_no_size(bwrap: str) -> bool:
+    """Whether this bwrap refuses --size (too old, or setuid), so a sandbox without it is worth probing."""
+    try:
+        proc = subprocess.run([bwrap, "--size", "1024", "--tmpfs", "/tmp", "--ro-bind", "/", "/", "true"],
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    error = proc.stderr.decode(errors="replace")
+    return proc.returncode != 0 and "--size" in error
+
+
+def _probe(bwrap: str, userns: bool, tmpfs_mb: int | None = DEFAULT_TMPFS_MB) -> str | None:
     """Run Python in a sandbox like a run's and have it write to its private directory; None when it worked."""
     private = Path(tempfile.mkdtemp(prefix="cloudcron-sandbox-probe-"))
     try:
-        view = run_view(private, (), userns=userns)
+        view = run_view(private, (), userns=userns, tmpfs_mb=tmpfs_mb)
         marker = private / "probe"
         command = [*bwrap_args(view, bwrap), "--", sys.executable, "-I", "-c",
                    "import sys; open(sys.argv[1], 'w').write('ok')", str(marker)]

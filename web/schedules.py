@@ -15,11 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import audit
 from . import calendars as calendar_rules
 from . import timemath
 from .crypto import new_id
 from .errors import BadRequest, Conflict
 from .models import Calendar, Cloud, Machine, Schedule, ScheduleCalendar, Script
+from .notify import parse_notify
 from .schemas import ScheduleIn
 from .timemath import TimeSpecError, Timing, Window, format_instant
 from .validation import check_fields, loads, validate
@@ -49,11 +51,13 @@ DEFAULTS = {
     "timeout": 3600,
     "exclude_calendars": None,
     "jitter": 0,
+    "notify": None,
 }
 # Fields a stored schedule holds as columns, in answer order.
 COLUMNS = ("name", "description", "action", "script_id", "params", "machines_per_cloud", "selectors",
            "schedule_type", "schedule_entry", "enabled", "run_immediately", "start_after", "expires",
-           "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout", "exclude_calendars", "jitter")
+           "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout", "exclude_calendars", "jitter",
+           "notify")
 
 
 def parse_fields(body: dict, model=ScheduleIn, writable=WRITABLE) -> dict:
@@ -164,6 +168,8 @@ def build(session: Session, org_id: str, given: dict, current: Schedule | None, 
 
     if "exclude_calendars" in given:
         merged["exclude_calendars"] = _check_calendars(session, org_id, given["exclude_calendars"])
+    if "notify" in given:
+        merged["notify"] = parse_notify(session, org_id, given["notify"])
     if given.get("jitter") is not None or (merged["jitter"] and ({"schedule_entry", "schedule_type"} & set(given))):
         _check_jitter(merged)
     if current is None:
@@ -309,6 +315,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
                                         total_run_count=current.total_run_count if current is not None else 0),
                         now, compiled)
     run = None
+    before = audit.snapshot(current) if current is not None else None
     try:
         if current is None:
             schedule = Schedule(id=new_id_, org_id=org_id, total_run_count=0, skip_next=0, created_at=now,
@@ -326,8 +333,9 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
             schedule.next_run_at = fire
             schedule.last_error = None  # the edit passed every check and next_run_at was computed again
             schedule.version = (schedule.version or 1) + 1
+        audit.record(session, schedule, "create" if current is None else "update", before, now)
         if dry_run:
-            session.flush()
+            session.flush()  # the caller rolls back: the audit entry goes with the rest
             return schedule
         session.commit()
     except IntegrityError:  # a schedule of the same name written meanwhile (at a flush or at the commit)
@@ -359,7 +367,9 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
 
     A pause holds fires from `now` until `until` (None: until resumed; or a function of the schedule
     giving its instant), or skip_next skips the next fires. The dispatcher is woken after the commit.
+    Each schedule gets an audit entry (resume, pause or skip_next) in the same transaction.
     """
+    before = [audit.snapshot(s) for s in rows]
     for schedule in rows:
         if resume_them:
             resume(schedule)
@@ -368,6 +378,9 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
         schedule.updated_at = now
         schedule.version = (schedule.version or 1) + 1  # a pause changes what GET answers: a new ETag
     recompute(session, rows, now)
+    action = "resume" if resume_them else "skip_next" if skip_next else "pause"
+    for schedule, was in zip(rows, before):
+        audit.record(session, schedule, action, was, now)
     session.commit()
     state.schedule_changed(min((s.next_run_at for s in rows if s.next_run_at is not None), default=None))
     return rows
@@ -409,7 +422,8 @@ def matching(session: Session, org_id: str, name_prefix: str | None, tags: dict 
 
 
 def delete(session: Session, schedule: Schedule) -> None:
-    """Delete a schedule and commit; its runs and logs stay (a run's record outlives its schedule)."""
+    """Delete a schedule and commit, with its audit entry; its runs and logs stay (a run's record outlives it)."""
+    audit.record(session, schedule, "delete")
     session.delete(schedule)
     session.commit()
 
@@ -769,6 +783,7 @@ def to_json(s, now: datetime | None = None) -> dict:
         "timeout": s.timeout,
         "exclude_calendars": s.exclude_calendars or [],
         "jitter": s.jitter or 0,
+        "notify": getattr(s, "notify", None),
         "paused": paused,
         "paused_until": format_instant(s.paused_until) if paused else None,
         "pause_note": s.pause_note if paused or s.skip_next else None,

@@ -93,6 +93,9 @@ class ScheduleIn(_In):
                                                  "entries exclude fire times")] | None = None
     jitter: Annotated[StrictInt, Field(ge=0, le=86400, description="seconds: each fire is delayed by a stable "
                                        "offset in [0, jitter)")] | None = None
+    notify: Annotated[dict[str, Any], Field(json_schema_extra={
+        "description": "who hears about its runs: {\"on\": [statuses], \"channels\": [channel ids or names], "
+                       "\"after_retries\": true}; null: the org's default channels"})] | None = None
 
 
 class PreviewIn(ScheduleIn):

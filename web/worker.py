@@ -1,18 +1,28 @@
-"""The worker: takes a run id, claims the run, resolves its machines, renders and executes its playbook."""
+"""The worker: takes a run id, claims it with every other ready run (a batch), and executes them together.
+
+A batch is planned run by run (each run's machines resolved, its part of the playbook rendered alone, so a
+part that cannot render fails only its own run), then the parts are rendered together: one playbook for
+all power runs (a task per cloud and power state over the machines of every run), one for all
+executable-script runs (a play whose hosts carry their run id, script and parameters), one per Ansible
+script. Those playbooks run side by side; each run keeps its own results, events, status and timeout.
+CLOUDCRON_BATCHING=off makes each batch one run."""
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import select, update
 
 from .backoff import Backoff
+from .listings import fetch_for_run
 from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, fetch_nodes, private_key,
                        resolve, ssh_address, store_nodes)
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
-from .runs import SHUTDOWN, WORKER_LOST, add_event, interrupt
+from .runs import SHUTDOWN, WORKER_LOST, add_event, claim_ready, end_run, interrupt, record_result
 from .scrub import run_secrets
 from .validation import SSH_USER_RULE, is_ssh_user
 
@@ -20,6 +30,10 @@ log = logging.getLogger(__name__)
 
 ACTION_STATE = {"start": "started", "stop": "stopped", "reboot": "restarted", "destroy": "absent"}
 HEARTBEAT_EVERY = 10.0
+# Runs (or results) written per transaction: on SQLite a writing transaction holds the service's one write
+# lock, so a batch of hundreds of runs is written in short transactions that heartbeats, the dispatcher
+# and the API can come between (one 500-run transaction took longer than the sweep's 30 s under load).
+WRITE_CHUNK = 50
 
 
 def utcnow() -> datetime:
@@ -37,10 +51,11 @@ def claim(state, run_id: str, now: datetime) -> bool:
 
 
 class Execution:
-    """One run this process executes; stop() makes its playbook stop and the run end `interrupted`."""
+    """One batch of runs this process executes; stop() makes its playbooks stop and its runs end `interrupted`."""
 
     def __init__(self, run_id: str):
         self.run_id = run_id
+        self.run_ids: list[str] = [run_id]  # every run of the batch, once claimed
         self.cancel = threading.Event()
         self.reason: str | None = None
         self.error: str | None = None
@@ -93,217 +108,380 @@ class Executions:
             return True
 
 
+@dataclass
+class Part:
+    """One run's share of a batch: what it does to which machines, before it is rendered with the others.
+
+    kind is "power" (clouds: CloudTargets with their state), "executable" or "ansible" (targets:
+    SshTargets, with the run's script text and parameters). timeout is the run's own, in seconds."""
+
+    run_id: str
+    kind: str
+    timeout: float | None
+    clouds: list = field(default_factory=list)
+    targets: list = field(default_factory=list)
+    script_id: str | None = None
+    script: str = field(default="", repr=False)
+    params: str = ""
+
+    @property
+    def is_script(self) -> bool:
+        return self.kind != "power"
+
+
+class Listings:
+    """The provider listings of one batch: each cloud is listed at most once and its machines stored once."""
+
+    def __init__(self, limits: ProviderLimits, state=None):
+        self.limits = limits
+        self.state = state  # with a state, listings count against the org's run listing slots
+        self.found: dict[str, object] = {}  # cloud id -> Listing
+        self.errors: dict[str, str] = {}  # cloud id -> why it could not be listed
+        self.stored: set[str] = set()
+
+    def fetch(self, spec) -> None:
+        if spec.id in self.found or spec.id in self.errors:
+            return
+        try:
+            if self.state is not None:  # within the org's run listing slots (CLOUDCRON_RUN_LISTINGS_PER_ORG)
+                self.found[spec.id] = fetch_for_run(self.state, spec, self.limits)
+            else:
+                self.found[spec.id] = fetch_nodes(spec, self.limits)
+        except ProviderError as exc:
+            self.errors[spec.id] = exc.message
+
+
 def _read_plan(state, run_id: str, now: datetime):
-    """Step one of prepare, one short transaction: the run's schedule, and the clouds to list (specs)."""
+    """Step one of planning, one short transaction: the run's schedule, and the clouds to list (specs)."""
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
-        if run is None or run.status != "running":
-            return None, "the run is no longer running"
-        schedule = session.get(Schedule, run.schedule_id)
-        if schedule is None:
-            return None, "the schedule was deleted before its run started"
-        add_event(session, run, "schedule_started", now, {"trigger": run.trigger})
-        if schedule.script_id and session.get(Script, schedule.script_id) is None:
-            return None, f"script '{schedule.script_id}' no longer exists"
-        clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
-        to_list = clouds_to_list(schedule, clouds, need_addresses=schedule.script_id is not None)
-        return [cloud_spec(state.box, clouds[c]) for c in to_list], None
+        return _read_plan_in(session, state, run_id, now)
 
 
-def prepare(state, run_id: str, now: datetime, execution: Execution | None = None):
-    """Resolve targets and render the playbook; machines that cannot be reached are failed at once.
+def _read_plan_in(session, state, run_id: str, now: datetime):
+    run = session.get(Run, run_id)
+    if run is None or run.status != "running":
+        return None, "the run is no longer running"
+    schedule = session.get(Schedule, run.schedule_id)
+    if schedule is None:
+        return None, "the schedule was deleted before its run started"
+    add_event(session, run, "schedule_started", now, {"trigger": run.trigger})
+    if schedule.script_id and session.get(Script, schedule.script_id) is None:
+        return None, f"script '{schedule.script_id}' no longer exists"
+    clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
+    to_list = clouds_to_list(schedule, clouds, need_addresses=schedule.script_id is not None)
+    return [cloud_spec(state.box, clouds[c]) for c in to_list], None
+
+
+def plan(state, run_id: str, now: datetime, execution: Execution | None = None,
+         listings: Listings | None = None):
+    """Resolve one run's targets and check that its part renders; machines that cannot be reached fail at once.
 
     Read -> call -> write: the schedule and its clouds are read in one short transaction, the providers
-    whose machines the run needs are listed with no transaction open, and what they said, the targets
-    and the per-machine rows are written in a second short transaction. Returns ((rendered or None, meta),
-    None), or (None, error) when the run cannot go on."""
-    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit, render_power, render_script
-
-    box = state.box
+    whose machines the run needs are listed with no transaction open (once per batch: `listings`), and
+    what they said, the targets and the per-machine rows are written in a second short transaction.
+    Returns (Part or None when no machine is left to act on, None), or (None, error) when the run cannot
+    go on (a script that cannot render fails this run only)."""
     specs, error = _read_plan(state, run_id, now)
     if error is not None:
         return None, error
-    limits = ProviderLimits.of(state.config)
-    listings, listing_errors = [], {}
+    if listings is None:
+        listings = Listings(ProviderLimits.of(state.config), state)
     for spec in specs:
         if execution is not None and execution.stopped:
             return None, execution.error
-        try:
-            listings.append((spec, fetch_nodes(spec, limits)))
-        except ProviderError as exc:
-            listing_errors[spec.id] = exc.message
+        listings.fetch(spec)
     if execution is not None and execution.stopped:
         return None, execution.error
 
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
-        if run.status != "running":  # interrupted meanwhile: nothing more is written for it
-            return None, "the run is no longer running"
-        schedule = session.get(Schedule, run.schedule_id)
-        if schedule is None:
-            return None, "the schedule was deleted before its run started"
-        script = session.get(Script, schedule.script_id) if schedule.script_id else None
-        if schedule.script_id and script is None:
-            return None, f"script '{schedule.script_id}' no longer exists"
-        if script is not None and script.exec_type == "ansible":
-            refusal = state.sandbox.ansible_refusal()
-            if refusal:
-                return None, refusal
-        for spec, listing in listings:
-            store_nodes(session, spec, listing, now)
-            if listing.truncated:
-                add_event(session, run, "machines_truncated", now, {
-                    "error": f"cloud '{spec.id}' listed {listing.listed} machines; only the first "
-                             f"{len(listing.nodes)} by id were kept (CLOUDCRON_MAX_MACHINES_PER_CLOUD)",
-                    "listed": listing.listed, "kept": len(listing.nodes)}, spec.id)
-        targets = resolve(session, schedule, now, need_addresses=script is not None, listing_errors=listing_errors)
-        failed: list[tuple[str, str, str, str]] = []  # key, cloud_id, machine_id, error
-        for cloud_id, machine_id, why in targets.missing:
-            failed.append((f"{cloud_id}:{machine_id}", cloud_id, machine_id, why))
-        rendered = None
-        if script is None:
-            clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
-            groups: dict[str, dict[str, str]] = {}
-            for m in targets.machines:
-                if clouds[m.cloud_id].provider == "other":
-                    failed.append((m.id, m.cloud_id, m.machine_id,
-                                   "power actions need a libcloud cloud; this machine is a plain SSH host"))
-                else:
-                    groups.setdefault(m.cloud_id, {})[m.machine_id] = m.id
-            if groups:
-                rendered = render_power(ACTION_STATE[schedule.action], [
-                    CloudTargets(run_id=run.id, provider=clouds[cid].provider,
-                                 credentials=box.open(clouds[cid].credentials_enc) if clouds[cid].credentials_enc else {},
-                                 options=clouds[cid].options or {}, machines=machines)
-                    for cid, machines in groups.items()
-                ], call_timeout=limits.timeout, denied_networks=limits.denied_networks)
-        else:
-            ssh: list = []
-            for m in targets.machines:
-                address, key = ssh_address(m), private_key(session, box, m)
-                if not address or not key or not is_ssh_user(m.ssh_user or "root"):
-                    why = ("no address to reach it over SSH" if not address
-                           else "no SSH key (set key_id on the machine)" if not key
-                           else f"ssh_user {m.ssh_user!r} {SSH_USER_RULE}")
-                    failed.append((m.id, m.cloud_id, m.machine_id, why))
-                    continue
-                ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
-                                     user=m.ssh_user or "root", private_key=key,
-                                     time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
-            if ssh:
-                try:
-                    rendered = render_script(script.exec_type, script.script, schedule.params or "", ssh)
-                except RenderError as exc:  # a user's Ansible script that is not valid: permanent
-                    return None, f"script '{script.id}': {exc}"
-        failed_keys = {f[0] for f in failed}
+        return _write_plan_in(session, state, run_id, now, specs, listings)
+
+
+def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: Listings):
+    """Step two of planning, in the caller's transaction: store listings, resolve targets, make the Part."""
+    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit
+
+    box = state.box
+    limits = listings.limits
+    run = session.get(Run, run_id)
+    if run.status != "running":  # interrupted meanwhile: nothing more is written for it
+        return None, "the run is no longer running"
+    schedule = session.get(Schedule, run.schedule_id)
+    if schedule is None:
+        return None, "the schedule was deleted before its run started"
+    script = session.get(Script, schedule.script_id) if schedule.script_id else None
+    if schedule.script_id and script is None:
+        return None, f"script '{schedule.script_id}' no longer exists"
+    if script is not None and script.exec_type == "ansible":
+        refusal = state.sandbox.ansible_refusal()
+        if refusal:
+            return None, refusal
+    for spec in specs:
+        listing = listings.found.get(spec.id)
+        if listing is None or spec.id in listings.stored:
+            continue
+        listings.stored.add(spec.id)
+        store_nodes(session, spec, listing, now)
+        if listing.truncated:
+            add_event(session, run, "machines_truncated", now, {
+                "error": f"cloud '{spec.id}' listed {listing.listed} machines; only the first "
+                         f"{len(listing.nodes)} by id were kept (CLOUDCRON_MAX_MACHINES_PER_CLOUD)",
+                "listed": listing.listed, "kept": len(listing.nodes)}, spec.id)
+    listing_errors = {spec.id: listings.errors[spec.id] for spec in specs if spec.id in listings.errors}
+    targets = resolve(session, schedule, now, need_addresses=script is not None, listing_errors=listing_errors)
+    failed: list[tuple[str, str, str, str]] = []  # key, cloud_id, machine_id, error
+    for cloud_id, machine_id, why in targets.missing:
+        failed.append((f"{cloud_id}:{machine_id}", cloud_id, machine_id, why))
+    part = None
+    if script is None:
+        clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
+        groups: dict[str, dict[str, str]] = {}
         for m in targets.machines:
-            if m.id not in failed_keys:
-                session.add(RunMachine(run_id=run.id, machine_key=m.id, cloud_id=m.cloud_id,
-                                       machine_id=m.machine_id, status="running"))
-        for key, cloud_id, machine_id, why in failed:
-            session.add(RunMachine(run_id=run.id, machine_key=key, cloud_id=cloud_id or None, machine_id=machine_id,
-                                   status="failed", error=why))
-            add_event(session, run, "machine_action_failed", now, {"error": why}, cloud_id or None, machine_id)
-        meta = {"timeout": schedule.timeout, "script": script is not None, "action": schedule.action}
+            if clouds[m.cloud_id].provider == "other":
+                failed.append((m.id, m.cloud_id, m.machine_id,
+                               "power actions need a libcloud cloud; this machine is a plain SSH host"))
+            else:
+                groups.setdefault(m.cloud_id, {})[m.machine_id] = m.id
+        if groups:
+            part = Part(run.id, "power", schedule.timeout, clouds=[
+                CloudTargets(run_id=run.id, provider=clouds[cid].provider,
+                             credentials=box.open(clouds[cid].credentials_enc) if clouds[cid].credentials_enc else {},
+                             options=clouds[cid].options or {}, machines=machines, cloud_id=cid,
+                             state=ACTION_STATE[schedule.action])
+                for cid, machines in groups.items()])
+    else:
+        ssh: list = []
+        for m in targets.machines:
+            address, key = ssh_address(m), private_key(session, box, m)
+            if not address or not key or not is_ssh_user(m.ssh_user or "root"):
+                why = ("no address to reach it over SSH" if not address
+                       else "no SSH key (set key_id on the machine)" if not key
+                       else f"ssh_user {m.ssh_user!r} {SSH_USER_RULE}")
+                failed.append((m.id, m.cloud_id, m.machine_id, why))
+                continue
+            ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
+                                 user=m.ssh_user or "root", private_key=key,
+                                 time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
+        if ssh:
+            part = Part(run.id, script.exec_type, schedule.timeout, targets=ssh, script_id=script.id,
+                        script=script.script, params=schedule.params or "")
+            try:
+                render_parts([part], limits)  # alone: a part that cannot render fails its own run only
+            except RenderError as exc:  # a user's Ansible script that is not valid: permanent
+                return None, f"script '{script.id}': {exc}"
+    failed_keys = {f[0] for f in failed}
+    for m in targets.machines:
+        if m.id not in failed_keys:
+            session.add(RunMachine(run_id=run.id, machine_key=m.id, cloud_id=m.cloud_id,
+                                   machine_id=m.machine_id, status="running"))
+    for key, cloud_id, machine_id, why in failed:
+        session.add(RunMachine(run_id=run.id, machine_key=key, cloud_id=cloud_id or None, machine_id=machine_id,
+                               status="failed", error=why))
+        add_event(session, run, "machine_action_failed", now, {"error": why}, cloud_id or None, machine_id)
+    return part, None
+
+
+def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | None,
+              listings: Listings) -> dict[str, tuple]:
+    """plan() for every run of a batch, WRITE_CHUNK runs per transaction, not two transactions per run.
+
+    Returns {run_id: (Part or None, error or None)}. The runs are read, every cloud they need is listed
+    once with no transaction open, then they are written. Should a chunk's write fail as a whole, each of
+    its runs is written alone, so that one run that cannot be planned fails alone."""
+    out: dict[str, tuple] = {}
+    specs_of: dict[str, list] = {}
+    for chunk in _chunks(run_ids):
+        with state.db.transaction() as session:
+            for rid in chunk:
+                specs, error = _read_plan_in(session, state, rid, now)
+                if error is not None:
+                    out[rid] = (None, error)
+                else:
+                    specs_of[rid] = specs
+    for specs in specs_of.values():
+        for spec in specs:
+            if execution is not None and execution.stopped:
+                break
+            listings.fetch(spec)
+    if execution is not None and execution.stopped:
+        out.update({rid: (None, execution.error) for rid in specs_of})
+        return out
+    for chunk in _chunks(list(specs_of)):
+        stored = set(listings.stored)
+        try:
+            with state.db.transaction() as session:
+                written = {rid: _write_plan_in(session, state, rid, now, specs_of[rid], listings) for rid in chunk}
+            out.update(written)
+        except Exception:
+            log.exception("planning %d runs of a batch together failed; planning each alone", len(chunk))
+            listings.stored = stored  # what that transaction stored was rolled back with it
+            for rid in chunk:
+                try:
+                    with state.db.transaction() as session:
+                        out[rid] = _write_plan_in(session, state, rid, now, specs_of[rid], listings)
+                except Exception as exc:
+                    log.exception("run %s failed", rid)
+                    out[rid] = (None, f"internal error: {exc.__class__.__name__}: {exc}")
+    return out
+
+
+def _chunks(items: list, size: int | None = None) -> list[list]:
+    size = size or WRITE_CHUNK
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None) -> list[tuple]:
+    """Render the parts of a batch together: [(Rendered, [Part, ...]), ...], one entry per playbook.
+
+    All power parts share one playbook (a task per cloud and state), all executable-script parts one
+    play, and Ansible-script parts one playbook per script; concurrency: machines the power module acts on
+    at once per cloud (CLOUDCRON_PROVIDER_CONCURRENCY). Raises RenderError (web.playbooks)."""
+    from .playbooks import ScriptTarget, render_executables, render_power, render_script
+
+    out: list[tuple] = []
+    power = [p for p in parts if p.kind == "power"]
+    if power:
+        out.append((render_power(None, [c for p in power for c in p.clouds], call_timeout=limits.timeout,
+                                 denied_networks=limits.denied_networks, concurrency=concurrency), power))
+    executable = [p for p in parts if p.kind == "executable"]
+    if executable:
+        out.append((render_executables([ScriptTarget(t, p.script, p.params) for p in executable for t in p.targets]),
+                    executable))
+    by_script: dict[tuple, list[Part]] = {}
+    for p in parts:
+        if p.kind == "ansible":
+            by_script.setdefault((p.script_id, p.script), []).append(p)
+    for (_, text), group in by_script.items():
+        out.append((render_script("ansible", text, "", [t for p in group for t in p.targets]), group))
+    return out
+
+
+def prepare(state, run_id: str, now: datetime, execution: Execution | None = None):
+    """One run planned and rendered alone: ((Rendered or None, meta), None) or (None, error); see plan()."""
+    from .playbooks import RenderError
+
+    part, error = plan(state, run_id, now, execution)
+    if error is not None:
+        return None, error
+    meta = {"timeout": part.timeout if part else None, "script": bool(part and part.is_script)}
+    if part is None:
+        return (None, meta), None
+    try:
+        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config), state.config.provider_concurrency)
+    except RenderError as exc:
+        return None, str(exc)
     return (rendered, meta), None
 
 
-def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
+def record(state, results, script_runs) -> None:
+    """Write a group of machine results in one transaction (4 x WRITE_CHUNK at most each): [(run_id, key,
+    MachineResult), ...].
+
+    script_runs: the run ids whose results are script results (the others are power actions). A row no
+    longer `running` (its run was interrupted) keeps what it has."""
+    if not results:
+        return
+    if len(results) > 4 * WRITE_CHUNK:  # a cloud task's results for hundreds of machines
+        for chunk in _chunks(results, 4 * WRITE_CHUNK):
+            record(state, chunk, script_runs)
+        return
     now = utcnow()
+    run_ids = {rid for rid, _, _ in results}
     with state.db.transaction() as session:
-        row = session.scalar(select(RunMachine).where(RunMachine.run_id == run_id, RunMachine.machine_key == key))
-        if row is None or row.status != "running":  # ended already (the run was interrupted): keep that
-            return
-        row.status, row.rc, row.error, row.duration = result.status, result.rc, result.error, result.duration
-        row.stdout, row.stderr = result.stdout, result.stderr
-        run = session.get(Run, run_id)
-        if is_script:
-            type_ = "script_finished"
-            data = {"rc": result.rc, "status": result.status, **({"error": result.error} if result.error else {})}
-        else:
-            type_ = "machine_action_succeeded" if result.status == "succeeded" else "machine_action_failed"
-            data = {"status": result.status, **({"error": result.error} if result.error else {})}
-            machine = session.get(Machine, key)
-            new_state = getattr(result, "state", None)
-            if machine is not None and new_state:
-                machine.state = new_state
-        add_event(session, run, type_, now, data, row.cloud_id, row.machine_id)
+        rows = {(r.run_id, r.machine_key): r for r in session.scalars(
+            select(RunMachine).where(RunMachine.run_id.in_(run_ids), RunMachine.status == "running"))}
+        runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(run_ids)))}
+        power_keys = {key for rid, key, res in results if rid not in script_runs and getattr(res, "state", None)}
+        machines = {m.id: m for m in session.scalars(select(Machine).where(Machine.id.in_(power_keys)))} \
+            if power_keys else {}
+        for run_id, key, result in results:
+            row = rows.pop((run_id, key), None)
+            if row is not None:
+                record_result(session, runs[run_id], row, result, run_id in script_runs, now, machines.get(key))
+
+
+def _record(state, run_id: str, key: str, result, is_script: bool) -> None:
+    """One machine's result (see record())."""
+    record(state, [(run_id, key, result)], {run_id} if is_script else set())
 
 
 def _heartbeat(state, execution: Execution, stop: threading.Event) -> None:
-    """Keep the run's heartbeat fresh; when the run is no longer `running` (the sweep marked it interrupted
-    after missed heartbeats), stop executing it rather than carry on."""
-    run_id = execution.run_id
+    """Keep the heartbeat of the batch's runs fresh; when one is no longer `running` (the sweep marked it
+    interrupted after missed heartbeats), stop executing the batch rather than carry on."""
+    label = execution.run_id
     # A failed beat is tried again sooner (1, 2, 4 ... s, never later than the usual beat), logged in full once.
-    errors = Backoff(f"heartbeat of run {run_id}", log, first=1.0, cap=HEARTBEAT_EVERY)
+    errors = Backoff(f"heartbeat of run {label}", log, first=1.0, cap=HEARTBEAT_EVERY)
     wait = HEARTBEAT_EVERY
     while not stop.wait(wait):
+        run_ids = list(execution.run_ids)
         try:
             with state.db.transaction() as session:
-                beat = session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
-                                       .values(heartbeat_at=utcnow()))
-                status = "running" if beat.rowcount == 1 else session.scalar(select(Run.status).where(Run.id == run_id))
+                beat = session.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running")
+                                       .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+                lost = None
+                if beat.rowcount != len(run_ids):
+                    lost = session.execute(select(Run.id, Run.status).where(
+                        Run.id.in_(run_ids), Run.status != "running").limit(1)).first()
         except Exception:
             wait = errors.failed()
             continue
         errors.succeeded()
         wait = HEARTBEAT_EVERY
-        if status != "running" and not stop.is_set():
-            log.warning("run %s was marked %s while this worker ran it; stopping it", run_id, status)
-            execution.stop(WORKER_LOST, f"the run was marked {status} while a worker still ran it")
+        if lost is not None and not stop.is_set():
+            log.warning("run %s was marked %s while this worker ran it; stopping its batch", lost[0], lost[1])
+            execution.stop(WORKER_LOST, f"the run was marked {lost[1]} while a worker still ran it")
             return
 
 
 def finish(state, run_id: str, exec_status: str | None, error: str | None,
            execution: Execution | None = None) -> str:
-    """Set the run's final status from its machines' results; a stopped execution ends `interrupted`."""
+    """Set one run's final status from its machines' results; see finish_many()."""
+    return finish_many(state, {run_id: (exec_status, error)}, execution)[run_id]
+
+
+def finish_many(state, outcomes: dict[str, tuple[str | None, str | None]],
+                execution: Execution | None = None) -> dict[str, str]:
+    """Set each run's final status from its machines' results: {run_id: status}.
+
+    outcomes: {run_id: (how its playbook ended: "finished" | "timed_out" | "cancelled" | "error" | None,
+    error)}; 4 x WRITE_CHUNK runs per transaction. A stopped execution ends its runs `interrupted`; a run
+    ended elsewhere keeps its status."""
     now = utcnow()
+    out: dict[str, str] = {}
+    for chunk in _chunks(list(outcomes), 4 * WRITE_CHUNK):
+        with state.db.transaction() as session:
+            runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(chunk)))}
+            all_rows: dict[str, list] = {}
+            for row in session.scalars(select(RunMachine).where(RunMachine.run_id.in_(chunk))):
+                all_rows.setdefault(row.run_id, []).append(row)
+            for run_id in chunk:
+                exec_status, error = outcomes[run_id]
+                out[run_id] = _finish_one(session, runs[run_id], all_rows.get(run_id, []), exec_status, error,
+                                          execution, now)
+    return out
+
+
+def _finish_one(session, run, rows, exec_status, error, execution, now) -> str:
+    stopped = (execution.reason or SHUTDOWN, execution.error) if execution is not None and execution.stopped else None
+    return end_run(session, run, rows, exec_status, error, now, stopped)
+
+
+def claim_batch(state, run_id: str, now: datetime) -> tuple[list[str], list[str]]:
+    """Claim `run_id` and (with batching) every other ready run up to the configured bounds: (claimed, missed).
+
+    See web.runs.claim_ready; runs that waited past their grace come back in `missed`, already recorded."""
+    config = state.config
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
-        if run.status != "running":
-            # Ended elsewhere (the sweep interrupted it): only machines still marked running are closed.
-            session.execute(update(RunMachine).where(RunMachine.run_id == run_id, RunMachine.status == "running")
-                            .values(status="interrupted", error=run.error or "the run ended before this machine"))
-            return run.status
-        stopped = execution is not None and execution.stopped and exec_status not in ("finished", "timed_out")
-        if exec_status == "cancelled" or stopped:
-            reason = execution.reason if execution is not None and execution.reason else SHUTDOWN
-            interrupt(session, run, now, reason, (execution.error if execution is not None else None) or error
-                      or "the run was stopped before it finished")
-            return run.status
-        rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id)).all()
-        for row in rows:
-            if row.status == "running":
-                row.status = "timed_out" if exec_status == "timed_out" else "failed"
-                row.error = row.error or ("the run timed out" if exec_status == "timed_out" else "no result came back")
-        ok = sum(1 for r in rows if r.status == "succeeded")
-        if exec_status == "timed_out":
-            status = "timed_out"
-        elif rows and ok == len(rows):
-            status = "succeeded"
-        elif ok:
-            status = "partial"
-        else:
-            status = "failed"
-        run.status = status
-        run.finished_at = now
-        run.error = error or (None if status == "succeeded" else _summary(rows))
-        add_event(session, run, "schedule_finished", now, {"status": status, **({"error": run.error} if run.error else {})})
-        return run.status
-
-
-def _summary(rows) -> str | None:
-    bad = [r for r in rows if r.status != "succeeded"]
-    if not rows:
-        return "no machine to act on"
-    return f"{len(bad)} of {len(rows)} machine(s) did not succeed" if bad else None
+        return claim_ready(session, run_id, now, batching=config.batching, max_runs=config.batch_max_runs,
+                           max_machines=config.batch_max_machines, manual_grace=config.manual_grace)
 
 
 def execute_run(state, run_id: str) -> str | None:
-    """Do one run from start to end; returns its final status, or None when another worker has it.
+    """Do the run `run_id` and every other run ready with it (one batch); returns run_id's final status,
+    or None when another worker has it.
 
     While this process drains (SIGTERM) no run is started: the message goes back on the queue. Secrets
-    decrypted for the run (credentials, SSH keys) never appear in what it stores: see scrub.run_secrets."""
+    decrypted for the runs (credentials, SSH keys) never appear in what they store: see scrub.run_secrets."""
     from .runner import execute
 
     executions = state.executions
@@ -313,38 +491,96 @@ def execute_run(state, run_id: str) -> str | None:
         return None
     try:
         now = utcnow()
-        if not claim(state, run_id, now):
+        claimed, missed = claim_batch(state, run_id, now)
+        if run_id in missed:
+            status = "missed"
+        elif not claimed:
             return None
+        execution.run_ids = list(claimed)
+        if not claimed:
+            return status
         with run_secrets():
-            return _execute_claimed(state, execution, now, execute)
+            statuses = _execute_batch(state, execution, now, execute)
+        return "missed" if run_id in missed else statuses.get(run_id)
     finally:
         executions.end(execution)
 
 
-def _execute_claimed(state, execution: Execution, now: datetime, execute) -> str:
-    run_id = execution.run_id
+def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[str, str]:
+    from .playbooks import RenderError
+
+    run_ids = list(execution.run_ids)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(state, execution, stop), daemon=True,
-                            name=f"heartbeat-{run_id[:8]}")
+                            name=f"heartbeat-{execution.run_id[:8]}")
     beat.start()
+    outcomes: dict[str, tuple[str | None, str | None]] = {}
     try:
-        prepared, error = prepare(state, run_id, now, execution)
-        if prepared is None:
-            return finish(state, run_id, "error", error, execution)
-        rendered, meta = prepared
-        if rendered is None:
-            return finish(state, run_id, None, None, execution)
-        result = execute(
-            rendered, base_dir=state.config.work_dir, timeout=meta["timeout"], output_cap=state.config.output_cap,
-            on_result=lambda rid, key, res: _record(state, rid, key, res, meta["script"]), cancel=execution.cancel,
-            sandbox=state.sandbox,
-        )
-        return finish(state, run_id, result.status, result.error, execution)
+        limits = ProviderLimits.of(state.config)
+        listings = Listings(limits, state)
+        parts: list[Part] = []
+        planned = plan_many(state, run_ids, now, execution, listings)
+        for rid in run_ids:
+            part, error = planned[rid]
+            if error is not None:
+                outcomes[rid] = ("error", error)
+            elif part is None:
+                outcomes[rid] = (None, None)  # every machine failed already: nothing to execute
+            else:
+                parts.append(part)
+        if parts and not execution.stopped:
+            try:
+                playbooks = render_parts(parts, limits, state.config.provider_concurrency)
+            except RenderError as exc:  # each part rendered alone; together they must too
+                playbooks = []
+                for p in parts:
+                    outcomes[p.run_id] = ("error", f"the batch could not be rendered: {exc}")
+            # Each thread runs in a copy of this context: the batch's secrets (scrub.run_secrets) are
+            # masked in what its playbook's results store, as in this thread.
+            threads = [threading.Thread(target=contextvars.copy_context().run, daemon=True, name=f"playbook-{i}",
+                                        args=(_execute_playbook, state, execution, rendered, group, execute, outcomes))
+                       for i, (rendered, group) in enumerate(playbooks)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        for p in parts:
+            outcomes.setdefault(p.run_id, ("cancelled", execution.error))
+        # The heartbeat ends first: runs ended by the first chunks must not read as taken away from the rest.
+        stop.set()
+        return finish_many(state, outcomes, execution)
     except Exception as exc:
-        log.exception("run %s failed", run_id)
-        return finish(state, run_id, "error", f"internal error: {exc.__class__.__name__}: {exc}", execution)
+        log.exception("batch of run %s failed", execution.run_id)
+        error = f"internal error: {exc.__class__.__name__}: {exc}"
+        stop.set()
+        return finish_many(state, {rid: ("error", error) for rid in run_ids}, execution)
     finally:
         stop.set()
+
+
+def _execute_playbook(state, execution: Execution, rendered, group: list[Part], execute, outcomes: dict) -> None:
+    """Execute one playbook of a batch and put each of its runs' outcome in `outcomes` (run id -> (status, error))."""
+    script_runs = {p.run_id for p in group if p.is_script}
+    timeouts = {p.run_id: p.timeout for p in group if p.timeout}
+    single = len(group) == 1
+    try:
+        result = execute(
+            rendered, base_dir=state.config.work_dir,
+            # One run: its timeout is the playbook's. Several: each run has its own (run_timeouts).
+            timeout=group[0].timeout if single else None, output_cap=state.config.output_cap,
+            on_results=lambda results: record(state, results, script_runs), cancel=execution.cancel,
+            sandbox=state.sandbox, run_timeouts=None if single else timeouts,
+        )
+    except Exception as exc:
+        log.exception("a playbook of the batch of run %s failed", execution.run_id)
+        for p in group:
+            outcomes[p.run_id] = ("error", f"internal error: {exc.__class__.__name__}: {exc}")
+        return
+    for p in group:
+        if p.run_id in result.run_timeouts and result.status in ("finished", "timed_out"):
+            outcomes[p.run_id] = ("timed_out", result.run_timeouts[p.run_id])
+        else:
+            outcomes[p.run_id] = (result.status, result.error)
 
 
 def drain(state, grace: float, stop_taking=None, settle: float = 15.0) -> int:
@@ -366,7 +602,7 @@ def drain(state, grace: float, stop_taking=None, settle: float = 15.0) -> int:
     for execution in left:
         execution.stop(SHUTDOWN, error)
     executions.wait_idle(settle)
-    stuck = [e.run_id for e in executions.active()]
+    stuck = [rid for e in executions.active() for rid in e.run_ids]  # every run of each batch
     if stuck:
         now = utcnow()
         with state.db.transaction() as session:

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+import os
+import random
 import re
 import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 
 from ._redact import Redactor
 
@@ -60,9 +64,21 @@ POWER_STATES = ("started", "stopped", "restarted", "absent")
 # A cloud API that never answers must not hold a run forever; callers may override it.
 DEFAULT_TIMEOUT = 60
 
+# The largest answer one provider request may bring (decoded, so a compressed bomb counts at its full size).
+MAX_ANSWER_BYTES = 128 * 1024 * 1024
+
 # Transient failures (network, throttling, 5xx) get this many more attempts, each after
 # the given pause. Bounded on purpose: a run must end and be recorded.
 RETRY_DELAYS = (1.0, 4.0)
+# A cloud that says it is throttling us (HTTP 429, or EC2's RequestLimitExceeded in a 400) is asked
+# again after longer pauses, each with random jitter so that concurrent calls do not return together.
+THROTTLE_DELAYS = (1.0, 2.0, 4.0, 8.0)
+_THROTTLE_CODES = ("RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequests",
+                   "SlowDown", "RateLimitExceeded")
+# Machines a power call acts on at once, unless told otherwise (cloud APIs throttle).
+DEFAULT_CONCURRENCY = 8
+# EC2 takes at most 200 values in one DescribeInstances filter.
+FILTER_CHUNK = 200
 
 # libcloud's drivers for its own tests: not clouds. The dummy driver makes as many fake machines as
 # its "credentials" number says, in memory.
@@ -71,6 +87,17 @@ TEST_PROVIDERS = frozenset(["dummy"])
 # Addresses no provider endpoint may resolve to unless configured otherwise: link-local, which holds
 # the cloud metadata service (169.254.169.254), and EC2's IPv6 metadata address.
 DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+
+# Constructor arguments (of drivers and the connections they build) that name a file on the machine the
+# driver runs on: libcloud would read it (a key, a certificate) or write it (a token cache), with the
+# worker's rights. `path` alone is the HTTP path of an endpoint (cloudstack, eucalyptus), not a file.
+_FILE_ARGUMENT = re.compile(r"(?:^|_)(?:files?|dir|directory|cert|certs|certfile|keyfile|cafile|pem)$|.+_path$", re.I)
+# Token caches: libcloud's GCE driver keeps tokens in ~/.google_libcloud_auth.<project>, shared by every
+# org whose cloud names the same project; OpenStack takes a cache object. Caching is off in cloudcron.
+_CACHE_ARGUMENTS = frozenset(["credential_file", "ex_auth_cache", "auth_cache"])
+# GCE: only service account keys. "GCE" would use the worker's own instance identity, "IA" asks a person
+# at the worker's terminal for a code.
+GCE_AUTH_TYPES = ("SA",)
 
 # The only schemes a URL-like option may use.
 URL_SCHEMES = ("http", "https")
@@ -115,6 +142,10 @@ class CallTimeout(Exception):
     """A cloud call ran past its time limit."""
 
 
+class AnswerTooLarge(Exception):
+    """A provider's answer was larger than the policy's max_answer_bytes; the rest of it was not read."""
+
+
 def _require_libcloud():
     if not HAS_LIBCLOUD:
         raise ImportError("apache-libcloud is required: %s" % LIBCLOUD_IMPORT_ERROR)
@@ -137,18 +168,45 @@ def _accepts(cls, name):
 # ---------------------------------------------------------------- endpoint policy
 
 class Policy:
-    """What one driver may contact and for how long: denied networks, and seconds per call (None: unbounded)."""
+    """What one driver may contact, for how long and how much: denied networks, seconds per call (None:
+    unbounded), and bytes per answer (max_answer_bytes, default MAX_ANSWER_BYTES)."""
 
-    def __init__(self, denied_networks=None, call_timeout=None):
+    def __init__(self, denied_networks=None, call_timeout=None, max_answer_bytes=None):
         self.denied = parse_networks(DEFAULT_DENIED_NETWORKS if denied_networks is None else denied_networks)
         self.call_timeout = call_timeout
+        self.max_answer_bytes = MAX_ANSWER_BYTES if max_answer_bytes is None else int(max_answer_bytes)
 
     def refuses(self, address):
-        """Whether an ip_address (or its text) lies in a denied network; IPv4-mapped IPv6 counts as its IPv4."""
+        """Whether an ip_address (or its text) lies in a denied network, itself or as the IPv4 address it carries.
+
+        IPv6 forms that stand for an IPv4 address (embedded_ipv4) are refused when that IPv4 is: a denied
+        169.254.169.254 is also refused as ::ffff:169.254.169.254, ::169.254.169.254, 64:ff9b::a9fe:a9fe
+        or 2002:a9fe:a9fe::."""
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self.denied)
+        candidates = [ip]
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            candidates.append(embedded)
+        return any(c.version == net.version and c in net for c in candidates for net in self.denied)
+
+
+# NAT64's well-known prefix (RFC 6052): the IPv4 address is the last 32 bits.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(ip):
+    """The IPv4 address an IPv6 address carries, or None: IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible
+    (::a.b.c.d, deprecated but still routed by some stacks), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)."""
+    if ip.version != 6:
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    value = int(ip)
+    if ip in _NAT64 or (value >> 32 == 0 and value > 1):  # ::/96 but for :: and ::1
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    return None
 
 
 def parse_networks(networks):
@@ -173,6 +231,101 @@ def _policy(policy):
         yield
     finally:
         _CURRENT.policy = previous
+
+
+class _Deadline:
+    """Ends a call's connections when its time is up, whatever thread it runs on and however slowly bytes come.
+
+    A socket timeout bounds each read, not a call: a server sending a byte every few seconds keeps a call
+    going for ever. Every socket a call uses is watched (through a duplicate of its descriptor, which
+    stays valid whatever happens to the original, TLS wrapping included); when the time is up they are
+    shut down, so a read blocked in any thread returns at once and the call fails."""
+
+    def __init__(self, seconds):
+        self.expired = False
+        self._socks = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.001), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock):
+        try:
+            fd = os.dup(sock.fileno())
+        except (OSError, ValueError):  # already closed
+            return
+        try:
+            dup = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return
+        with self._lock:
+            if not self.expired:
+                self._socks.append(dup)
+                return
+        _shut(dup)
+        dup.close()
+
+    def _expire(self):
+        with self._lock:
+            self.expired = True
+            socks, self._socks = self._socks, []
+        for dup in socks:
+            _shut(dup)
+            dup.close()
+
+    def close(self):
+        self._timer.cancel()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for dup in socks:
+            dup.close()
+
+
+def _shut(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+@contextmanager
+def _deadline(seconds):
+    """Watch the sockets opened or reused in this thread for the next `seconds` (None: no watch)."""
+    previous = getattr(_CURRENT, "deadline", None)
+    watch = _Deadline(seconds) if seconds is not None else None
+    _CURRENT.deadline = watch
+    try:
+        yield watch
+    finally:
+        _CURRENT.deadline = previous
+        if watch is not None:
+            watch.close()
+
+
+def _watch(sock):
+    watch = getattr(_CURRENT, "deadline", None)
+    if watch is not None and sock is not None:
+        watch.watch(sock)
+
+
+def _read_capped(response):
+    """Read a requests response's body (decoded) up to the current policy's max_answer_bytes, or raise AnswerTooLarge."""
+    limit = _current_policy().max_answer_bytes
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        response.close()
+        raise AnswerTooLarge("the provider's answer is larger than %d bytes (it says %s)" % (limit, declared.strip()))
+    chunks, total = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            response.close()
+            raise AnswerTooLarge("the provider's answer is larger than %d bytes" % limit)
+        chunks.append(chunk)
+    # What requests' own non-streaming read leaves behind (Response.content reads this).
+    response._content = b"".join(chunks)  # pylint: disable=protected-access
+    response._content_consumed = True  # pylint: disable=protected-access
 
 
 def _current_policy():
@@ -250,6 +403,44 @@ def check_endpoint_options(options, denied_networks=None, prefix="options", secr
     walk(prefix, options or {})
 
 
+def check_driver_arguments(provider, credentials, options):
+    """Refuse driver arguments that would make libcloud read or write a file where it runs; ValueError naming the field.
+
+    Any argument whose name says it is a file (key_file, cert_file, ca_cert, credential_file, *_path, ...)
+    and token caches are refused for every provider; a GCE key is accepted only as its content (PEM or
+    JSON text, or the parsed JSON object), never as a file name, and only service-account authentication.
+    The message never shows a value."""
+    for prefix, values in (("credentials", credentials or {}), ("options", options or {})):
+        for name in values:
+            field = "%s.%s" % (prefix, name)
+            if str(name) in _CACHE_ARGUMENTS:
+                raise ValueError("%s: token caches are not allowed; cloudcron keeps no provider tokens on the worker" % field)
+            if _FILE_ARGUMENT.search(str(name)):
+                raise ValueError("%s: names a file on the worker, which a cloud may not make cloudcron read or write; "
+                                 "give the credential's content where the driver takes it" % field)
+    if provider == "gce":
+        given = (("credentials", credentials or {}), ("options", options or {}))
+        for prefix, values in given:
+            auth_type = values.get("auth_type")
+            if auth_type is not None and str(auth_type).upper() not in GCE_AUTH_TYPES:
+                raise ValueError("%s.auth_type: only 'SA' (a service account key) is supported; 'GCE' would use the "
+                                 "worker's own identity and 'IA' needs a person at the worker" % prefix)
+        for prefix, values in given:
+            key = values.get("key")
+            if isinstance(key, str) and not key.lstrip().startswith(("-----BEGIN", "{")):
+                raise ValueError("%s.key: must be the service account key itself (its PEM or JSON content), "
+                                 "not a file name" % prefix)
+
+
+def _pinned_arguments(provider, credentials, options):
+    """Arguments cloudcron sets whatever a cloud says: no token cache file, no guessed authentication."""
+    if provider == "gce":
+        # libcloud always caches tokens in a file; reading /dev/null finds none and writing it keeps none.
+        options["credential_file"] = "/dev/null"
+        if "auth_type" not in credentials:
+            options["auth_type"] = "SA"
+
+
 def _guarded_socket(conn):
     """Open conn's socket to the first resolved address outside the denied networks (urllib3's errors kept)."""
     policy = _current_policy()
@@ -288,17 +479,31 @@ def _install_guard():
 
         class GuardedHTTPConnection(_U3HTTPConnection):
             def _new_conn(self):
-                return _guarded_socket(self)
+                sock = _guarded_socket(self)
+                _watch(sock)  # before a TLS handshake, which may trickle too
+                return sock
 
         class GuardedHTTPSConnection(_U3HTTPSConnection):
             def _new_conn(self):
-                return _guarded_socket(self)
+                sock = _guarded_socket(self)
+                _watch(sock)
+                return sock
 
         class GuardedHTTPPool(_U3HTTPPool):
             ConnectionCls = GuardedHTTPConnection
 
+            def _get_conn(self, timeout=None):
+                conn = super()._get_conn(timeout)
+                _watch(getattr(conn, "sock", None))  # a kept-alive connection this call reuses
+                return conn
+
         class GuardedHTTPSPool(_U3HTTPSPool):
             ConnectionCls = GuardedHTTPSConnection
+
+            def _get_conn(self, timeout=None):
+                conn = super()._get_conn(timeout)
+                _watch(getattr(conn, "sock", None))
+                return conn
 
         pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
 
@@ -332,10 +537,35 @@ def _install_guard():
             def _setup_signing(self, cert_file=None, key_file=None):
                 self._signing = (cert_file, key_file)
 
+            # Answers are read here, within the policy's size, rather than whole by requests.
+            def request(self, method, url, body=None, headers=None, raw=False, stream=False, hooks=None):
+                super().request(method, url, body=body, headers=headers, raw=raw, stream=True, hooks=hooks)
+                if not stream:
+                    _read_capped(self.response)
+
+            def prepared_request(self, method, url, body=None, headers=None, raw=False, stream=False):
+                super().prepared_request(method, url, body=body, headers=headers, raw=raw, stream=True)
+                if not stream:
+                    _read_capped(self.response)
+
         for holder in (_lc_base.Connection, _lc_azure.AzureActiveDirectoryConnection, _lc_azure_arm.AzureResourceManagementConnection):
             if getattr(holder, "conn_class", None) is LibcloudConnection:
                 holder.conn_class = GuardedConnection
+        _GUARD["adapter"] = GuardedAdapter
         _GUARD["connection"] = GuardedConnection
+
+
+def guarded_adapter():
+    """A requests HTTPAdapter whose connections go through the guard (mount it on a Session; send inside guarding())."""
+    _install_guard()
+    return _GUARD["adapter"]()
+
+
+@contextmanager
+def guarding(denied_networks=None):
+    """Within this block, on this thread, guarded connections refuse addresses in `denied_networks` (CIDR strings)."""
+    with _policy(Policy(denied_networks)):
+        yield
 
 
 @contextmanager
@@ -359,13 +589,17 @@ def _time_limit(seconds):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
-def get_driver(provider: str, credentials: dict, options: dict, call_timeout=None, denied_networks=None):
+def get_driver(provider: str, credentials: dict, options: dict, call_timeout=None, denied_networks=None,
+               max_answer_bytes=None):
     """Build a libcloud NodeDriver for provider from its constructor credentials and extra options.
 
     call_timeout (seconds) bounds every call made through this module with the driver, retries
-    included, and lowers options["timeout"] (each socket operation) to it. denied_networks (CIDR
-    strings; default DEFAULT_DENIED_NETWORKS) are never connected to. Raises ValueError for an
-    unknown or test provider and for options that are refused; LibcloudActionError when a driver
+    included, on any thread (the call's sockets are shut down when it is up, see _Deadline), and lowers
+    options["timeout"] (each socket operation) to it. An answer larger than max_answer_bytes (default
+    MAX_ANSWER_BYTES) fails the call unread. denied_networks (CIDR
+    strings; default DEFAULT_DENIED_NETWORKS) are never connected to. Arguments naming files on this
+    machine and token caches are refused (check_driver_arguments); GCE's token cache is off. Raises
+    ValueError for an unknown or test provider and for options that are refused; LibcloudActionError when a driver
     that talks to its cloud while being built fails.
     """
     _require_libcloud()
@@ -378,9 +612,11 @@ def get_driver(provider: str, credentials: dict, options: dict, call_timeout=Non
     both = sorted(set(credentials) & set(options))
     if both:
         raise ValueError("driver options repeat credential fields: %s" % ", ".join(both))
-    policy = Policy(denied_networks, call_timeout)
+    policy = Policy(denied_networks, call_timeout, max_answer_bytes)
     check_endpoint_options(options, policy)
     check_endpoint_options(credentials, policy, prefix="credentials", secrets=True)
+    check_driver_arguments(provider, credentials, options)
+    _pinned_arguments(provider, credentials, options)
     cls = _driver_class(provider)
     if "timeout" in options:
         given = options["timeout"]
@@ -392,7 +628,7 @@ def get_driver(provider: str, credentials: dict, options: dict, call_timeout=Non
         options["timeout"] = DEFAULT_TIMEOUT if call_timeout is None else min(DEFAULT_TIMEOUT, call_timeout)
     _install_guard()
     try:
-        with _policy(policy), _time_limit(call_timeout):
+        with _policy(policy), _deadline(call_timeout), _time_limit(call_timeout):
             driver = cls(**credentials, **options)
     except TypeError as exc:
         # The message names the parameter, never its value, so it is safe to pass on.
@@ -454,9 +690,19 @@ def _redactor_of(driver):
     return redactor
 
 
+def _is_throttled(exc):
+    """Whether the cloud answered that it is throttling the caller (429, or a throttling error code)."""
+    if _http_status(exc) == 429:
+        return True
+    text = " ".join(str(part) for part in (getattr(exc, "message", None), *getattr(exc, "args", ())) if part)
+    return any(code in text for code in _THROTTLE_CODES)
+
+
 def _is_transient(exc):
-    if isinstance(exc, (InvalidCredsError, DeniedAddressError, CallTimeout)):
+    if isinstance(exc, (InvalidCredsError, DeniedAddressError, CallTimeout, AnswerTooLarge)):
         return False
+    if _is_throttled(exc):
+        return True
     if isinstance(exc, BaseHTTPError):
         return exc.code == 429 or (isinstance(exc.code, int) and exc.code >= 500)
     # socket errors, refused connections and timeouts (requests' errors are OSErrors too)
@@ -497,7 +743,7 @@ def _reason(exc, call_timeout=None):
     """A short account of a failed call: an HTTP status line, a network reason or the error's kind.
 
     Never the provider's answer body: an endpoint is whatever a user pointed a cloud at."""
-    if isinstance(exc, (DeniedAddressError, CallTimeout)):
+    if isinstance(exc, (DeniedAddressError, CallTimeout, AnswerTooLarge)):
         return str(exc)
     status = _http_status(exc)
     if isinstance(exc, InvalidCredsError):
@@ -519,14 +765,18 @@ def _call(driver, what, func, *args):
     policy = getattr(driver, "_cloudcron_policy", None) or _DEFAULT_POLICY
     limit = policy.call_timeout
     deadline = None if limit is None else time.monotonic() + limit
-    for attempt in range(len(RETRY_DELAYS) + 1):
+    attempt = 0
+    while True:
         try:
-            with _policy(policy), _time_limit(None if deadline is None else deadline - time.monotonic()):
+            left = None if deadline is None else deadline - time.monotonic()
+            with _policy(policy), _deadline(left), _time_limit(left):
                 return func(*args)
         except Exception as exc:  # libcloud drivers raise all kinds; classify, do not crash
             transient = _is_transient(exc)
-            if transient and attempt < len(RETRY_DELAYS):
-                pause = RETRY_DELAYS[attempt]
+            delays = THROTTLE_DELAYS if _is_throttled(exc) else RETRY_DELAYS
+            if transient and attempt < len(delays):
+                pause = delays[attempt] * (random.uniform(0.5, 1.0) if delays is THROTTLE_DELAYS else 1.0)
+                attempt += 1
                 if deadline is None or time.monotonic() + pause < deadline:
                     time.sleep(pause)
                     continue
@@ -537,7 +787,6 @@ def _call(driver, what, func, *args):
             # Provider error messages sometimes echo what they were sent.
             message = "%s: %s" % (what, _redactor_of(driver).redact(reason))
             raise LibcloudActionError(message, permanent=not transient) from None
-    raise AssertionError("unreachable")
 
 
 def list_nodes(driver) -> list[dict]:
@@ -550,11 +799,32 @@ def _result(machine_id, changed, failed, state, msg):
     return {"machine_id": machine_id, "changed": changed, "failed": failed, "state": state, "msg": msg}
 
 
-def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = False) -> list[dict]:
+def list_wanted(driver, machine_ids):
+    """The provider's nodes among machine_ids, asking only for those where the driver can filter.
+
+    EC2 (libcloud's ex_filters on list_nodes) is asked with an instance-id filter, FILTER_CHUNK ids per
+    DescribeInstances call, so the cost follows the machines acted on, not the size of the account
+    (a filter, unlike ex_node_ids, leaves out unknown ids instead of failing the call). Other drivers
+    list the whole cloud once. Raises LibcloudActionError."""
+    if getattr(driver, "type", None) == "ec2" and machine_ids:
+        nodes = []
+        for start in range(0, len(machine_ids), FILTER_CHUNK):
+            chunk = list(machine_ids[start:start + FILTER_CHUNK])
+            nodes.extend(_call(driver, "listing machines failed",
+                               partial(driver.list_nodes, ex_filters={"instance-id": chunk})))
+        return nodes
+    return _call(driver, "listing machines failed", driver.list_nodes)
+
+
+def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = False,
+          concurrency: int = 1, driver_factory=None) -> list[dict]:
     """Bring each machine to state (started, stopped, restarted, absent); one result dict per distinct id.
 
     Machines already in the state are left alone (changed False). In check mode nothing is
-    called but the listing, and changed says what would have been done.
+    called but the listing, and changed says what would have been done. The machines are listed
+    once (list_wanted), then acted on `concurrency` at a time; each thread other than the caller's
+    uses a driver of its own from driver_factory() (libcloud drivers are not thread-safe), so
+    without a factory the actions run one after another. Results keep the order of machine_ids.
     """
     _require_libcloud()
     if state not in POWER_STATES:
@@ -563,21 +833,22 @@ def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = Fals
     if not wanted:
         return []
     try:
-        nodes = {_machine_id(node): node for node in _call(driver, "listing machines failed", driver.list_nodes)}
+        nodes = {_machine_id(node): node for node in list_wanted(driver, wanted)}
     except LibcloudActionError as exc:
         return [_result(m, False, True, None, str(exc)) for m in wanted]
 
     method, target, verb = _ACTIONS[state]
-    results = []
+    results = {}
+    todo = []
     for machine_id in wanted:
         node = nodes.get(machine_id)
         if node is None:
             if state == "absent":
                 # Providers other than EC2 drop removed machines from the listing at once.
                 msg = "machine %s not found; nothing to remove" % machine_id
-                results.append(_result(machine_id, False, False, None, msg))
+                results[machine_id] = _result(machine_id, False, False, None, msg)
             else:
-                results.append(_result(machine_id, False, True, None, "machine %s not found" % machine_id))
+                results[machine_id] = _result(machine_id, False, True, None, "machine %s not found" % machine_id)
             continue
         current = _state_of(node)
         if current in _ALREADY[state]:
@@ -585,26 +856,49 @@ def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = Fals
                 msg = "machine %s is %s; a restart leaves stopped machines stopped" % (machine_id, current)
             else:
                 msg = "machine %s is already %s" % (machine_id, current)
-            results.append(_result(machine_id, False, False, current, msg))
+            results[machine_id] = _result(machine_id, False, False, current, msg)
             continue
         if current == "terminated":
             msg = "machine %s is terminated; cannot %s it" % (machine_id, verb)
-            results.append(_result(machine_id, False, True, current, msg))
+            results[machine_id] = _result(machine_id, False, True, current, msg)
             continue
         if check_mode:
             msg = "would %s machine %s (now %s)" % (verb, machine_id, current)
-            results.append(_result(machine_id, True, False, current, msg))
+            results[machine_id] = _result(machine_id, True, False, current, msg)
             continue
+        todo.append((machine_id, node, current))
+
+    def act(drv, machine_id, node, current):
         try:
-            confirmed = _call(driver, "could not %s machine %s" % (verb, machine_id), getattr(driver, method), node)
+            confirmed = _call(drv, "could not %s machine %s" % (verb, machine_id), getattr(drv, method), node)
         except LibcloudActionError as exc:
-            results.append(_result(machine_id, False, True, current, str(exc)))
-            continue
+            return _result(machine_id, False, True, current, str(exc))
         if confirmed is False:
             # Real EC2 answers true for every request it accepts, so false means refused.
             msg = "the cloud did not confirm it would %s machine %s" % (verb, machine_id)
-            results.append(_result(machine_id, False, True, current, msg))
-            continue
+            return _result(machine_id, False, True, current, msg)
         msg = "asked the cloud to %s machine %s (was %s)" % (verb, machine_id, current)
-        results.append(_result(machine_id, True, False, target, msg))
-    return results
+        return _result(machine_id, True, False, target, msg)
+
+    workers = max(1, min(int(concurrency or 1), len(todo))) if driver_factory is not None else 1
+    if workers == 1:
+        for machine_id, node, current in todo:
+            results[machine_id] = act(driver, machine_id, node, current)
+    else:
+        local = threading.local()
+
+        def act_in_thread(item):
+            machine_id, node, current = item
+            drv = getattr(local, "driver", None)
+            if drv is None:
+                try:
+                    drv = local.driver = driver_factory()
+                except Exception as exc:  # noqa: BLE001 - the same driver was built once already
+                    return _result(machine_id, False, True, current, "could not %s machine %s: %s"
+                                   % (verb, machine_id, type(exc).__name__))
+            return act(drv, machine_id, node, current)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudcron-power") as pool:
+            for result in pool.map(act_in_thread, todo):
+                results[result["machine_id"]] = result
+    return [results[m] for m in wanted]

@@ -12,6 +12,8 @@ description:
   - Brings a list of cloud machines to a power state with one Apache Libcloud compute driver.
   - Lists the provider's machines once, then acts only on the machines not yet in the requested
     state, so running the task again changes nothing.
+  - With V(ec2), the listing asks only for the machines in O(machine_ids) (an instance-id filter,
+    200 ids per call), so its cost does not grow with the number of machines in the account.
   - This is the action cloudcron runs for the C(start), C(stop), C(reboot) and C(destroy)
     schedule actions; it can also be used on its own.
   - The module talks to the cloud API from the host it runs on, usually C(localhost).
@@ -66,6 +68,12 @@ options:
     type: list
     elements: str
     default: ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]
+  concurrency:
+    description:
+      - How many machines are acted on at once; each concurrent call uses a driver of its own.
+      - Cloud APIs throttle; answers that say so are retried after growing pauses with jitter.
+    type: int
+    default: 8
   machine_ids:
     description:
       - Provider ids of the machines to act on, for example EC2 instance ids. Repeated ids are acted on once.
@@ -88,8 +96,8 @@ options:
 notes:
   - The task fails when any machine failed; the other machines are still acted on and every
     machine's outcome is in RV(results).
-  - Network errors, throttling and server errors are retried twice; authentication errors and
-    refused requests are not retried.
+  - Network errors and server errors are retried twice, throttling answers (HTTP 429, EC2's
+    C(RequestLimitExceeded)) four times; authentication errors and refused requests are not retried.
 """
 
 EXAMPLES = r"""
@@ -159,6 +167,7 @@ results:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.cloudcron.scheduler.plugins.module_utils._libcloud import (
+    DEFAULT_CONCURRENCY,
     DEFAULT_DENIED_NETWORKS,
     HAS_LIBCLOUD,
     LIBCLOUD_IMPORT_ERROR,
@@ -203,6 +212,7 @@ def main():
             driver_options=dict(type="dict", default={}),
             call_timeout=dict(type="float"),
             denied_networks=dict(type="list", elements="str", default=list(DEFAULT_DENIED_NETWORKS)),
+            concurrency=dict(type="int", default=DEFAULT_CONCURRENCY),
             machine_ids=dict(type="list", elements="str", required=True),
             state=dict(type="str", required=True, choices=list(POWER_STATES)),
         ),
@@ -214,10 +224,16 @@ def main():
     params = module.params
     if params["call_timeout"] is not None and not params["call_timeout"] > 0:
         module.fail_json(msg="call_timeout: must be greater than 0")
+    if params["concurrency"] < 1:
+        module.fail_json(msg="concurrency: must be at least 1")
     redactor, invocation = hide_credentials(module)
+
+    def make_driver():
+        return get_driver(params["provider"], params["credentials"], params["driver_options"],
+                          call_timeout=params["call_timeout"], denied_networks=params["denied_networks"])
+
     try:
-        driver = get_driver(params["provider"], params["credentials"], params["driver_options"],
-                            call_timeout=params["call_timeout"], denied_networks=params["denied_networks"])
+        driver = make_driver()
     except ValueError as exc:
         # Every machine gets its outcome, so a run records one result per machine either way.
         results = [
@@ -225,7 +241,8 @@ def main():
             for m in dict.fromkeys(params["machine_ids"])
         ]
     else:
-        results = power(driver, params["machine_ids"], params["state"], check_mode=module.check_mode)
+        results = power(driver, params["machine_ids"], params["state"], check_mode=module.check_mode,
+                        concurrency=params["concurrency"], driver_factory=make_driver)
     results = redactor.redact_data(results)
     changed = any(r["changed"] for r in results)
     failed = [r for r in results if r["failed"]]

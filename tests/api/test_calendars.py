@@ -126,6 +126,14 @@ def test_calendars_are_listed_got_edited_and_named_uniquely(api, greek):
      "entries.1.weekly.to"),
     ({"name": "x", "entries": [{"holidays": {"country": "ZZ"}}]}, "entries.0.holidays.country"),
     ({"name": "x", "entries": [{"ical": "BEGIN:VCALENDAR"}]}, "entries.0.ical"),
+    # too costly to expand (every hour since 1900), a broken date, nested past any real calendar
+    ({"name": "x", "entries": [{"date": "2030-01-01"}, {"ical": "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:a\n"
+                                "DTSTART:19000101T000000Z\nRRULE:FREQ=HOURLY\nEND:VEVENT\nEND:VCALENDAR\n"}]},
+     "entries.1.ical"),
+    ({"name": "x", "entries": [{"ical": "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:a\nDTSTART:20300101T0000Z\n"
+                                        "END:VEVENT\nEND:VCALENDAR\n"}]}, "entries.0.ical"),
+    ({"name": "x", "entries": [{"ical": "BEGIN:VCALENDAR\n" + "BEGIN:VEVENT\n" * 5000 + "END:VEVENT\n" * 5000
+                                        + "END:VCALENDAR\n"}]}, "entries.0.ical"),
     ({"name": "x", "color": "red"}, "color"),
     ({"name": "x", "id": "a" * 32}, "id"),
 ])

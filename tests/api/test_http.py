@@ -257,3 +257,24 @@ def test_each_create_links_to_the_operations_taking_its_id(api):
                 for link in op["responses"].get(status, {}).get("links", {}).values():
                     assert link["operationId"] in ops
             assert "401" in op["responses"]
+
+
+def test_a_locked_sqlite_database_is_a_503_and_a_statement_fault_stays_a_500(api, monkeypatch):
+    """Busy or unreachable is a condition that passes (503, Retry-After); a missing table is a fault (500)."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from web.api import schedules as schedules_api
+
+    def failing(message):
+        def list_schedules(*_args, **_kwargs):
+            raise OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+        return list_schedules
+
+    monkeypatch.setattr(schedules_api, "list_response", failing("database is locked"))
+    status, body, resp = api.call("GET", "/api/v1/schedules")
+    assert status == 503 and resp.headers["Retry-After"] == "5" and "cannot be reached" in body["error"]
+    monkeypatch.setattr(schedules_api, "list_response", failing("no such table: schedules"))
+    status, body, _ = api.call("GET", "/api/v1/schedules")
+    assert status == 500 and body == {"error": "internal error; see the service log"}

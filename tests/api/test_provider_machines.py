@@ -97,10 +97,15 @@ def test_non_http_schemes_are_refused_in_any_url_like_option(api, options, named
     assert status == 400 and body["error"].startswith(named + ":") and f"'{scheme}'" in body["error"], body
 
 
-def test_a_libvirt_uri_in_the_credentials_is_refused_when_the_provider_is_called(api):
+def test_a_libvirt_uri_in_the_credentials_is_refused_at_create_and_when_the_provider_is_called(api):
     # Credentials are constructor arguments too: a local hypervisor socket is not an HTTP endpoint.
-    status, cloud = api.post("clouds", {"title": "virt", "provider": "libvirt", "credentials": {"uri": "qemu:///system"}})
-    assert status == 200, cloud  # credentials are not read back to check them at create
+    status, body = api.post("clouds", {"title": "virt", "provider": "libvirt", "credentials": {"uri": "qemu:///system"}})
+    assert status == 400 and body["error"].startswith("credentials.uri:") and "'qemu'" in body["error"], body
+    # One stored before that check is refused when used.
+    status, cloud = api.post("clouds", {"title": "virt", "provider": "libvirt", "credentials": {"uri": "http://h"}})
+    assert status == 200, cloud
+    with api.state.db.transaction() as session:
+        session.get(Cloud, cloud["id"]).credentials_enc = api.state.box.seal({"uri": "qemu:///system"})
     status, body = api.get(f"clouds/{cloud['id']}/machines")
     assert status == 502 and "credentials.uri" in body["error"] and "'qemu'" in body["error"]
 

@@ -173,6 +173,44 @@ def test_the_sweep_requeues_lost_messages_and_interrupts_dead_workers(env):
     assert statuses == {lost[0]: "queued", dead[0]: "interrupted"}
 
 
+def test_the_sweep_requeues_a_lost_run_once_then_fails_it_when_the_queue_is_empty(env):
+    sid = env.add(now=T0 - timedelta(minutes=1))
+    sink, pending = [], [0]
+    d = Dispatcher(env.state, sink.extend, clock=lambda: T0, pending=lambda: pending[0])
+    [run_id] = d.claim(T0)
+    sink.clear()  # the claim's message: taken by nobody from here on, as if lost
+    assert d.sweep(T0 + timedelta(minutes=2)) == (1, 0)
+    assert sink == [run_id]
+    # Lost again; while the queue still holds messages it may only be waiting in a backlog: left queued.
+    pending[0] = 3
+    assert d.sweep(T0 + timedelta(minutes=4)) == (0, 0)
+    assert sink == [run_id]  # not re-enqueued a second time
+    [run] = runs_of(env, sid)
+    assert (run.status, run.requeues) == ("queued", 1)
+    # The queue ran empty and the run is still queued: its message is gone, it ends failed.
+    pending[0] = 0
+    assert d.sweep(T0 + timedelta(minutes=6)) == (0, 1)
+    [run] = runs_of(env, sid)
+    assert run.status == "failed" and run.finished_at == T0 + timedelta(minutes=6)
+    assert "re-enqueued once" in run.error and "nothing was done" in run.error
+    [event] = events_of(env, sid, "schedule_finished")
+    assert event.data["status"] == "failed"
+    assert d.sweep(T0 + timedelta(minutes=8)) == (0, 0) and sink == [run_id]
+
+
+def test_the_sweep_gives_up_on_no_run_when_the_queue_cannot_be_counted(env):
+    env.add(now=T0 - timedelta(minutes=1))
+    sink = []
+
+    def unreachable():
+        raise ConnectionError("queue down")
+
+    d = Dispatcher(env.state, sink.extend, clock=lambda: T0, pending=unreachable)
+    d.claim(T0)
+    assert d.sweep(T0 + timedelta(minutes=2)) == (1, 0)
+    assert d.sweep(T0 + timedelta(minutes=4)) == (0, 0)
+
+
 def test_the_claim_stores_times_in_the_same_form_as_the_orm(env, database_url):
     """The SQLite claim writes through the DBAPI cursor: its datetimes must read and compare like the ORM's."""
     if not database_url.startswith("sqlite"):

@@ -13,7 +13,7 @@ from web.crypto import new_id
 from web.dispatcher import Dispatcher
 from web.migrate import upgrade
 from web.models import Cloud, Event, Run, RunMachine, Schedule
-from web.queue import bind, consumer
+from web.queue import consumer
 from web.schedules import build, next_run_at
 
 
@@ -43,7 +43,6 @@ def test_a_queued_run_reaches_a_worker_and_finishes(tmp_path, queue_url):
         sch = Schedule(id=new_id(), org_id=org.id, total_run_count=0, created_at=now, updated_at=now, **values)
         sch.next_run_at = next_run_at(sch, now)
         s.add(sch)
-    bind(state)
     c = consumer(state.huey, workers=1, embedded=True)
     c.start()
     try:
@@ -67,3 +66,22 @@ def test_a_queued_run_reaches_a_worker_and_finishes(tmp_path, queue_url):
     finally:
         c.stop(graceful=False)
         state.db.dispose()
+
+
+def test_the_queue_executes_runs_with_the_handler_it_was_made_with(tmp_path, queue_url):
+    """The task calls the handler given to make_huey: no state bound to the module afterwards."""
+    from web.queue import make_huey
+
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), "CLOUDCRON_QUEUE_URL": queue_url})
+    seen = []
+    huey = make_huey(config, handler=seen.append)
+    other = make_huey(config)  # a second queue in the same process shares no handler with the first
+    huey.execute_run.call_local("r1")
+    assert seen == ["r1"]
+    try:
+        other.execute_run.call_local("r2")
+    except RuntimeError as exc:
+        assert "without a run handler" in str(exc)
+    else:
+        raise AssertionError("a queue without a handler executed a run")
+    assert seen == ["r1"]

@@ -44,6 +44,8 @@ def _script(env) -> str:
 
 
 def _one_run(env, **fields) -> str:
+    # The run is due at T0 and executed now: a grace of a year keeps it from being recorded missed.
+    fields.setdefault("misfire_grace", 86400 * 366)
     env.add(now=T0 - timedelta(minutes=1), **fields)
     [run_id] = Dispatcher(env.state, lambda ids: None, clock=lambda: T0).claim(T0)
     return run_id
@@ -163,6 +165,16 @@ def test_drain_marks_a_run_that_does_not_stop_interrupted(env):
     assert drain(env.state, grace=0.1, settle=0.1) == 1
     run = _run(env, run_id)
     assert run.status == "interrupted" and run.error.startswith("shutdown:")
+    env.state.executions.end(execution)
+
+
+def test_drain_marks_every_run_of_a_stuck_batch_interrupted(env):
+    first, second = _one_run(env), _one_run(env, name="second")
+    execution = env.state.executions.begin(first)  # the message named the first; the batch holds both
+    assert claim(env.state, first, T0) and claim(env.state, second, T0)
+    execution.run_ids = [first, second]
+    assert drain(env.state, grace=0.1, settle=0.1) == 1
+    assert {_run(env, r).status for r in (first, second)} == {"interrupted"}
     env.state.executions.end(execution)
 
 

@@ -360,3 +360,39 @@ def test_a_required_sandbox_that_cannot_be_built_stops_start_up(tmp_path, comman
     assert proc.returncode == 2, proc.stderr
     assert "CLOUDCRON_SANDBOX=required" in proc.stderr and "bubblewrap" in proc.stderr
     assert "Traceback" not in proc.stderr and "cloudcron API on" not in proc.stdout
+
+
+FILL = """
+- name: fill the run's in-memory directories on the worker
+  ansible.builtin.shell: |
+    for target in /tmp/fill "$HOME/fill" /dev/shm/fill; do
+      if dd if=/dev/zero of="$target" bs=1M count=64 2>/dev/null; then echo "FILLED $target"; else echo "FULL $target"; fi
+      rm -f "$target"
+    done
+    dd if=/dev/zero of=/tmp/fill bs=1M count=64
+  delegate_to: localhost
+"""
+
+
+def test_a_run_writing_past_its_tmpfs_size_fails_alone(tmp_path, sshd_hosts):
+    svc = start_service(tmp_path / "data", env={"CLOUDCRON_SANDBOX": "required", "CLOUDCRON_SANDBOX_TMPFS_MB": "16"})
+    try:
+        machine = declare_machine(svc, sshd_hosts[0])
+        status, filler = svc.api("POST", "scripts", {"name": "fill", "script": FILL, "exec_type": "ansible"})
+        assert status == 200, filler
+        status, plain = svc.api("POST", "scripts", {"name": "plain", "script": "#!/bin/sh\necho still-fine\n"})
+        assert status == 200, plain
+        run = finished_run(svc, run_now(svc, "fill", filler["id"], machine)["id"])
+        assert run["status"] == "failed", run
+        text = str(run)
+        stdout_lines = re.search(r'"stdout_lines": \[(.*?)\]', run["machines"][0]["stdout"])
+        assert stdout_lines, text[-3000:]
+        home = pwd.getpwuid(os.getuid()).pw_dir
+        assert stdout_lines.group(1) == f'"FULL /tmp/fill", "FULL {home}/fill", "FULL /dev/shm/fill"', text[-3000:]
+        assert "No space left on device" in text
+        # The worker goes on: the next run, another schedule's, succeeds.
+        run = finished_run(svc, run_now(svc, "plain", plain["id"], machine)["id"])
+        assert run["status"] == "succeeded" and "still-fine" in run["machines"][0]["stdout"], run
+        assert svc.api("GET", "ping")[0] == 200
+    finally:
+        svc.stop()

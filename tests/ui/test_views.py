@@ -335,3 +335,25 @@ def test_a_running_runs_refresh_does_not_resend_output_the_page_already_shows(co
     assert f'<details id="output-1-stdout-{len(big)}" hx-preserve="true"' in text(again)
     for garbage in ("x", "1.2.x", "-1", "99", ""):
         assert big in text(console.get(f"/ui/runs/{run_id}?shown={garbage}")), garbage
+
+
+def test_a_runs_page_shows_its_notifications_and_their_last_error(console, schedule, state):
+    from datetime import datetime, timezone
+
+    from web.models import Delivery, Run
+
+    run_id = _running_run(state, schedule["id"], ["done"])
+    now = datetime.now(timezone.utc)
+    with state.db.transaction() as s:
+        s.add(Delivery(id="e" * 32, org_id=s.get(Run, run_id).org_id, run_id=run_id, channel_id="c" * 32,
+                       channel_name="pager-bridge", kind="run", event={}, status="pending", created_at=now,
+                       next_attempt_at=now,
+                       attempts=[{"at": "2026-11-30T02:00:07Z", "ok": False, "error": "HTTP 500 Internal Server Error",
+                                  "duration": 0.01}]))
+    page = text(console.get(f"/ui/runs/{run_id}"))
+    assert "<h2>Notifications</h2>" in page and "pager-bridge" in page and "HTTP 500 Internal Server Error" in page
+
+
+def test_a_runs_page_without_notifications_has_no_such_section(console, schedule, state):
+    run_id = _running_run(state, schedule["id"], ["done"])
+    assert "Notifications" not in text(console.get(f"/ui/runs/{run_id}"))

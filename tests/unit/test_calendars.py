@@ -211,3 +211,53 @@ END:VEVENT
 def test_entries_are_kept_as_given():
     entries = [{"weekly": {"from": "Fri 18:00", "to": "mon 06:00"}}, {"holidays": {"country": "gr"}}]
     assert check_entries(entries, "UTC", NOW) == entries
+
+
+def _ics(*events: str) -> str:
+    return "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//t//EN\n" + "".join(events) + "END:VCALENDAR\n"
+
+
+def _event(start: str = "20260101T000000Z", rule: str | None = None, extra: str = "", name: str = "e") -> str:
+    return (f"BEGIN:VEVENT\nUID:{name}@example.com\nSUMMARY:{name}\nDTSTART:{start}\nDURATION:PT10M\n"
+            + (f"RRULE:{rule}\n" if rule else "") + extra + "END:VEVENT\n")
+
+
+@pytest.mark.parametrize("text, rule", [
+    # DTSTART long ago: the expander walks every hour since 1900 to reach this year
+    (_ics(_event("19000101T000000Z", "FREQ=HOURLY")), "walks 1124352 periods (at most 200000)"),
+    # DAILY, but 24 x 60 times a day: minutely in all but name
+    (_ics(_event(rule="FREQ=DAILY;BYHOUR=" + ",".join(map(str, range(24))) + ";BYMINUTE="
+                 + ",".join(map(str, range(60))))), "more often than hourly"),
+    (_ics(_event(rule="FREQ=YEARLY;BYMONTH=1,2,3,4,5,6,7,8,9,10,11,12;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR=" + ",".join(map(str, range(24))) + ";BYMINUTE=0,30")),
+     "more often than hourly"),
+    # parts that never coincide: the expander would look for one until the year 9999
+    (_ics(_event(rule="FREQ=HOURLY;BYMONTH=2;BYMONTHDAY=30")), "never occurs"),
+    (_ics(_event(rule="FREQ=DAILY;BYSETPOS=2")), "never occurs"),
+    # the file's own shape
+    ("BEGIN:VCALENDAR\n" + "BEGIN:X\n" * 50 + "END:X\n" * 50 + _event() + "END:VCALENDAR\n", "nested more than 5 deep"),
+    (_ics(*(_event(name=f"e{i}") for i in range(2001))), "more than 2000 events"),
+    (_ics(_event(extra="RDATE:" + ",".join([f"2026{m:02d}{d:02d}T000000Z" for m in range(1, 13) for d in range(1, 29)]
+                                           * 20) + "\n")), "more than 5000 dates"),
+    # values the parser could not read: refused now, not failing later in a claim
+    (_ics(_event(start="notadate")), "cannot be read"),
+    (_ics(_event(rule="FREQ=WEEKLY;BYDAY=XX")), "cannot be read"),
+    (_ics(_event(rule="INTERVAL=2")), "without one FREQ"),
+])
+def test_an_icalendar_file_too_costly_to_expand_or_unreadable_is_refused_naming_it(text, rule):
+    with pytest.raises(TimeSpecError) as caught:
+        check_entries([{"date": "2026-12-25"}, {"ical": text}], "UTC", NOW)
+    message = str(caught.value)
+    assert message.startswith("entries.1.ical:") and rule in message, message
+
+
+def test_files_each_within_bounds_are_refused_together_before_any_is_expanded():
+    hourly = _ics(_event(rule="FREQ=HOURLY"))
+    check_entries([{"ical": hourly}, {"ical": hourly}], "UTC", NOW)  # 17,568 spans a year: within 20,000
+    with pytest.raises(TimeSpecError, match=r"^entries\.2\.ical: with the entries before it, .* 26352 excluded spans"):
+        check_entries([{"ical": hourly}, {"ical": hourly}, {"ical": hourly}], "UTC", NOW)
+
+
+def test_ordinary_recurrences_are_accepted():
+    for rule in ("FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR", "FREQ=MONTHLY;BYDAY=-1FR", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29",
+                 "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1", "FREQ=DAILY;BYHOUR=9,17", "FREQ=HOURLY;INTERVAL=2"):
+        check_entries([{"ical": _ics(_event("20100104T090000Z", rule))}], "UTC", NOW)

@@ -84,6 +84,25 @@ def test_provider_listing_and_drain_settings_are_read_from_the_environment(tmp_p
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DENIED_NETWORKS": "none"}).denied_networks == ()
 
 
+def test_batch_and_grace_settings_have_defaults_and_are_read_from_the_environment(tmp_path):
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)})
+    assert (config.batching, config.batch_max_runs, config.batch_max_machines) == (True, 500, 5000)
+    assert (config.manual_grace, config.provider_concurrency) == (600.0, 8)
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_BATCHING": "off",
+                          "CLOUDCRON_BATCH_MAX_RUNS": "7", "CLOUDCRON_BATCH_MAX_MACHINES": "70",
+                          "CLOUDCRON_MANUAL_GRACE": "0", "CLOUDCRON_PROVIDER_CONCURRENCY": "2"})
+    assert (config.batching, config.batch_max_runs, config.batch_max_machines) == (False, 7, 70)
+    assert (config.manual_grace, config.provider_concurrency) == (0.0, 2)
+
+
+@pytest.mark.parametrize("name, value", [("CLOUDCRON_BATCHING", "sometimes"), ("CLOUDCRON_BATCH_MAX_RUNS", "0"),
+                                         ("CLOUDCRON_BATCH_MAX_MACHINES", "x"), ("CLOUDCRON_MANUAL_GRACE", "-1"),
+                                         ("CLOUDCRON_PROVIDER_CONCURRENCY", "0")])
+def test_a_bad_batch_or_grace_setting_stops_start_up_naming_it(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=f"^{name}:"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), name: value})
+
+
 def test_the_console_session_lifetime_is_in_hours(tmp_path):
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).ui_session_lifetime == timedelta(hours=12)
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_UI_SESSION_HOURS": "0.5"})
@@ -130,7 +149,26 @@ def bad_values(tmp_path):
         ("CLOUDCRON_UI_SESSION_HOURS", "a day"),
         ("CLOUDCRON_UI_SESSION_HOURS", "0"),
         ("CLOUDCRON_UI_SESSION_HOURS", "100000"),
+        ("CLOUDCRON_PUBLIC_URL", "cron.example.com"),
+        ("CLOUDCRON_PUBLIC_URL", "ftp://cron.example.com"),
+        ("CLOUDCRON_NOTIFY_TIMEOUT", "0"),
+        ("CLOUDCRON_NOTIFY_BACKOFF", "fast"),
+        ("CLOUDCRON_NOTIFY_RETRY_SECONDS", "-1"),
+        ("CLOUDCRON_RETENTION_DAYS", "0"),
+        ("CLOUDCRON_RETENTION_RUNS_PER_SCHEDULE", "0"),
+        ("CLOUDCRON_RETENTION_BATCH", "many"),
+        ("CLOUDCRON_RETENTION_EVERY", "-1"),
     ]
+
+
+def test_notification_and_retention_settings_have_defaults_and_are_read(tmp_path):
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "data")})
+    assert (config.public_url, config.notify_timeout, config.notify_backoff, config.notify_retry_for) == ("", 10, 5, 3600)
+    assert (config.retention_days, config.retention_runs_per_schedule, config.retention_batch) == (30, 1000, 200)
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), "CLOUDCRON_PUBLIC_URL": "https://cron.example.com/",
+                          "CLOUDCRON_RETENTION_DAYS": "7", "CLOUDCRON_RETENTION_RUNS_PER_SCHEDULE": "50"})
+    assert (config.public_url, config.retention_days, config.retention_runs_per_schedule) == \
+        ("https://cron.example.com", 7, 50)
 
 
 def test_a_bad_value_is_a_config_error_naming_the_variable(tmp_path):
@@ -224,3 +262,51 @@ def test_migrate_with_a_bad_secret_key_file_exits_non_zero_naming_it(tmp_path):
     result = run_web({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), "CLOUDCRON_SECRET_KEY_FILE": str(key_file)}, "migrate")
     assert result.returncode != 0
     assert "CLOUDCRON_SECRET_KEY_FILE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_metrics_access_is_a_mode_or_address_ranges(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    assert load_config(base).metrics == "token"
+    assert load_config({**base, "CLOUDCRON_METRICS": "OFF"}).metrics == "off"
+    config = load_config({**base, "CLOUDCRON_METRICS": "10.0.0.0/8, 127.0.0.1"})
+    assert config.metrics == "networks" and [str(n) for n in config.metrics_networks] == ["10.0.0.0/8", "127.0.0.1/32"]
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: 'tokens' is not token, org:NAME, open, off or an address range"):
+        load_config({**base, "CLOUDCRON_METRICS": "tokens"})
+    assert load_config(base).ready_tick_age == 30.0
+    with pytest.raises(ConfigError, match="CLOUDCRON_READY_TICK_AGE"):
+        load_config({**base, "CLOUDCRON_READY_TICK_AGE": "0"})
+
+
+def test_a_ready_tick_age_shorter_than_two_heartbeats_is_refused(tmp_path):
+    # Dispatchers record a tick every 5 s: a shorter limit would make /readyz answer 503 most of the time.
+    with pytest.raises(ConfigError, match="CLOUDCRON_READY_TICK_AGE: must be at least 10"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_READY_TICK_AGE": "3"})
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_READY_TICK_AGE": "10"}).ready_tick_age == 10
+
+
+def test_metrics_org_mode_names_one_org(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    config = load_config({**base, "CLOUDCRON_METRICS": "org:ops"})
+    assert (config.metrics, config.metrics_org) == ("org", "ops")
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: 'org:' names no org"):
+        load_config({**base, "CLOUDCRON_METRICS": "org: "})
+
+
+def test_a_metrics_list_of_no_range_is_a_config_error_not_a_silent_403(tmp_path):
+    with pytest.raises(ConfigError, match="CLOUDCRON_METRICS: ',' names no address range"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_METRICS": ","})
+
+
+def test_the_trusted_proxy_is_one_address_or_a_star(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    assert load_config(base).trusted_proxy is None
+    assert load_config({**base, "CLOUDCRON_TRUSTED_PROXY": " 127.0.0.1 "}).trusted_proxy == "127.0.0.1"
+    assert load_config({**base, "CLOUDCRON_TRUSTED_PROXY": "*"}).trusted_proxy == "*"
+    with pytest.raises(ConfigError, match="CLOUDCRON_TRUSTED_PROXY: '10.0.0.0/8' is not an IP address"):
+        load_config({**base, "CLOUDCRON_TRUSTED_PROXY": "10.0.0.0/8"})
+
+
+def test_a_prometheus_multiprocess_directory_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR: .* is not a directory"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "nope")})
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})

@@ -221,3 +221,94 @@ def test_the_call_timeout_bounds_retries_and_lowers_the_drivers_timeout():
             _libcloud.list_nodes(driver)
         assert time.monotonic() - started < 20  # not the driver's 3600 s, nor three attempts of it
         assert hole.accepted == 1  # no retry once the time is spent
+
+
+class RecordingListings(CountingListings):
+    """Also records what each listing asked for and how many machines it brought back."""
+
+    def __init__(self, driver):
+        super().__init__(driver)
+        self.listings = []
+
+    def __getattr__(self, name):
+        if name != "list_nodes":
+            return super().__getattr__(name)
+        real = self._driver.list_nodes
+
+        def listing(*args, **kwargs):
+            self.calls.append(name)
+            nodes = real(*args, **kwargs)
+            self.listings.append((kwargs.get("ex_filters"), len(nodes)))
+            return nodes
+        return listing
+
+
+def test_ec2_is_asked_only_for_the_machines_acted_on(moto_server, driver):
+    moto_server.create_machines(30)  # the rest of the account
+    ids = moto_server.create_machines(2)
+    missing = "i-0feedface0000001"
+    recording = RecordingListings(driver)
+    results = _libcloud.power(recording, [*ids, missing], "stopped")
+    assert recording.listings == [({"instance-id": [*ids, missing]}, 2)]
+    assert [(r["machine_id"], r["failed"]) for r in results] == [(ids[0], False), (ids[1], False), (missing, True)]
+    assert {moto_server.state(i) for i in ids} == {"stopped"}
+
+
+def test_more_ids_than_one_filter_takes_are_asked_in_chunks(moto_server, driver, monkeypatch):
+    monkeypatch.setattr(_libcloud, "FILTER_CHUNK", 2)
+    ids = moto_server.create_machines(5)
+    recording = RecordingListings(driver)
+    results = _libcloud.power(recording, ids, "stopped", check_mode=True)
+    assert [len(f["instance-id"]) for f, _ in recording.listings] == [2, 2, 1]
+    assert [r["machine_id"] for r in results] == ids and all(r["changed"] for r in results)
+
+
+def test_machines_are_acted_on_concurrently_each_thread_with_its_own_driver(moto_server, driver):
+    ids = moto_server.create_machines(12)
+    made = []
+
+    def factory():
+        made.append(_libcloud.get_driver("ec2", moto_server.credentials, moto_server.options))
+        return made[-1]
+
+    results = _libcloud.power(driver, ids, "stopped", concurrency=4, driver_factory=factory)
+    assert [r["machine_id"] for r in results] == ids  # the order asked for, whatever order they finished in
+    assert all(r["changed"] and not r["failed"] for r in results)
+    assert {moto_server.state(i) for i in ids} == {"stopped"}
+    assert 1 <= len(made) <= 4 and len({id(d) for d in made}) == len(made)
+
+
+class _Throttled:
+    """A provider that throttles its first `throttled` calls, as EC2 does (HTTP 400 RequestLimitExceeded)."""
+
+    type = "other"
+
+    def __init__(self, throttled):
+        self.throttled = throttled
+        self.calls = 0
+
+    def list_nodes(self):
+        from libcloud.common.exceptions import BaseHTTPError
+
+        self.calls += 1
+        if self.calls <= self.throttled:
+            raise BaseHTTPError(400, "RequestLimitExceeded: Request limit exceeded.")
+        return []
+
+
+def test_throttling_answers_are_retried_with_backoff(monkeypatch):
+    # Nothing real throttles on this machine (moto never does): a stand-in raising libcloud's own error.
+    pauses = []
+    monkeypatch.setattr(_libcloud.time, "sleep", pauses.append)
+    provider = _Throttled(throttled=3)
+    (result,) = _libcloud.power(provider, ["i-1"], "stopped")
+    assert provider.calls == 4 and result["msg"] == "machine i-1 not found"
+    assert len(pauses) == 3 and pauses == sorted(pauses) and pauses[-1] <= _libcloud.THROTTLE_DELAYS[2]
+
+
+def test_throttling_that_never_ends_fails_after_the_last_retry(monkeypatch):
+    monkeypatch.setattr(_libcloud.time, "sleep", lambda _: None)
+    provider = _Throttled(throttled=100)
+    (result,) = _libcloud.power(provider, ["i-1"], "stopped")
+    assert provider.calls == len(_libcloud.THROTTLE_DELAYS) + 1
+    assert result["failed"] and "HTTP 400" in result["msg"]

@@ -164,8 +164,9 @@ def test_power_runs_one_machine_task_per_cloud_with_results_keyed_by_machine():
     assert "no_log" not in task  # it would hide the per-machine results
     args = task["cloudcron.scheduler.machine"]
     assert set(args) == {"provider", "credentials", "driver_options", "machine_ids", "state", "call_timeout",
-                         "denied_networks"}
-    assert "omit" in args["call_timeout"] and "omit" in args["denied_networks"]  # the module's defaults unless given
+                         "denied_networks", "concurrency"}
+    # the module's defaults unless given
+    assert "omit" in args["call_timeout"] and "omit" in args["denied_networks"] and "omit" in args["concurrency"]
     hosts = _hosts(rendered)
     assert len(hosts) == 2
     by_provider = {h["cloudcron_provider"]: h for h in hosts.values()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,80 @@ def test_a_runs_view_never_shows_the_root_or_the_workers_working_directory(tmp_p
     view = run_view(private, [])
     assert "/" not in view.read_only and str(home) not in view.read_only
     assert str(home) in view.private
+
+
+def test_every_private_tmpfs_is_sized_and_dev_and_hiding_tmpfs_are_made_read_only_last():
+    view = View(read_only=("/usr", "/srv/app"), read_write=("/srv/app/data/runs/cloudcron-run-1",),
+                private=("/tmp", "/home/svc"), hidden_dirs=("/srv/app/data",), tmpfs_bytes=8 * 1024 * 1024)
+    args = bwrap_args(view)
+    for path in ("/tmp", "/home/svc", "/dev/shm"):
+        at = [i for i, a in enumerate(args) if a == "--tmpfs" and args[i + 1] == path]
+        assert len(at) == 1, path
+        before = args[max(0, at[0] - 4):at[0]]
+        assert before[before.index("--size") + 1] == str(8 * 1024 * 1024), (path, before)
+    # The tmpfs hiding the data directory holds no size: it is remounted read-only, after the run's
+    # own directory inside it is bound (a remount is not recursive, so that one stays writable).
+    hide = args.index("/srv/app/data")
+    assert "--size" not in args[hide - 4:hide]
+    remounts = [args[i + 1] for i, a in enumerate(args) if a == "--remount-ro"]
+    assert remounts == ["/dev", "/srv/app/data"]
+    assert args.index("--remount-ro") > args.index("/srv/app/data/runs/cloudcron-run-1")
+
+
+def test_a_run_cannot_fill_memory_through_its_tmpfs_but_writes_its_own_dir(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    data = tmp_path / "srv" / "data"
+    private = data / "runs" / "cloudcron-run-x"
+    private.mkdir(parents=True)
+    sandbox = detect("required", tmpfs_mb=4)
+    view = sandbox.view(private)
+    # The data directory is hidden by an empty tmpfs when it lies inside something shown: make it so.
+    view = View(**{**view.__dict__, "read_only": (*view.read_only, str(tmp_path / "srv")),
+                   "hidden_dirs": (str(data),)})
+    script = f"""
+import errno, multiprocessing, os
+def fill(path):
+    try:
+        with open(path, "wb") as handle:
+            for _ in range(8):
+                handle.write(b"x" * (1024 * 1024))
+                handle.flush()
+        return "wrote 8 MiB"
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+print("tmp", fill("/tmp/fill"))
+print("home", fill({str(home / 'fill')!r}))
+print("shm", fill("/dev/shm/fill"))
+print("dev", fill("/dev/fill"))
+print("hidden", fill({str(data / 'fill')!r}))
+print("own", fill("own-fill"))
+os.unlink("/dev/shm/fill")
+lock = multiprocessing.Lock()
+print("lock", lock.acquire(timeout=5))
+"""
+    proc = subprocess.run(sandbox.wrap([sys.executable, "-I", "-c", script], view), capture_output=True, text=True,
+                          timeout=60, env={"PATH": os.environ["PATH"]})
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert lines["tmp"] == lines["home"] == lines["shm"] == "ENOSPC"
+    assert lines["dev"] == lines["hidden"] == "EROFS"
+    assert lines["own"] == "wrote 8 MiB" and (private / "own-fill").stat().st_size == 8 * 1024 * 1024
+    assert lines["lock"] == "True"  # POSIX semaphores (Ansible's multiprocessing) still work in /dev/shm
+    assert not (data / "fill").exists() and not (home / "fill").exists()
+
+
+def test_a_bwrap_without_size_still_sandboxes_and_says_its_tmpfs_are_not_limited(tmp_path):
+    # bubblewrap before 0.7 (Ubuntu 22.04 has 0.6) and setuid installs refuse --size.
+    real = shutil.which("bwrap")
+    old = tmp_path / "bwrap"
+    old.write_text("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --size ] && { echo 'bwrap: Unknown option --size' >&2; "
+                   f"exit 1; }}; done\nexec {real} \"$@\"\n")
+    old.chmod(0o755)
+    sandbox = detect("required", bwrap=str(old), tmpfs_mb=16)
+    assert sandbox.available and sandbox.tmpfs_mb is None
+    assert "not size-limited" in sandbox.describe() and "--size" in sandbox.describe()
+    view = sandbox.view(tmp_path / "private")
+    assert "--size" not in bwrap_args(view) and "--remount-ro" in bwrap_args(view)
+    assert detect("required", tmpfs_mb=16).tmpfs_mb == 16  # the real one sizes them

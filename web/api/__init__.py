@@ -1,12 +1,17 @@
 """The REST API, /api/v1: every route but the OpenAPI description needs a token."""
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 from flask import Blueprint, jsonify, request
-from werkzeug.routing import PathConverter
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+from werkzeug.routing import PathConverter
 
 from .. import db
 from ..auth import authenticate
+from ..backoff import one_line
 from ..errors import BadRequest, NotFound, PreconditionFailed
 from ..validation import query_int
 
@@ -23,6 +28,30 @@ class NameConverter(PathConverter):
 # Before the routes are registered: the app's url_map must know the converter when their rules are added.
 bp.record_once(lambda setup: setup.app.url_map.converters.setdefault("name", NameConverter))
 PUBLIC_ENDPOINTS = {"api.openapi_json", "api.openapi_docs"}
+log = logging.getLogger(__name__)
+
+
+# SQLite reports a missing table or a syntax error as OperationalError too: those are faults, not unavailability.
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def _unavailable(exc: OperationalError) -> bool:
+    """Whether the database could not be used (down, unreachable, locked), rather than refusing a statement."""
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        return any(words in str(exc.orig).lower() for words in _SQLITE_UNAVAILABLE)
+    return True  # psycopg: OperationalError is the connection's or the server's state; bad SQL is ProgrammingError
+
+
+@bp.errorhandler(OperationalError)
+def _database_unavailable(exc: OperationalError):
+    """503 with Retry-After when the database cannot be reached or is busy (PostgreSQL down, SQLite locked past its
+    busy timeout): a condition that passes, not a fault of the request. One log line; the URL is not in it.
+    Any other OperationalError is the internal error it is (logged with its traceback, 500)."""
+    if not _unavailable(exc):
+        log.exception("unhandled error")
+        return jsonify(error="internal error; see the service log"), 500
+    log.warning("API request failed: the database cannot be reached: %s", one_line(exc))
+    return jsonify(error="the database cannot be reached; try again shortly"), 503, {"Retry-After": "5"}
 
 
 @bp.before_request
@@ -128,4 +157,4 @@ def list_response(query, to_json, order_by):
     return resp
 
 
-from . import calendars, meta, resources, runs, schedules  # noqa: E402,F401
+from . import audit, calendars, channels, meta, resources, runs, schedules, status  # noqa: E402,F401

@@ -8,6 +8,7 @@ from flask import Response, jsonify, send_from_directory
 
 from .. import __version__, db
 from ..models import Org
+from ..channels import ChannelIn
 from ..schemas import (BulkPauseIn, BulkResumeIn, CalendarIn, CloudIn, KeyIn, MachineIn, PauseIn, PreviewIn,
                        ScheduleIn, ScriptIn)
 from . import bp, org_id
@@ -46,8 +47,10 @@ ROUTES = [
      PauseIn, "the schedule"),
     ("/schedules/{id}/resume", "post", "End a pause and forget fires left to skip", None, "the schedule"),
     ("/schedules/{id}/runs", "get", "Runs of a schedule, newest first", None, "array of runs"),
-    ("/runs/{id}", "get", "A run with its per-machine results", None, "the run"),
+    ("/runs/{id}", "get", "A run with its per-machine results and its notifications' deliveries", None, "the run"),
     ("/logs", "get", "Events (schedule_id, run_id, event_type, start, stop, limit)", None, "array of events"),
+    ("/status", "get", "The backlog (this org's runs and every org's: queued, running, oldest queued age in s), "
+     "live workers and their slots, the dispatchers' last tick", None, "{org, all_orgs, workers, dispatchers}"),
     ("/calendars", "get", "List calendars (name; total in X-Total-Count)", None, "array of calendars"),
     ("/calendars", "post", "Add a calendar: a timezone and entries that exclude time", CalendarIn, "the calendar"),
     ("/calendars/by-name/{name}", "put", "Apply a calendar's desired state (?dry_run=true writes nothing)", CalendarIn,
@@ -56,6 +59,13 @@ ROUTES = [
     ("/calendars/{id}", "patch", "Edit a calendar (the schedules excluding it are recomputed)", CalendarIn,
      "the calendar"),
     ("/calendars/{id}", "delete", "Delete a calendar (409 while a schedule excludes it)", None, "{deleted: id}"),
+    ("/channels", "get", "List notification channels (name; total in X-Total-Count)", None, "array of channels"),
+    ("/channels", "post", "Add a channel: an Apprise URL, or a webhook signed with a secret (url and secret are "
+     "write-only)", ChannelIn, "the channel"),
+    ("/channels/{id}", "get", "Get a channel", None, "the channel"),
+    ("/channels/{id}", "patch", "Edit a channel (url and secret kept unless given)", ChannelIn, "the channel"),
+    ("/channels/{id}", "delete", "Delete a channel (409 while a schedule notifies it)", None, "{deleted: id}"),
+    ("/channels/{id}/test", "post", "Send a test notification now", None, "the delivery, with its attempt"),
     ("/clouds", "get", "List clouds", None, "array of clouds"),
     ("/clouds", "post", "Add a cloud (credentials are write-only)", CloudIn, "the cloud"),
     ("/clouds/by-title/{title}", "put", "Apply a cloud's desired state (?dry_run=true writes nothing; credentials are "
@@ -82,6 +92,9 @@ ROUTES = [
     ("/scripts/{id}", "get", "Get a script", None, "the script"),
     ("/scripts/{id}", "patch", "Edit a script", ScriptIn, "the script"),
     ("/scripts/{id}", "delete", "Delete a script", None, "{deleted: id}"),
+    ("/audit", "get", "The audit log, newest first: who changed which resource, when, and each field's before/after "
+     "(secrets masked). Filters: resource, id (a resource id), token (a token id or label), action, since "
+     "(inclusive), until (exclusive); limit, offset; total in X-Total-Count", None, "array of audit entries"),
 ]
 
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
@@ -233,7 +246,7 @@ def openapi_spec() -> dict:
     spec.components.schema("Error", ERROR_SCHEMA)
     seen = set()
     for model in (ScheduleIn, PreviewIn, PauseIn, BulkPauseIn, BulkResumeIn, CalendarIn, CloudIn, MachineIn, KeyIn,
-                  ScriptIn):
+                  ScriptIn, ChannelIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, sub in schema.pop("$defs", {}).items():
             if name not in seen:

@@ -5,8 +5,8 @@ from flask import jsonify, request
 from sqlalchemy import select
 
 from .. import apply, db, resources, state, utcnow
-from ..errors import Conflict, NotFound
-from ..models import Cloud, Key, Machine, Schedule, Script
+from ..errors import NotFound
+from ..models import Cloud, Key, Machine, Script
 from ..resources import MACHINE_READ_ONLY, STAMPS, cloud_json, key_json, machine_json, script_json
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..validation import json_body
@@ -15,10 +15,6 @@ from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_r
 
 def _fields(model, read_only: set[str]) -> dict:
     return resources.fields(model, json_body(), read_only)
-
-
-def _commit(conflict: str):
-    resources.commit(db(), conflict)
 
 
 def _apply(kind: apply.Kind, schema, column, name_field: str, name: str, read_only: set[str], store):
@@ -84,31 +80,15 @@ def apply_cloud(title):
     return _apply(CLOUD, CloudIn, Cloud.title, "title", title, STAMPS, _store_cloud)
 
 
-def _in_use(column, value, what: str) -> None:
-    name = db().scalar(select(Schedule.name).where(column == value).limit(1))
-    if name is not None:
-        raise Conflict(f"{what} is used by schedule '{name}'; change or delete that schedule first")
-
-
 @bp.delete("/clouds/<id_>")
 def delete_cloud(id_):
     cloud = get_owned(Cloud, id_, "cloud")
     check_if_match(cloud)
-    session = db()
-    # machines_per_cloud is JSON, so look for the id in the org's schedules' targets.
-    for name, mpc in session.execute(select(Schedule.name, Schedule.machines_per_cloud).where(Schedule.org_id == org_id())):
-        if any(pair[0] == id_ for pair in mpc or []):
-            raise Conflict(f"cloud '{id_}' is a target of schedule '{name}'; change or delete that schedule first")
-    session.delete(cloud)
-    session.commit()
+    resources.delete_cloud(db(), cloud)
     return jsonify({"deleted": id_})
 
 
 # ---------------------------------------------------------------- machines
-
-def _check_key(key_id) -> None:
-    resources.check_key(db(), org_id(), key_id)
-
 
 TRUNCATED_HEADER = "X-Machines-Truncated"
 
@@ -153,26 +133,14 @@ def get_machine(cid, mid):
 @bp.patch("/clouds/<cid>/machines/<mid>")
 def edit_machine(cid, mid):
     machine = _owned_machine(cid, mid)
-    cloud = db().get(Cloud, cid)
-    read_only = MACHINE_READ_ONLY | {"machine_id"}
-    if cloud.provider != "other":
-        read_only |= {"name", "tags"}  # those come from the provider
-    values = _fields(MachineIn, read_only)
-    if "key_id" in values:
-        _check_key(values["key_id"])
-    for field in ("name", "host", "port", "ssh_user", "key_id", "tags"):
-        if field in values:
-            setattr(machine, field, values[field])
-    machine.updated_at = utcnow()
-    db().commit()
+    values = _fields(MachineIn, resources.machine_read_only(db().get(Cloud, cid)))
+    resources.update_machine(db(), org_id(), machine, values, utcnow())
     return jsonify(machine_json(machine))
 
 
 @bp.delete("/clouds/<cid>/machines/<mid>")
 def delete_machine(cid, mid):
-    machine = _owned_machine(cid, mid)
-    db().delete(machine)
-    db().commit()
+    resources.delete_machine(db(), _owned_machine(cid, mid))
     return jsonify({"deleted": mid})
 
 
@@ -222,8 +190,7 @@ def apply_key(name):
 def delete_key(id_):
     key = get_owned(Key, id_, "key")
     check_if_match(key)
-    db().delete(key)
-    db().commit()
+    resources.delete_key(db(), key)
     return jsonify({"deleted": id_})
 
 
@@ -277,7 +244,5 @@ def apply_script(name):
 def delete_script(id_):
     script = get_owned(Script, id_, "script")
     check_if_match(script)
-    _in_use(Schedule.script_id, id_, f"script '{id_}'")
-    db().delete(script)
-    db().commit()
+    resources.delete_script(db(), script)
     return jsonify({"deleted": id_})

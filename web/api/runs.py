@@ -6,6 +6,7 @@ from flask import jsonify, request
 from .. import db, state, utcnow
 from ..errors import BadRequest
 from ..models import Event, Run, Schedule
+from ..notify import deliveries_json
 from ..runs import event_json, events_query, machines_of, run_json, run_now, runs_query
 from ..timemath import TimeSpecError, parse_instant
 from . import bp, get_owned, list_response, org_id
@@ -26,7 +27,7 @@ def list_runs(id_):
 @bp.get("/runs/<id_>")
 def get_run(id_):
     run = get_owned(Run, id_, "run")
-    return jsonify(run_json(run, machines_of(db(), id_)))
+    return jsonify({**run_json(run, machines_of(db(), id_)), "deliveries": deliveries_json(db(), id_)})
 
 
 def _instant_arg(name):

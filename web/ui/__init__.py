@@ -26,8 +26,8 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 class SessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, Secure exactly when the request came over HTTPS.
 
-    Behind a proxy that terminates TLS, the proxy must tell the service (waitress's trusted_proxy
-    and X-Forwarded-Proto) for the flag to be set.
+    Behind a proxy that terminates TLS, the proxy must tell the service (CLOUDCRON_TRUSTED_PROXY, and
+    X-Forwarded-Proto from the proxy) for the flag to be set.
     """
 
     def get_cookie_secure(self, app) -> bool:

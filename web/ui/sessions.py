@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
+from ..auth import Actor
 from ..crypto import hash_token, new_token
 from ..models import ConsoleSession, Token
 
@@ -31,11 +32,20 @@ def open_session(db, token_hash: str, now: datetime, lifetime: timedelta) -> str
     return sid
 
 
+def actor_of(db, sid: str, now: datetime) -> Actor | None:
+    """Who a session acts as (its token's id, label and org), or None when it was closed, has expired,
+    or its token was revoked."""
+    with db.session() as s:
+        row = s.execute(select(Token.id, Token.name, Token.org_id)
+                        .join(ConsoleSession, ConsoleSession.token_id == Token.id)
+                        .where(ConsoleSession.id == hash_token(sid), ConsoleSession.expires_at > now)).first()
+    return None if row is None else Actor(row.id, row.name, row.org_id)
+
+
 def org_of(db, sid: str, now: datetime) -> str | None:
     """The org a session acts for, or None when it was closed, has expired, or its token was revoked."""
-    with db.session() as s:
-        return s.scalar(select(Token.org_id).join(ConsoleSession, ConsoleSession.token_id == Token.id)
-                        .where(ConsoleSession.id == hash_token(sid), ConsoleSession.expires_at > now))
+    actor = actor_of(db, sid, now)
+    return None if actor is None else actor.org_id
 
 
 def close_session(db, sid: str) -> None:

@@ -16,12 +16,14 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import false, func, select
 from werkzeug.exceptions import HTTPException
 
-from .. import calendars, db, resources, runs, schedules, state, utcnow
+from .. import audit, calendars, db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
+from ..auth import set_actor
 from ..cadence import describe
 from ..crypto import hash_token
 from ..errors import APIError
-from ..models import Cloud, Event, Key, Machine, Org, Run, Schedule, Script
+from ..models import AuditEntry, Cloud, Event, Key, Machine, Org, Run, Schedule, Script
+from ..notify import deliveries_json
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
 from ..validation import loads
@@ -30,6 +32,7 @@ from . import CONTENT_SECURITY_POLICY, HTMX_VERSION, bp, csrf, forms, sessions
 log = logging.getLogger(__name__)
 
 PAGE = 50
+CHANGES_SHOWN = 10  # audit entries on a schedule's page (all of them: GET /api/v1/audit?id=...)
 MAX_OFFSET = 10**9  # the API's bound on ?offset=
 MAX_NAME = 255  # schemas.Name: no schedule name is longer
 DUE_COUNTED = 500  # fires due in 24 h are counted up to here ("500+"): one schedule every second is 86,400
@@ -65,10 +68,12 @@ def _signed_in_org() -> str | None:
     """The org of the cookie's session, or None (no session, signed out, expired, or the token was revoked)."""
     sid = session.get("sid")
     # A short read of its own: a POST's writing session starts only when the view needs it.
-    org_id = sessions.org_of(state().db, sid, utcnow()) if isinstance(sid, str) else None
-    if org_id is None:
+    actor = sessions.actor_of(state().db, sid, utcnow()) if isinstance(sid, str) else None
+    if actor is None:
         session.clear()
-    return org_id
+        return None
+    set_actor(actor)  # the audit log records the console's changes as made by the session's token
+    return actor.org_id
 
 
 def _reader():
@@ -465,10 +470,13 @@ def schedule_page(id_):
     # Each fire as {"at", "note"}: a fire a calendar excludes, a pause holds or skip_next skips has its reason.
     cadence, timeline, timing_error = _timing(sch, utcnow(), 10, schedules.load_calendars(s, sch))
     script = s.get(Script, sch.script_id) if sch.script_id else None
+    # Who changed it lately (the audit log, newest first): the page answers "who changed this, and when".
+    changes = s.scalars(audit.query(org, resource="schedule", resource_id=id_)
+                        .order_by(AuditEntry.time.desc(), AuditEntry.id.desc()).limit(CHANGES_SHOWN)).all()
     return render_template("schedule.html", s=sch, data=schedules.to_json(sch), script=script,
                            cadence=cadence, timing_error=timing_error,
                            targets=_targets_text(sch, _machine_names(s, org)), timeline=timeline, runs=run_rows,
-                           total=total, offset=offset, page=PAGE)
+                           total=total, offset=offset, page=PAGE, changes=changes)
 
 
 @bp.post("/schedules/<id_>/run")
@@ -517,7 +525,8 @@ def run_page(id_):
     # (hx-preserve), not up to 512 KiB per machine again.
     done = [i for i, m in enumerate(data["machines"], 1) if m["status"] != "running"]
     return render_template("run.html", run=run, data=data, schedule=sch, running=run.status in ACTIVE,
-                           shown=_shown_rows(request.args.get("shown")), done=".".join(map(str, done)))
+                           shown=_shown_rows(request.args.get("shown")), done=".".join(map(str, done)),
+                           deliveries=deliveries_json(s, id_))
 
 
 def _shown_rows(raw: str | None) -> set[int]:

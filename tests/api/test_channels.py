@@ -1,0 +1,157 @@
+"""/api/v1/channels and schedules' notify setting, through the Flask test client."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+HOOK = {"name": "ops-hook", "kind": "webhook", "url": "https://hooks.example.com/cron/T0KEN-in-path",
+        "secret": "s3cret-s3cret-s3cret"}
+SLACK = {"name": "ops-slack", "kind": "apprise",
+         "url": "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#ops"}
+
+
+def _stored(api) -> str:
+    """Everything in the database file, as text."""
+    db = sqlite3.connect(api.state.config.data_dir / "cloudcron.db")
+    try:
+        return "\n".join(str(row) for row in db.execute("SELECT * FROM channels"))
+    finally:
+        db.close()
+
+
+def test_a_webhook_channel_is_answered_masked_and_stored_encrypted(api):
+    status, body = api.post("channels", HOOK)
+    assert status == 200, body
+    assert body["url"] == "https://hooks.example.com/…" and body["has_secret"] is True and body["default"] is False
+    assert "secret" not in body
+    status, listed = api.get("channels")
+    assert status == 200 and [c["id"] for c in listed] == [body["id"]]
+    assert "T0KEN" not in str(listed) and "s3cret" not in str(listed)
+    stored = _stored(api)
+    assert "T0KEN" not in stored and "s3cret" not in stored and "hooks.example.com/…" in stored
+
+
+def test_an_apprise_channel_shows_only_its_scheme(api):
+    status, body = api.post("channels", SLACK)
+    assert status == 200, body
+    assert body["url"] == "slack://…" and body["has_secret"] is False
+    assert "TIiajkdnlazk" not in _stored(api)
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"kind": None}, "kind: is required (one of 'apprise', 'webhook')"),
+    ({"kind": "email"}, "kind: must be one of 'apprise' or 'webhook'"),
+    ({"url": "ftp://hooks.example.com/x"}, "url: a webhook URL must be http:// or https:// with a host"),
+    ({"url": "http://169.254.169.254/latest"}, "url: 169.254.169.254 is in a network cloudcron does not contact "
+                                               "(CLOUDCRON_DENIED_NETWORKS)"),
+    ({"secret": None}, "secret: is required for a webhook"),
+    ({"secret": "short"}, "secret: must be at least 16 characters"),
+    ({"name": ""}, "name: is required"),
+    ({"colour": "red"}, "colour: is not a known field"),
+])
+def test_a_bad_webhook_is_refused_naming_the_field(api, change, error):
+    status, body = api.post("channels", {**HOOK, **change})
+    assert status == 400
+    assert body["error"].startswith(error), body
+
+
+def test_an_apprise_url_apprise_cannot_read_is_refused(api):
+    status, body = api.post("channels", {**SLACK, "url": "nosuchservice://abc"})
+    assert status == 400 and body["error"].startswith("url: Apprise does not read it as a 'nosuchservice' URL")
+    status, body = api.post("channels", {**SLACK, "secret": "0123456789abcdef"})
+    assert status == 400 and body["error"].startswith("secret: only webhook channels take a secret")
+
+
+def test_a_duplicate_name_is_a_conflict(api):
+    assert api.post("channels", HOOK)[0] == 200
+    status, body = api.post("channels", {**SLACK, "name": HOOK["name"]})
+    assert status == 409 and body["error"].startswith("name:")
+
+
+def test_an_edit_keeps_the_url_and_secret_it_does_not_send(api):
+    _, hook = api.post("channels", HOOK)
+    status, body = api.patch(f"channels/{hook['id']}", {"name": "renamed", "default": True})
+    assert status == 200 and body["name"] == "renamed" and body["default"] is True
+    assert body["url"] == "https://hooks.example.com/…"
+    status, body = api.patch(f"channels/{hook['id']}", {"kind": "apprise"})
+    assert status == 400 and body["error"] == "url: is required when kind changes"
+
+
+def test_another_orgs_channel_is_not_found(api, other_api):
+    _, hook = api.post("channels", HOOK)
+    for call in (other_api.get, other_api.delete, other_api.patch):
+        status, body = call(f"channels/{hook['id']}")
+        assert status == 404, body
+    assert other_api.post(f"channels/{hook['id']}/test")[0] == 404
+    assert other_api.get("channels")[1] == []
+
+
+def test_a_schedule_names_channels_by_name_and_stores_ids(api, schedule_body):
+    _, hook = api.post("channels", HOOK)
+    status, body = api.post("schedules", schedule_body(notify={"on": ["failed", "missed"], "channels": ["ops-hook"]}))
+    assert status == 200, body
+    assert body["notify"] == {"on": ["failed", "missed"], "channels": [hook["id"]], "after_retries": True}
+    status, body = api.patch(f"schedules/{body['id']}", {"notify": None})
+    assert status == 200 and body["notify"] is None
+
+
+def test_a_schedule_cannot_notify_another_orgs_channel(api, other_api, schedule_body):
+    _, hook = api.post("channels", HOOK)
+    status, cloud = other_api.post("clouds", {"title": "lab", "provider": "other"})
+    body = schedule_body(notify={"channels": [hook["id"]]})
+    body["machines_per_cloud"] = [[cloud["id"], "m"]]
+    status, answer = other_api.post("schedules", body)
+    assert status == 400 and answer["error"] == f"notify.channels.0: no channel '{hook['id']}' in this org"
+
+
+@pytest.mark.parametrize("notify, error", [
+    ({"on": ["exploded"]}, "notify.on.0: must be one of succeeded, failed"),
+    ({"on": "failed"}, "notify.on: must be a list of run statuses"),
+    ({"when": ["failed"]}, "notify.when: is not a known field"),
+    ({"after_retries": "yes"}, "notify.after_retries: must be true or false"),
+    ("failed", "notify: must be an object"),
+])
+def test_a_bad_notify_setting_is_refused_naming_the_field(api, schedule_body, notify, error):
+    status, body = api.post("schedules", schedule_body(notify=notify))
+    assert status == 400 and body["error"].startswith(error), body
+
+
+def test_a_channel_a_schedule_notifies_cannot_be_deleted(api, schedule_body):
+    _, hook = api.post("channels", HOOK)
+    _, schedule = api.post("schedules", schedule_body(notify={"channels": [hook["id"]]}))
+    status, body = api.delete(f"channels/{hook['id']}")
+    assert status == 409 and "nightly" in body["error"]
+    api.patch(f"schedules/{schedule['id']}", {"notify": {"channels": []}})
+    assert api.delete(f"channels/{hook['id']}")[0] == 200
+
+
+def test_a_run_shows_its_deliveries(api, schedule):
+    status, run = api.post(f"schedules/{schedule['id']}/run")
+    assert status == 200, run
+    status, body = api.get(f"runs/{run['id']}")
+    assert status == 200 and body["deliveries"] == []
+
+
+def test_a_webhook_whose_host_resolves_into_a_denied_network_gets_nothing(api, receiver):
+    hook = receiver()
+    port = hook.url.rsplit(":", 1)[1]
+    # A host name passes when written (it may resolve anywhere); the address it resolves to is checked at send.
+    _, channel = api.post("channels", {**HOOK, "url": f"http://localhost:{port}/hook"})
+    api.state.config.denied_networks = ("127.0.0.0/8", "::1/128")
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200, delivery
+    assert delivery["status"] == "failed" and hook.requests == []
+    assert delivery["attempts"][0]["error"] == ("the receiver's address is in a network cloudcron does not contact "
+                                                "(CLOUDCRON_DENIED_NETWORKS)")
+
+
+def test_an_apprise_failure_is_recorded_without_the_urls_credentials(api, receiver):
+    target = receiver(statuses=(500,))
+    port = target.url.rsplit(":", 1)[1]
+    _, channel = api.post("channels", {"name": "j", "kind": "apprise", "url": f"json://bob:p4ssw0rd@127.0.0.1:{port}/T0KEN"})
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200 and delivery["status"] == "failed" and len(target.requests) == 1
+    error = delivery["attempts"][0]["error"]
+    assert error and "p4ssw0rd" not in error and "T0KEN" not in error
+    assert "500" in error

@@ -1,0 +1,99 @@
+"""The sender on SQLite and PostgreSQL against a real loopback receiver, with the clock passed in: claims,
+back-off, giving up, permanent failures."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from web.crypto import new_id
+from web.models import Channel, Delivery
+from web.notify import Sender, next_wait
+
+from .conftest import T0
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def _setup(env, url):
+    """A webhook channel to `url` and one pending delivery due at T0; the delivery's id."""
+    config = env.state.config
+    config.notify_backoff, config.notify_retry_for, config.denied_networks = 5.0, 60.0, ()
+    with env.state.db.transaction() as s:
+        channel = Channel(id=new_id(), org_id=env.org_id, name="hook", kind="webhook", url_shown="http://127.0.0.1/…",
+                          target_enc=env.state.box.seal({"kind": "webhook", "url": url, "secret": "s" * 16}),
+                          is_default=False, created_at=T0, updated_at=T0)
+        s.add(channel)
+        delivery = Delivery(id=new_id(), org_id=env.org_id, run_id=new_id(), channel_id=channel.id, channel_name="hook",
+                            kind="run", event={"type": "run.finished", "run": {"id": "r"}}, status="pending",
+                            attempts=[], next_attempt_at=T0, created_at=T0)
+        s.add(delivery)
+        return delivery.id
+
+
+def _delivery(env, id_):
+    with env.state.db.session() as s:
+        return s.get(Delivery, id_)
+
+
+def test_the_wait_doubles_up_to_the_cap():
+    assert [next_wait(n, 5.0) for n in (1, 2, 3, 4)] == [5.0, 10.0, 20.0, 40.0]
+    assert next_wait(20, 5.0) == 600.0
+
+
+def test_a_failing_receiver_is_retried_with_back_off_until_the_retry_time_ends(env, receiver):
+    hook = receiver(statuses=(503,))
+    delivery_id = _setup(env, hook.url)
+    clock = Clock(T0)
+    sender = Sender(env.state, clock)
+    assert sender.tick() is True
+    d = _delivery(env, delivery_id)
+    assert d.status == "pending" and d.next_attempt_at == T0 + timedelta(seconds=5)
+    assert sender.tick() is False  # not due yet
+    expected_waits = [5, 10, 20]
+    for wait in expected_waits[1:]:
+        clock.now = _delivery(env, delivery_id).next_attempt_at
+        assert sender.tick() is True
+        assert _delivery(env, delivery_id).next_attempt_at == clock.now + timedelta(seconds=wait)
+    clock.now = _delivery(env, delivery_id).next_attempt_at  # T0 + 35 s: the next wait (40 s) ends past 60 s
+    assert sender.tick() is True
+    d = _delivery(env, delivery_id)
+    assert d.status == "failed" and d.next_attempt_at is None and len(d.attempts) == 4 == len(hook.requests)
+    assert all(a["error"] == "HTTP 503 Service Unavailable" for a in d.attempts)
+    assert sender.tick() is False
+
+
+def test_a_4xx_is_permanent(env, receiver):
+    hook = receiver(statuses=(404,))
+    delivery_id = _setup(env, hook.url)
+    Sender(env.state, Clock(T0)).tick()
+    d = _delivery(env, delivery_id)
+    assert d.status == "failed" and len(d.attempts) == 1 and d.attempts[0]["error"] == "HTTP 404 Not Found"
+
+
+def test_a_claimed_delivery_is_not_sent_by_a_second_sender_until_its_claim_lapses(env, receiver):
+    hook = receiver()
+    delivery_id = _setup(env, hook.url)
+    first = Sender(env.state, Clock(T0))
+    assert first._claim(T0) is not None  # claimed, then the process dies before sending
+    second = Sender(env.state, Clock(T0 + timedelta(seconds=1)))
+    assert second.tick() is False
+    second.clock.now = T0 + first.lease + timedelta(seconds=1)
+    assert second.tick() is True
+    assert _delivery(env, delivery_id).status == "delivered" and len(hook.requests) == 1
+
+
+def test_a_deleted_channel_ends_the_delivery(env, receiver):
+    hook = receiver()
+    delivery_id = _setup(env, hook.url)
+    with env.state.db.transaction() as s:
+        s.delete(s.scalars(select(Channel)).one())
+    Sender(env.state, Clock(T0)).tick()
+    d = _delivery(env, delivery_id)
+    assert d.status == "failed" and d.attempts[0]["error"] == "the channel was deleted" and hook.requests == []

@@ -1,0 +1,51 @@
+"""Notification channels (/api/v1/channels): where an org's run events go, and a test send."""
+from __future__ import annotations
+
+from flask import jsonify, request
+
+from .. import channels, db, state, utcnow
+from ..models import Channel
+from ..notify import send_test
+from ..resources import STAMPS, fields
+from ..validation import json_body
+from . import bp, get_owned, list_response, org_id
+
+READ_ONLY = STAMPS | {"has_secret"}
+
+
+@bp.get("/channels")
+def list_channels():
+    query = channels.channels_query(org_id(), request.args.get("name"))
+    return list_response(query, channels.channel_json, (Channel.created_at.desc(), Channel.id.desc()))
+
+
+@bp.post("/channels")
+def create_channel():
+    values = fields(channels.ChannelIn, json_body(), READ_ONLY)
+    channel = channels.store(db(), state().box, org_id(), values, None, utcnow(), state().config.denied_networks)
+    return jsonify(channels.channel_json(channel))
+
+
+@bp.get("/channels/<id_>")
+def get_channel(id_):
+    return jsonify(channels.channel_json(get_owned(Channel, id_, "channel")))
+
+
+@bp.patch("/channels/<id_>")
+def edit_channel(id_):
+    channel = get_owned(Channel, id_, "channel")
+    values = fields(channels.ChannelIn, json_body(), READ_ONLY)
+    channels.store(db(), state().box, org_id(), values, channel, utcnow(), state().config.denied_networks)
+    return jsonify(channels.channel_json(channel))
+
+
+@bp.delete("/channels/<id_>")
+def delete_channel(id_):
+    channels.delete(db(), get_owned(Channel, id_, "channel"))
+    return jsonify({"deleted": id_})
+
+
+@bp.post("/channels/<id_>/test")
+def test_channel(id_):
+    """Send a test event now (one attempt, recorded as a delivery of kind test) and answer that delivery."""
+    return jsonify(send_test(state(), db(), get_owned(Channel, id_, "channel"), utcnow()))
