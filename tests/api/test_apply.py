@@ -248,3 +248,17 @@ def test_a_name_holding_a_newline_or_a_slash_is_reached(api):
     status, answer, _ = apply(api, "scripts/by-name/a%0Ab/c", {"script": "#!/bin/sh\n"})
     assert status == 201 and answer["script"]["name"] == "a\nb/c"
     assert apply(api, "scripts/by-name/a%0Ab/c", {"script": "#!/bin/sh\n"})[1]["changed"] is False
+
+
+def test_an_unchanged_apply_and_a_dry_run_leave_no_audit_entry_and_a_change_leaves_one(api, cloud):
+    def entries():
+        with api.state.db.session() as session:
+            return session.execute(text("SELECT COUNT(*) FROM audit_log")).scalar()
+
+    apply(api, "schedules/by-name/nightly", crontab_body(cloud))
+    seen = entries()
+    apply(api, "schedules/by-name/nightly", crontab_body(cloud))
+    apply(api, "schedules/by-name/nightly", {"enabled": False}, dry_run="true")
+    assert entries() == seen
+    apply(api, "schedules/by-name/nightly", {"enabled": False})
+    assert entries() == seen + 1
