@@ -1,14 +1,14 @@
 """apply: a version counter on every resource a client edits (the API's ETag and If-Match)
 
-Revision ID: 0006_apply
-Revises: 0007_heal
+Revision ID: 0008
+Revises: 0007
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006_apply'
-down_revision = '0007_heal'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
