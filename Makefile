@@ -22,9 +22,17 @@ $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 	$(BIN)/pip install -q -r requirements-test.txt
 	touch $@
 
+# galaxy-importer (the check Galaxy runs on every upload) and antsibull-changelog, apart: see requirements-galaxy.txt.
+GALAXY_VENV := .venv-galaxy
+$(GALAXY_VENV)/.installed: requirements-galaxy.txt
+	$(PYTHON) -m venv $(GALAXY_VENV)
+	$(GALAXY_VENV)/bin/pip install -q --upgrade pip
+	$(GALAXY_VENV)/bin/pip install -q -r requirements-galaxy.txt
+	touch $@
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test system-test-deps
+install-test: $(VENV)/.installed-test $(GALAXY_VENV)/.installed system-test-deps
 
 system-test-deps:
 	@missing=""; \

@@ -41,6 +41,7 @@ MAX_WINDOWS_PER_YEAR = 20_000
 MAX_ICAL_DEPTH = 5
 MAX_ICAL_COMPONENTS = 5_000
 MAX_ICAL_EVENTS = 2_000
+MAX_ICAL_ZONE_PARTS = 100  # STANDARD and DAYLIGHT parts of all VTIMEZONEs (real zones: a few dozen at most)
 MAX_ICAL_DATES = 5_000
 # Steps (periods of its FREQ) expanding one RRULE may walk from its DTSTART to the years checked: the
 # expander (dateutil) walks every period from DTSTART on, about 5 us each, even to reach a later year.
@@ -164,19 +165,47 @@ def _holidays_spec(spec: dict, where: str) -> tuple[str, str | None]:
 
 
 def _ical_shape(text: str, where: str) -> None:
-    """Refuse, before parsing, a file nested deeper or holding more components than any real calendar."""
-    depth = components = 0
-    for line in text.splitlines():
+    """Refuse, before parsing, a file nested deeper or holding more components than any real calendar, and
+    time zone definitions (VTIMEZONE) the parser would take for ever to expand.
+
+    Lines are unfolded first (RFC 5545 3.1: a line break followed by a space or a tab continues the line), as
+    the parser reads them. The parser expands a VTIMEZONE's STANDARD and DAYLIGHT rules from their DTSTART
+    when it reads a time in that zone, with no bound: a rule repeating every second never ends. Real zones
+    change offsets at most once a year per part (RRULE FREQ=YEARLY), in a few dozen parts at most."""
+    depth = components = zone_parts = 0
+    stack: list[str] = []
+    zone = "?"
+    for line in re.sub(r"\r?\n[ \t]", "", text).splitlines():
         head = line[:6].upper()
         if head == "BEGIN:":
+            name = line[6:].strip().upper()
+            stack.append(name)
             depth += 1
             components += 1
             if depth > MAX_ICAL_DEPTH:
                 raise TimeSpecError(where, f"{where}: components nested more than {MAX_ICAL_DEPTH} deep")
             if components > MAX_ICAL_COMPONENTS:
                 raise TimeSpecError(where, f"{where}: more than {MAX_ICAL_COMPONENTS} components (BEGIN:...)")
+            if "VTIMEZONE" in stack[:-1]:
+                zone_parts += 1
+                if zone_parts > MAX_ICAL_ZONE_PARTS:
+                    raise TimeSpecError(where, f"{where}: its time zones (VTIMEZONE) have more than "
+                                               f"{MAX_ICAL_ZONE_PARTS} STANDARD and DAYLIGHT parts")
         elif line[:4].upper() == "END:":
             depth = max(0, depth - 1)
+            if stack:
+                stack.pop()
+        elif "VTIMEZONE" in stack:
+            key, _, value = line.partition(":")
+            key = key.split(";", 1)[0].strip().upper()
+            if key == "TZID" and stack[-1] == "VTIMEZONE":
+                zone = _shown(value.strip())
+            elif key in ("RRULE", "EXRULE"):
+                freq = re.search(r"(?:^|;)\s*FREQ\s*=\s*([A-Za-z]*)", value)
+                freq_name = freq.group(1).upper() if freq else ""
+                if freq_name != "YEARLY":
+                    raise TimeSpecError(where, f"{where}: the time zone '{zone}' repeats {freq_name or 'without a FREQ'}"
+                                               f"; a time zone's STANDARD and DAYLIGHT rules must repeat YEARLY")
 
 
 def _rule_cost(rule, summary: str, start, now: datetime | None, where: str) -> int:

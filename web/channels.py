@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -25,6 +25,12 @@ from .timemath import format_instant
 KINDS = ("apprise", "webhook")
 MASK = "…"
 MIN_SECRET = 16
+# Channels an org may have. Each default channel is a delivery written in the transaction that ends every run
+# of the org (and a schedule's notify names at most 50): without a bound, one org's run could write thousands.
+MAX_CHANNELS = 50
+# Apprise URL options a service reads as a file path or an attachment URL (a message template, a key file, a
+# subscription file): a path would read, and send to the receiver, a file of the worker's.
+FILE_OPTIONS = ("template", "keyfile", "subfile", "attach", "attachment")
 
 
 class ChannelIn(BaseModel):
@@ -76,13 +82,27 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
     """BadRequest unless Apprise reads `url` as one of its services; an address literal it names is guarded too."""
     import apprise
 
+    quiet_apprise()
     if "://" not in url:
         raise BadRequest("url: is not an Apprise URL (service://..., for example slack://TokenA/TokenB/TokenC or "
                          "json://host/path)")
     scheme = url.split("://", 1)[0].lower()
-    if apprise.Apprise.instantiate(url) is None:
+    if scheme in apprise_schemes() and not sends_over_http(scheme):
+        raise BadRequest(f"url: cloudcron sends Apprise notifications only over HTTP(S) services; '{scheme}' would "
+                         "act on the worker's own machine or open connections outside the address guard")
+    for option, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if option.lower() in FILE_OPTIONS and not value.lower().startswith(("http://", "https://")):
+            raise BadRequest(f"url: the '{option}' option names a file on cloudcron's machine; a channel may "
+                             "only name an http(s):// address for it")
+    service = apprise.Apprise.instantiate(url)
+    if service is None:
         raise BadRequest(f"url: Apprise does not read it as a '{scheme}' URL (see the Apprise wiki for the "
                          "service's URL form)")
+    for option, value in vars(service).items():  # whatever other option a service reads as a file
+        if isinstance(value, apprise.AppriseAttachment) and any(
+                not str(getattr(item, "protocol", "")).startswith("http") for item in value):
+            raise BadRequest(f"url: the '{option}' option names a file on cloudcron's machine; a channel may "
+                             "only name an http(s):// address for it")
     host = urlsplit(url).hostname
     if host:
         from plugins.module_utils._libcloud import Policy, _literal_ip
@@ -90,6 +110,45 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
         ip = _literal_ip(host)
         if ip is not None and Policy(denied_networks).refuses(ip):
             raise BadRequest(f"url: {ip} is in a network cloudcron does not contact (CLOUDCRON_DENIED_NETWORKS)")
+
+
+def quiet_apprise() -> None:
+    """Keep Apprise's own log lines out of the service's log, before Apprise reads a URL.
+
+    They quote the URL they are about ("Could not load Slack URL: slack://T...2/SECRETPART"), its tokens
+    blotted out only in part (first and last characters kept, some not at all). A refusal answers the client
+    with a 400; a failed attempt records Apprise's lines, redacted, in the delivery (web.notify.send_apprise)."""
+    import logging
+
+    logging.getLogger("apprise").propagate = False
+
+
+def apprise_schemes() -> dict:
+    """{scheme: Apprise plugin class} for every service this Apprise build knows (enabled or not)."""
+    from apprise.manager_plugins import NotificationManager
+
+    manager = NotificationManager()
+    return {schema: manager[schema] for schema in manager.schemas()}
+
+
+def sends_over_http(scheme: str) -> bool:
+    """Whether the Apprise service `scheme` sends through `requests` (so web.notify's address guard covers it).
+
+    Services that write on the worker itself (syslog://, windows://, dbus://, macosx://...) or open their
+    own sockets (mailto:// SMTP, rsyslog:// UDP, xmpp://, mqtt://, irc://, amqp://...) would reach any
+    address, the instance's own networks included, so a tenant may not name them. The test is the plugin's
+    code (a class in its ancestry whose module imports requests), so services Apprise adds are judged alike."""
+    import sys
+
+    cls = apprise_schemes().get(scheme)
+    if cls is None:
+        return False
+    for klass in cls.__mro__:
+        module = sys.modules.get(klass.__module__)
+        if klass.__module__.startswith("apprise.plugins.") and klass.__module__ != "apprise.plugins.base" \
+                and module is not None and "requests" in vars(module):
+            return True
+    return False
 
 
 def channel_json(c: Channel) -> dict:
@@ -139,6 +198,9 @@ def store(session: Session, box: Box, org_id: str, values: dict, channel: Channe
         secret = None
     created = channel is None
     before = None if created else audit.snapshot(channel)
+    if created and session.scalar(select(func.count()).select_from(Channel)
+                                  .where(Channel.org_id == org_id)) >= MAX_CHANNELS:
+        raise Conflict(f"an org has at most {MAX_CHANNELS} channels; delete one first")
     if created:
         channel = Channel(id=new_id(), org_id=org_id, created_at=now)
         session.add(channel)

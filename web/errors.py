@@ -34,6 +34,12 @@ class Conflict(APIError):
     status = 409
 
 
+class PreconditionFailed(APIError):
+    """An If-Match that names another version of the resource (RFC 9110, 13.1.1): someone else edited it."""
+
+    status = 412
+
+
 class TooLarge(APIError):
     status = 413
 
@@ -62,10 +68,13 @@ def register(app):
         elif exc.code == 404:
             message = "no such endpoint"
         elif exc.code == 405:
-            message = "method not allowed on this endpoint"
+            allowed = sorted(getattr(exc, "valid_methods", None) or [])
+            message = "method not allowed on this endpoint" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         else:
             message = exc.description or exc.name
-        return jsonify(error=message), exc.code
+        # A 405 names the methods the endpoint takes in Allow (RFC 9110, 15.5.6); werkzeug puts it in its headers.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+        return jsonify(error=message), exc.code, headers
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

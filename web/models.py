@@ -89,6 +89,8 @@ class Cloud(Base):
     credentials_enc: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Counts client edits (the API's ETag, checked against If-Match); the dispatcher's bookkeeping does not.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Key(Base):
@@ -101,6 +103,8 @@ class Key(Base):
     private_enc: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Counts client edits (the API's ETag, checked against If-Match); the dispatcher's bookkeeping does not.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Machine(Base):
@@ -134,6 +138,8 @@ class Script(Base):
     exec_type: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Counts client edits (the API's ETag, checked against If-Match); the dispatcher's bookkeeping does not.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Schedule(Base):
@@ -177,6 +183,8 @@ class Schedule(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Counts client edits (the API's ETag, checked against If-Match); the dispatcher's bookkeeping does not.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Calendar ids in the order given; NULL (not []) when there are none, so the dispatcher's claim
     # decodes no JSON for the schedules that use none. schedule_calendars holds the same ids with
     # foreign keys, so a calendar in use cannot be deleted.
@@ -207,6 +215,8 @@ class Calendar(Base):
     entries: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Counts client edits (the API's ETag, checked against If-Match); the dispatcher's bookkeeping does not.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class ScheduleCalendar(Base):

@@ -19,6 +19,7 @@ DEFAULT_ON statuses. `after_retries` is kept for run retries: a run is notified 
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import json
@@ -27,7 +28,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import case, literal, select, update
 from sqlalchemy.orm import Session
 
 from .backoff import Backoff
@@ -46,6 +47,7 @@ DEFAULT_ON = ("failed", "partial", "missed", "timed_out", "interrupted")
 ENDING_EVENTS = frozenset({"schedule_finished"} | {"schedule_" + s for s in STATUSES})
 BACKOFF_CAP = 600.0  # the longest wait between two attempts (s)
 POLL = 1.0  # how often an idle sender looks for due deliveries (s)
+FAIR_ORGS = 64  # how many orgs a sender remembers having served, to serve the others first (Sender._claim)
 SIGNATURE_HEADER = "X-Cloudcron-Signature"
 ERROR_CHARS = 300
 _SEVERITY = {"succeeded": "success", "failed": "failure", "timed_out": "failure", "interrupted": "failure"}
@@ -180,10 +182,11 @@ def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_netw
     """POST the event as JSON, signed; returns on a 2xx, raises SendError otherwise (redirects are not followed).
 
     The connection goes through the provider address guard: a host resolving into denied_networks is refused.
+    The whole attempt, answer included, ends after `timeout` seconds however slowly the receiver answers.
     A proxy from the environment (HTTPS_PROXY) is honoured; its own address is the one checked then."""
     import requests
 
-    from plugins.module_utils._libcloud import DeniedAddressError, guarded_adapter, guarding
+    from plugins.module_utils._libcloud import DeniedAddressError, _deadline, guarded_adapter, guarding
 
     from . import __version__
 
@@ -196,17 +199,23 @@ def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_netw
         http.mount("http://", adapter)
         http.mount("https://", adapter)
         try:
-            with guarding(denied_networks):
+            # requests' timeout bounds each read, not the attempt: a receiver sending a byte a second would hold
+            # the sender (one thread, every org's deliveries) for ever. The deadline ends the whole attempt.
+            with guarding(denied_networks), _deadline(timeout) as watch:
                 resp = http.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+                resp.close()
+            if watch.expired:  # cut off: what was read of the answer (a status line, part of the headers) says nothing
+                raise requests.exceptions.ConnectionError("cut off at the deadline")
         except DeniedAddressError:
             raise SendError("the receiver's address is in a network cloudcron does not contact "
                             "(CLOUDCRON_DENIED_NETWORKS)", permanent=True) from None
         except requests.exceptions.Timeout:
             raise SendError(f"no answer within {timeout:g} s (CLOUDCRON_NOTIFY_TIMEOUT)") from None
         except requests.exceptions.RequestException as exc:
+            if watch.expired:
+                raise SendError(f"no whole answer within {timeout:g} s (CLOUDCRON_NOTIFY_TIMEOUT)") from None
             raise SendError(_network_reason(exc)) from None
         status = resp.status_code
-        resp.close()
     if 200 <= status < 300:
         return
     from http.client import responses
@@ -231,29 +240,106 @@ def _network_reason(exc: BaseException) -> str:
     return "the receiver could not be reached"
 
 
-def send_apprise(url: str, event: dict, timeout: float) -> None:
+# The guarded adapter of the Apprise attempt under way in this context. A context variable rather than a
+# thread-local: Apprise may run a service on its own worker thread, which it starts with the caller's context.
+_APPRISE_ADAPTER: contextvars.ContextVar = contextvars.ContextVar("cloudcron_apprise_adapter", default=None)
+_APPRISE_PATCH = threading.Lock()
+
+
+def _route_apprise_requests() -> None:
+    """Make `requests` use the guarded adapter of the Apprise attempt under way (installed once).
+
+    Apprise's plugins call requests.request() and friends, which build their own Session: there is no adapter
+    to mount. Session.get_adapter is wrapped instead; outside an attempt it is unchanged."""
+    import requests
+
+    with _APPRISE_PATCH:
+        if getattr(requests.Session.get_adapter, "_cloudcron_guarded", False):
+            return
+        original = requests.Session.get_adapter
+
+        def get_adapter(self, url):
+            adapter = _APPRISE_ADAPTER.get()
+            if adapter is not None and url.lower().startswith(("http://", "https://")):
+                return adapter
+            return original(self, url)
+
+        get_adapter._cloudcron_guarded = True
+        requests.Session.get_adapter = get_adapter
+
+
+def _apprise_send(notifier, title: str, body: str, severity: str, timeout: float, denied_networks) -> tuple[bool, bool]:
+    """notifier.notify() with every HTTP connection guarded (denied networks, redirects included) and the whole
+    attempt bounded by `timeout` seconds however slowly a receiver answers; (ok, refused a denied address)."""
+    from plugins.module_utils import _libcloud
+
+    _route_apprise_requests()
+    adapter = _libcloud.guarded_adapter()
+    send = adapter.send
+    refused: list[bool] = []
+    watch = _libcloud._Deadline(timeout)  # noqa: SLF001 - shared by whichever thread Apprise sends on
+
+    def guarded_send(*args, **kwargs):
+        # The guard's policy and deadline are read from the sending thread: set them on it.
+        previous = getattr(_libcloud._CURRENT, "deadline", None)  # noqa: SLF001
+        _libcloud._CURRENT.deadline = watch  # noqa: SLF001
+        try:
+            with _libcloud.guarding(denied_networks):
+                return send(*args, **kwargs)
+        except _libcloud.DeniedAddressError:
+            refused.append(True)
+            raise
+        finally:
+            _libcloud._CURRENT.deadline = previous  # noqa: SLF001
+
+    adapter.send = guarded_send
+    token = _APPRISE_ADAPTER.set(adapter)
+    try:
+        ok = notifier.notify(title=title, body=body, notify_type=severity)
+    finally:
+        _APPRISE_ADAPTER.reset(token)
+        watch.close()
+        adapter.close()
+    if watch.expired:  # cut off: an answer read in part (a status line) says nothing
+        raise SendError(f"no whole answer within {timeout:g} s (CLOUDCRON_NOTIFY_TIMEOUT)")
+    return ok, bool(refused)
+
+
+def send_apprise(url: str, event: dict, timeout: float, denied_networks=None) -> None:
     """Send the event as a title and a text body through Apprise; raises SendError when Apprise reports failure.
 
-    Apprise's own warnings become the error, with every part of the URL (tokens live there) blotted out."""
+    Only services that send through `requests` are sent to (web.channels.sends_over_http); their connections go
+    through the address guard, so a host name resolving into denied_networks (None: the default ones), or a
+    redirect there, is refused. Apprise's own warnings become the error, with every part of the URL (tokens
+    live there) blotted out."""
     import apprise
 
     from plugins.module_utils._redact import Redactor
 
+    from .channels import quiet_apprise, sends_over_http
+
+    if not sends_over_http(url.split("://", 1)[0].lower()):
+        raise SendError("cloudcron sends Apprise notifications only over HTTP(S) services", permanent=True)
+
     # Apprise's own log lines may quote parts of a URL (a host, a token): they go only into this attempt's
     # error, redacted below, never into the service's log.
-    logging.getLogger("apprise").propagate = False
+    quiet_apprise()
     title, body = _text(event)
     severity = _SEVERITY.get((event.get("run") or {}).get("status"), "warning" if event.get("run") else "info")
-    notifier = apprise.Apprise()
+    # Sequential (async_mode off): the attempt stays on this thread, where the guard and the deadline are set.
+    notifier = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
     if not notifier.add(url):
         raise SendError("Apprise no longer reads the channel's URL", permanent=True)
     for server in notifier:  # each plugin's socket timeouts (the URL's cto/rto) at most the attempt's bound
         server.socket_connect_timeout = min(server.socket_connect_timeout or timeout, timeout)
         server.socket_read_timeout = min(server.socket_read_timeout or timeout, timeout)
     with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
-        ok = notifier.notify(title=title, body=body, notify_type=severity)
+        ok, refused = _apprise_send(notifier, title, body, severity, timeout, denied_networks)
     if ok:
         return
+    if refused:
+        raise SendError("the receiver's address is in a network cloudcron does not contact "
+                        "(CLOUDCRON_DENIED_NETWORKS)", permanent=True)
     redactor = Redactor([p for p in _url_parts(url) if len(p) >= 3])
     text = " ".join(redactor.redact(captured.getvalue()).split()) or "Apprise reported a failure"
     raise SendError(text[:ERROR_CHARS])
@@ -289,7 +375,7 @@ def send(target: dict, event: dict, config, delivery_id: str) -> None:
     if target["kind"] == "webhook":
         send_webhook(target["url"], target["secret"], event, config.notify_timeout, config.denied_networks, delivery_id)
     else:
-        send_apprise(target["url"], event, config.notify_timeout)
+        send_apprise(target["url"], event, config.notify_timeout, config.denied_networks)
 
 
 def with_link(event: dict, public_url: str) -> dict:
@@ -311,6 +397,8 @@ class Sender:
         self.state = state
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.wake = threading.Event()
+        # The orgs this sender served last, least recent first (at most FAIR_ORGS): see _claim.
+        self.served: list[str] = []
 
     @property
     def lease(self) -> timedelta:
@@ -345,10 +433,17 @@ class Sender:
 
     def _claim(self, now: datetime):
         """(id, run id, channel target or None, event) of the delivery claimed; None when none is due; False when
-        another sender claimed it first. The look is a read: an idle sender never takes the write lock."""
+        another sender claimed it first. The look is a read: an idle sender never takes the write lock.
+
+        Fair between orgs: a due delivery of an org this sender served least recently (or not among its last
+        FAIR_ORGS) goes first, the most overdue within an org. One org's backlog, a thousand deliveries to a
+        receiver that answers each only at CLOUDCRON_NOTIFY_TIMEOUT, then delays another org's by one attempt
+        per org that has some due, not by the whole backlog."""
+        recency = case({org: rank for rank, org in enumerate(self.served, 1)}, value=Delivery.org_id, else_=0) \
+            if self.served else literal(0)
         due_query = (select(Delivery.id, Delivery.next_attempt_at)
                      .where(Delivery.next_attempt_at.is_not(None), Delivery.next_attempt_at <= now)
-                     .order_by(Delivery.next_attempt_at).limit(1))
+                     .order_by(recency, Delivery.next_attempt_at).limit(1))
         with self.state.db.session() as read:
             if read.execute(due_query).first() is None:
                 return None
@@ -363,6 +458,7 @@ class Sender:
             if not won:
                 return False
             delivery = session.get(Delivery, due.id)
+            self.served = [org for org in self.served if org != delivery.org_id][-(FAIR_ORGS - 1):] + [delivery.org_id]
             channel = session.get(Channel, delivery.channel_id)
             target = None
             if channel is not None and channel.org_id == delivery.org_id:

@@ -41,13 +41,22 @@ def require(values: dict, *names: str) -> None:
             raise BadRequest(f"{name}: is required")
 
 
-def commit(session: Session, conflict: str) -> None:
-    """Commit; a unique constraint that fails becomes a 409 with `conflict` as its message."""
+def commit(session: Session, conflict: str, dry_run: bool = False) -> None:
+    """Commit; a unique constraint that fails becomes a 409 with `conflict` as its message.
+
+    dry_run: flush only, so the database checks the constraints and the caller can answer what would be
+    stored, then roll back (web.apply does): nothing is committed.
+    """
     try:
-        session.commit()
+        session.flush() if dry_run else session.commit()
     except IntegrityError:
         session.rollback()
         raise Conflict(conflict) from None
+
+
+def bump(row) -> None:
+    """Count a client's edit of `row`: its version is the API's ETag (If-Match is checked against it)."""
+    row.version = (row.version or 1) + 1
 
 
 def _stamped(row) -> dict:
@@ -127,12 +136,12 @@ def _same_secret(box: Box, sealed: str | None, value) -> bool:
 
 
 def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: Cloud | None, now: datetime,
-                denied_networks=DEFAULT_DENIED_NETWORKS) -> Cloud:
+                denied_networks=DEFAULT_DENIED_NETWORKS, dry_run: bool = False) -> Cloud:
     """Create (current=None) or edit a cloud from CloudIn fields; an edit changes only the fields given.
 
     Credentials are sealed with `box` (never answered); the provider cannot change (400); options are
     checked (check_options), credentials and options as driver arguments (check_arguments). Storing a
-    cloud does not contact the provider.
+    cloud does not contact the provider. dry_run: see commit().
     """
     before = audit.snapshot(current) if current is not None else None
     if current is None:
@@ -141,7 +150,7 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
         check_options(values.get("options"), denied_networks)
         check_arguments(values["provider"], values.get("credentials"), values.get("options"))
         cloud = Cloud(id=new_id(), org_id=org_id, title=values["title"], provider=values["provider"],
-                      options=values.get("options") or {}, created_at=now, updated_at=now,
+                      options=values.get("options") or {}, created_at=now, updated_at=now, version=1,
                       credentials_enc=box.seal(values.get("credentials") or {}))
         session.add(cloud)
     else:
@@ -158,8 +167,9 @@ def store_cloud(session: Session, box: Box, org_id: str, values: dict, current: 
         if credentials is not None and not _same_secret(box, cloud.credentials_enc, credentials):
             cloud.credentials_enc = box.seal(credentials)
         cloud.updated_at = now
+        bump(cloud)
     audit.record(session, cloud, "create" if current is None else "update", before, now)
-    commit(session, f"title: a cloud titled '{cloud.title}' already exists")
+    commit(session, f"title: a cloud titled '{cloud.title}' already exists", dry_run)
     return cloud
 
 
@@ -312,17 +322,19 @@ def create_key(session: Session, box: Box, org_id: str, values: dict, now: datet
     return store_key(session, box, org_id, values, None, now)
 
 
-def store_key(session: Session, box: Box, org_id: str, values: dict, current: Key | None, now: datetime) -> Key:
+def store_key(session: Session, box: Box, org_id: str, values: dict, current: Key | None, now: datetime,
+              dry_run: bool = False) -> Key:
     """Create (current=None) or edit an SSH key from KeyIn fields; the private key is sealed with `box`, never answered.
 
     An edit changes the name when given, and the key pair when `private` or `generate` is given.
+    dry_run: see commit().
     """
     before = audit.snapshot(current) if current is not None else None
     if current is None:
         require(values, "name")
         private, public = key_material(values)
         key = Key(id=new_id(), org_id=org_id, name=values["name"], public=public,
-                  private_enc=box.seal(private), created_at=now, updated_at=now)
+                  private_enc=box.seal(private), created_at=now, updated_at=now, version=1)
         session.add(key)
     else:
         key = current
@@ -333,8 +345,9 @@ def store_key(session: Session, box: Box, org_id: str, values: dict, current: Ke
             if not _same_secret(box, key.private_enc, private):
                 key.private_enc, key.public = box.seal(private), public
         key.updated_at = now
+        bump(key)
     audit.record(session, key, "create" if current is None else "update", before, now)
-    commit(session, f"name: a key named '{key.name}' already exists")
+    commit(session, f"name: a key named '{key.name}' already exists", dry_run)
     return key
 
 
@@ -354,8 +367,10 @@ def script_json(s: Script) -> dict:
 
 
 def store_script(session: Session, org_id: str, values: dict, current: Script | None, now: datetime,
-                 ansible_refusal: Callable[[], str | None] | None = None) -> Script:
+                 ansible_refusal: Callable[[], str | None] | None = None, dry_run: bool = False) -> Script:
     """Create (current=None) or edit a script from ScriptIn fields; an edit changes only the fields given.
+
+    dry_run: see commit().
 
     ansible_refusal (the service's Sandbox.ansible_refusal) says why Ansible scripts cannot run on
     this host: creating one, or switching a script to exec_type ansible, is then a 400 with it.
@@ -371,7 +386,7 @@ def store_script(session: Session, org_id: str, values: dict, current: Script | 
         require(values, "name", "script")
         script = Script(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),
                         script=values["script"], exec_type=values.get("exec_type") or "executable",
-                        created_at=now, updated_at=now)
+                        created_at=now, updated_at=now, version=1)
         session.add(script)
     else:
         script = current
@@ -379,8 +394,9 @@ def store_script(session: Session, org_id: str, values: dict, current: Script | 
             if field in values and (values[field] is not None or field == "description"):
                 setattr(script, field, values[field])
         script.updated_at = now
+        bump(script)
     audit.record(session, script, "create" if current is None else "update", before, now)
-    commit(session, f"name: a script named '{script.name}' already exists")
+    commit(session, f"name: a script named '{script.name}' already exists", dry_run)
     return script
 
 
@@ -409,8 +425,10 @@ def calendars_query(org_id: str, name: str | None = None):
 
 
 def store_calendar(state, session: Session, org_id: str, values: dict, current: Calendar | None,
-                   now: datetime) -> Calendar:
+                   now: datetime, dry_run: bool = False) -> Calendar:
     """Create (current=None) or edit a calendar from CalendarIn fields; an edit changes only the fields given.
+
+    dry_run: see commit(); the dispatcher is not told and the compiled calendar not cached.
 
     Entries are checked in the calendar's timezone (web.calendars.check_entries, a 400 naming the entry);
     an edit recomputes next_run_at of every schedule that excludes the calendar, in the same transaction.
@@ -429,7 +447,7 @@ def store_calendar(state, session: Session, org_id: str, values: dict, current: 
         tz = checked(calendars.check_timezone, values.get("timezone") or "UTC")
         calendar = Calendar(id=new_id(), org_id=org_id, name=values["name"], description=values.get("description"),
                             timezone=tz, entries=checked(calendars.check_entries, values.get("entries") or [], tz, now),
-                            created_at=now, updated_at=now)
+                            created_at=now, updated_at=now, version=1)
         session.add(calendar)
     else:
         calendar = current
@@ -445,12 +463,16 @@ def store_calendar(state, session: Session, org_id: str, values: dict, current: 
             calendar.entries = checked(calendars.check_entries, entries, tz, now)
             calendar.timezone = tz
         calendar.updated_at = now
-        session.flush()
+        bump(calendar)
+        # Flushed before the schedules excluding it are read: a name another calendar has fails here, not at the commit.
+        commit(session, f"name: a calendar named '{calendar.name}' already exists", dry_run=True)
         users = session.scalars(select(Schedule).join(ScheduleCalendar, ScheduleCalendar.schedule_id == Schedule.id)
                                 .where(ScheduleCalendar.calendar_id == calendar.id)).all()
         schedules.recompute(session, users, now)
     audit.record(session, calendar, "create" if current is None else "update", before, now)
-    commit(session, f"name: a calendar named '{calendar.name}' already exists")
+    commit(session, f"name: a calendar named '{calendar.name}' already exists", dry_run)
+    if dry_run:
+        return calendar
     calendars.remember(calendar, now)
     if current is not None:
         state.schedule_changed(None)  # the schedules excluding it may fire at other times now

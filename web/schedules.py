@@ -256,13 +256,42 @@ def _check_targets(session: Session, org_id: str, given: dict, merged: dict) -> 
                     raise BadRequest(f"selectors.{i}.ids: machine '{missing[0]}' is not a machine of this org")
 
 
+def resolve_references(session: Session, org_id: str, given: dict) -> dict:
+    """`given` with references by name made ids: script_id by script name, the cloud of each
+    machines_per_cloud pair by title, exclude_calendars by calendar name (declarative apply takes both).
+
+    An id of the org's own row wins over a name; a value that is neither is left as given, so the
+    usual check refuses it with its message (`script_id: no script 'x' in this org`)."""
+    out = dict(given)
+
+    def ids_of(model, column, values):
+        values = [v for v in values if isinstance(v, str)]
+        if not values:
+            return {}
+        own = set(session.scalars(select(model.id).where(model.org_id == org_id, model.id.in_(values))))
+        named = dict(session.execute(select(column, model.id).where(model.org_id == org_id, column.in_(
+            [v for v in values if v not in own]))).all())
+        return {v: (v if v in own else named.get(v, v)) for v in values}
+
+    if out.get("script_id"):
+        out["script_id"] = ids_of(Script, Script.name, [out["script_id"]])[out["script_id"]]
+    if out.get("machines_per_cloud"):
+        clouds = ids_of(Cloud, Cloud.title, list({pair[0] for pair in out["machines_per_cloud"]}))
+        out["machines_per_cloud"] = [[clouds.get(c, c), m] for c, m in out["machines_per_cloud"]]
+    if out.get("exclude_calendars"):
+        calendars = ids_of(Calendar, Calendar.name, out["exclude_calendars"])
+        out["exclude_calendars"] = [calendars.get(c, c) for c in out["exclude_calendars"]]
+    return out
+
+
 def _check_name_free(session: Session, org_id: str, name: str, except_id: str | None = None) -> None:
     existing = session.scalar(select(Schedule.id).where(Schedule.org_id == org_id, Schedule.name == name))
     if existing is not None and existing != except_id:
         raise Conflict(f"name: a schedule named '{name}' already exists")
 
 
-def store(state, session: Session, org_id: str, given: dict, current: Schedule | None, now: datetime) -> Schedule:
+def store(state, session: Session, org_id: str, given: dict, current: Schedule | None, now: datetime,
+          dry_run: bool = False) -> Schedule:
     """Create (current=None) or edit a schedule of `org_id` from a client's parsed fields, the one way every writer does.
 
     `given` is what parse_fields returns (only the fields the client sent; None clears a field).
@@ -272,6 +301,8 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
     (state.schedule_changed) and the immediate run enqueued: queue I/O only after the commit.
     Raises BadRequest (400) naming the field and the rule, Conflict (409) on a duplicate name;
     nothing is written when it raises. Returns the stored schedule.
+    dry_run: the session is flushed, not committed, and neither the dispatcher nor the queue is told,
+    so the caller can answer what would be stored and roll back (web.apply does).
     """
     from .runs import on_schedule_created
 
@@ -292,7 +323,7 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
     try:
         if current is None:
             schedule = Schedule(id=new_id_, org_id=org_id, total_run_count=0, skip_next=0, created_at=now,
-                                updated_at=now, next_run_at=fire, **{c: values[c] for c in COLUMNS})
+                                updated_at=now, next_run_at=fire, version=1, **{c: values[c] for c in COLUMNS})
             session.add(schedule)
             _link_calendars(session, schedule)
             run = on_schedule_created(session, schedule, now)
@@ -305,7 +336,11 @@ def store(state, session: Session, org_id: str, given: dict, current: Schedule |
             schedule.updated_at = now
             schedule.next_run_at = fire
             schedule.last_error = None  # the edit passed every check and next_run_at was computed again
+            schedule.version = (schedule.version or 1) + 1
         audit.record(session, schedule, "create" if current is None else "update", before, now)
+        if dry_run:
+            session.flush()  # the caller rolls back: the audit entry goes with the rest
+            return schedule
         session.commit()
     except IntegrityError:  # a schedule of the same name written meanwhile (at a flush or at the commit)
         session.rollback()
@@ -345,6 +380,7 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
         else:
             pause(schedule, now, until(schedule) if callable(until) else until, note, skip_next)
         schedule.updated_at = now
+        schedule.version = (schedule.version or 1) + 1  # a pause changes what GET answers: a new ETag
     recompute(session, rows, now)
     action = "resume" if resume_them else "skip_next" if skip_next else "pause"
     for schedule, was in zip(rows, before):

@@ -128,7 +128,8 @@ TagMatch = dict[Annotated[str, StringConstraints(max_length=255)], Annotated[str
 class BulkResumeIn(_In):
     """Which schedules a bulk pause or resume acts on: a name prefix, tags a target machine has, or both."""
 
-    name_prefix: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    # "" means "not given", as everywhere in the API.
+    name_prefix: Annotated[str, StringConstraints(max_length=255)] | None = None
     tags: Annotated[TagMatch, Field(min_length=1)] | None = None
 
 

@@ -147,6 +147,21 @@ class CloudcronClient:
         """DELETE and return the decoded answer."""
         return self.request("DELETE", path)[0]
 
+    def apply(self, collection, name, body, dry_run=False, update_secrets=False, by="name"):
+        """PUT <collection>/by-<by>/<name>: the server merges, checks and compares the desired state.
+
+        Answers {"changed", "changed_fields", "diff": {"before", "after"}, "dry_run", <resource>}; with
+        dry_run nothing is written and the resource is what would be stored."""
+        query = {}
+        if dry_run:
+            query["dry_run"] = "true"
+        if update_secrets:
+            query["update_secrets"] = "true"
+        path = "%s/by-%s/%s" % (collection, by, quote(name, safe=""))
+        if query:
+            path += "?" + urlencode(query)
+        return self.request("PUT", path, body=body)[0]
+
     def get_or_none(self, path, query=None):
         """GET, or None when the API answers 404."""
         try:

@@ -114,92 +114,36 @@ changed_fields:
   sample: [entries]
 """
 
-import datetime
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.cloudcron.scheduler.plugins.module_utils._client import (
-    CloudcronClient,
-    CloudcronError,
-    changed_fields,
-    connection_argument_spec,
-    diff_of,
-    quote_id,
-)
+from ansible_collections.cloudcron.scheduler.plugins.module_utils._module import CloudcronModule, absent, present
 
 
-def _as_sent(value):
-    """An entry as JSON carries it: dates that a YAML loader turned into objects go back to their text."""
-    if isinstance(value, dict):
-        return dict((str(k), _as_sent(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [_as_sent(v) for v in value]
-    if isinstance(value, datetime.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    return value
-
-
-def desired_fields(params):
-    """The fields the task manages, as the service stores them."""
-    want = {}
-    if params.get("timezone") is not None:
-        want["timezone"] = params["timezone"]
-    if params.get("description") is not None:
-        want["description"] = params["description"] or None
-    if params.get("entries") is not None:
-        want["entries"] = _as_sent(params["entries"])
-    return want
+def desired_body(params):
+    """The options given, as the API's fields (entries as written: the service keeps them so)."""
+    return dict((field, params[field]) for field in ("timezone", "description", "entries")
+                if params.get(field) is not None)
 
 
 def ensure(client, params, check_mode):
-    """Bring the calendar to the requested state; return the module's result."""
-    name = params["name"]
-    current = client.find_one("calendars", "name", name)
+    """Bring the calendar to the requested state with one apply (or a delete); return the module's result."""
     if params["state"] == "absent":
-        if current is None:
-            return dict(changed=False, calendar=None, changed_fields=[], diff=dict(before={}, after={}))
-        if not check_mode:
-            client.delete("calendars/" + quote_id(current["id"]))
-        return dict(changed=True, calendar=None, changed_fields=["state"], diff=dict(before=current, after={}))
-    want = desired_fields(params)
-    if current is None:
-        body = dict((k, v) for k, v in want.items() if v is not None)
-        body["name"] = name
-        fields = sorted(body)
-        created = dict(body) if check_mode else client.post("calendars", body)
-        return dict(changed=True, calendar=created, changed_fields=fields, diff=diff_of(fields, {}, created))
-    fields = changed_fields(want, current)
-    if not fields:
-        return dict(changed=False, calendar=current, changed_fields=[], diff=dict(before={}, after={}))
-    patch = dict((f, want[f]) for f in fields)
-    after = dict(current, **patch) if check_mode else client.patch("calendars/" + quote_id(current["id"]), patch)
-    return dict(changed=True, calendar=after, changed_fields=fields, diff=diff_of(fields, current, after))
+        return absent(client, "calendars", "calendar", "name", params["name"], check_mode)
+    return present(client, "calendars", "calendar", params["name"], desired_body(params), check_mode)
 
 
 def argument_spec():
-    """The module's options."""
-    spec = connection_argument_spec()
-    spec.update(
+    """The module's own options (the connection options come from the module base)."""
+    return dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         description=dict(type="str"),
         timezone=dict(type="str"),
         entries=dict(type="list", elements="dict"),
     )
-    return spec
 
 
 def main():
     """Run the module."""
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        client = CloudcronClient.from_params(module.params)
-        result = ensure(client, module.params, module.check_mode)
-    except CloudcronError as exc:
-        module.fail_json(msg=exc.message, status=exc.status)
-    module.exit_json(**result)
+    CloudcronModule(argument_spec()).run(ensure)
 
 
 if __name__ == "__main__":

@@ -171,18 +171,14 @@ changed_fields:
   sample: [options, machines.web1.host]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.cloudcron.scheduler.plugins.module_utils._client import (
-    CloudcronClient,
     CloudcronError,
     changed_fields,
-    connection_argument_spec,
     quote_id,
 )
+from ansible_collections.cloudcron.scheduler.plugins.module_utils._module import CloudcronModule, absent, present
 
 MACHINE_FIELDS = ("name", "host", "port", "ssh_user", "key_id", "tags")
-SECRET_SHOWN = "(write-only: sent)"
 
 
 def desired_machine(item, key_id_of):
@@ -259,70 +255,36 @@ def ensure_machines(client, cloud, items, purge, check_mode):
 
 
 def ensure(client, params, check_mode):
-    """Bring the cloud (and its declared machines) to the requested state; return the module's result."""
+    """Bring the cloud (one apply, or a delete) and its declared machines to the requested state; return the result."""
     title = params["title"]
-    current = client.find_one("clouds", "title", title)
     if params["state"] == "absent":
-        if current is None:
-            return dict(changed=False, cloud=None, changed_fields=[], diff=dict(before={}, after={}))
-        if not check_mode:
-            client.delete("clouds/" + quote_id(current["id"]))
-        return dict(changed=True, cloud=None, changed_fields=["state"], diff=dict(before=current, after={}))
-
+        return absent(client, "clouds", "cloud", "title", title, check_mode)
+    if params.get("machines") is not None and params.get("provider") not in (None, "other"):
+        raise CloudcronError("machines: only an 'other' cloud takes declared machines; cloud '%s' is '%s'"
+                             % (title, params["provider"]))
+    body = dict((field, params[field]) for field in ("provider", "options", "credentials")
+                if params.get(field) is not None)
+    result = present(client, "clouds", "cloud", title, body, check_mode, update_secrets=params["update_secrets"],
+                     by="title")
+    cloud = result["cloud"]
     if params.get("machines") is not None:
-        provider = params.get("provider") or (current or {}).get("provider")
-        if provider != "other":
+        if cloud.get("provider") != "other":
             raise CloudcronError("machines: only an 'other' cloud takes declared machines; cloud '%s' is '%s'"
-                                 % (title, provider))
-    before, after = {}, {}
-    if current is None:
-        if not params.get("provider"):
-            raise CloudcronError("cloud '%s' does not exist; to create it give provider" % title)
-        body = dict(title=title, provider=params["provider"], options=params.get("options") or {},
-                    credentials=params.get("credentials") or {})
-        fields = ["title", "provider", "options"] + (["credentials"] if params.get("credentials") else [])
-        cloud = dict(body, credentials=None) if check_mode else client.post("clouds", body)
-        cloud.pop("credentials", None)
-        after = dict(title=title, provider=params["provider"], options=body["options"])
-        if params.get("credentials"):
-            after["credentials"] = SECRET_SHOWN
-    else:
-        if params.get("provider") and params["provider"] != current["provider"]:
-            raise CloudcronError("provider: cloud '%s' is '%s' and cannot become '%s'; add a new cloud instead"
-                                 % (title, current["provider"], params["provider"]))
-        want = {}
-        if params.get("options") is not None:
-            want["options"] = params["options"]
-        fields = changed_fields(want, current)
-        patch = dict((f, want[f]) for f in fields)
-        if params["update_secrets"] and params.get("credentials") is not None:
-            patch["credentials"] = params["credentials"]
-            fields.append("credentials")
-        before = dict((f, current.get(f)) for f in fields if f != "credentials")
-        after = dict((f, want[f]) for f in fields if f != "credentials")
-        if "credentials" in fields:
-            before["credentials"], after["credentials"] = "(write-only)", SECRET_SHOWN
-        cloud = current
-        if patch:
-            cloud = dict(current, **patch) if check_mode else client.patch("clouds/" + quote_id(current["id"]), patch)
-            cloud.pop("credentials", None)
-
-    result = dict(cloud=cloud)
-    if params.get("machines") is not None:
+                                 % (title, cloud.get("provider")))
         machine_fields, machines, machines_before, machines_after = ensure_machines(
             client, cloud, params["machines"], params["purge_machines"], check_mode)
-        fields = fields + machine_fields
         result["machines"] = machines
         if machine_fields:
-            before["machines"], after["machines"] = machines_before, machines_after
-    result.update(changed=bool(fields), changed_fields=fields, diff=dict(before=before, after=after))
+            result["changed"] = True
+            result["changed_fields"] = result["changed_fields"] + machine_fields
+            result["diff"]["before"]["machines"] = machines_before
+            result["diff"]["after"]["machines"] = machines_after
     return result
 
 
-def main():
-    """Run the module."""
-    spec = connection_argument_spec()
-    spec.update(
+def argument_spec():
+    """The module's own options (the connection options come from the module base)."""
+    return dict(
         title=dict(type="str", required=True, aliases=["name"]),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         provider=dict(type="str"),
@@ -340,13 +302,11 @@ def main():
         )),
         purge_machines=dict(type="bool", default=False),
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    try:
-        client = CloudcronClient.from_params(module.params)
-        result = ensure(client, module.params, module.check_mode)
-    except CloudcronError as exc:
-        module.fail_json(msg=exc.message, status=exc.status)
-    module.exit_json(**result)
+
+
+def main():
+    """Run the module."""
+    CloudcronModule(argument_spec()).run(ensure)
 
 
 if __name__ == "__main__":

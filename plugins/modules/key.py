@@ -88,69 +88,40 @@ key:
     updated_at: "2030-01-01T10:00:00Z"
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.cloudcron.scheduler.plugins.module_utils._client import (
-    CloudcronClient,
-    CloudcronError,
-    connection_argument_spec,
-    quote_id,
-)
-
-SECRET_SHOWN = "(write-only: sent)"
+from ansible_collections.cloudcron.scheduler.plugins.module_utils._module import CloudcronModule, absent, present
 
 
-def secret_body(params):
-    """The write-only part of a create or update."""
+def desired_body(params):
+    """The write-only key material given: sent on create, and to an existing key with update_secrets."""
     if params.get("generate"):
         return {"generate": True}
     if params.get("private"):
         return {"private": params["private"]}
-    return None
+    return {}
 
 
 def ensure(client, params, check_mode):
-    """Bring the key to the requested state; return the module's result."""
-    name = params["name"]
-    current = client.find_one("keys", "name", name)
+    """Bring the key to the requested state with one apply (or a delete); return the module's result."""
     if params["state"] == "absent":
-        if current is None:
-            return dict(changed=False, key=None, diff=dict(before={}, after={}))
-        if not check_mode:
-            client.delete("keys/" + quote_id(current["id"]))
-        return dict(changed=True, key=None, diff=dict(before=current, after={}))
-    secret = secret_body(params)
-    if current is None:
-        if secret is None:
-            raise CloudcronError("key '%s' does not exist; to create it give private or generate: true" % name)
-        body = dict(secret, name=name)
-        created = dict(name=name, public=None) if check_mode else client.post("keys", body)
-        return dict(changed=True, key=created, diff=dict(before={}, after=dict(name=name, private=SECRET_SHOWN)))
-    if params["update_secrets"] and secret is not None:
-        updated = current if check_mode else client.patch("keys/" + quote_id(current["id"]), secret)
-        return dict(changed=True, key=updated,
-                    diff=dict(before=dict(private="(write-only)"), after=dict(private=SECRET_SHOWN)))
-    return dict(changed=False, key=current, diff=dict(before={}, after={}))
+        return absent(client, "keys", "key", "name", params["name"], check_mode)
+    return present(client, "keys", "key", params["name"], desired_body(params), check_mode,
+                   update_secrets=params["update_secrets"])
 
 
-def main():
-    """Run the module."""
-    spec = connection_argument_spec()
-    spec.update(
+def argument_spec():
+    """The module's own options (the connection options come from the module base)."""
+    return dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         private=dict(type="str", no_log=True),
         generate=dict(type="bool"),
         update_secrets=dict(type="bool", default=False, no_log=False),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=[("private", "generate")],
-                           supports_check_mode=True)
-    try:
-        client = CloudcronClient.from_params(module.params)
-        result = ensure(client, module.params, module.check_mode)
-    except CloudcronError as exc:
-        module.fail_json(msg=exc.message, status=exc.status)
-    module.exit_json(**result)
+
+
+def main():
+    """Run the module."""
+    CloudcronModule(argument_spec(), mutually_exclusive=[("private", "generate")]).run(ensure)
 
 
 if __name__ == "__main__":

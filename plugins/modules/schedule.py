@@ -10,12 +10,15 @@ module: schedule
 short_description: Declare a cloudcron schedule that starts, stops, reboots or destroys machines, or runs a script
 description:
   - Makes sure a schedule of the cloudcron service exists with the given fields, or does not exist.
-  - The schedule is found by O(name) within the org of O(token) with one request. Only the fields
-    that differ are sent, so applying the same task again reports no change and writes nothing.
+  - One request per task, C(PUT /api/v1/schedules/by-name/<name>). The service merges the options given
+    onto the stored schedule (or creates it), checks the result with the same rules as every other
+    write, compares, and writes only a change. Applying the same task again reports no change and
+    writes nothing. In check mode the same request is a dry run, so the prediction (including
+    C(next_run_at)) is the service's own.
   - Options left unset are not managed. A new schedule gets the service's default, an existing one
     keeps its value. Give V("") to clear an optional text or date field.
-  - Dates, crontab fields and the V(shutdown) action are compared the way the service stores them
-    (dates in UTC, crontab fields as strings with V(*) for missing ones, V(shutdown) as V(stop)).
+  - Dates, crontab fields and the V(shutdown) action are compared the way the service stores them,
+    by the service.
 author:
   - cloudcron contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -57,6 +60,7 @@ options:
       - The script each run executes on the target machines, by name or by id.
       - Mutually exclusive with O(action).
     type: str
+    aliases: [script_id]
   params:
     description:
       - Arguments passed to O(script), as one string.
@@ -125,7 +129,8 @@ options:
     type: bool
   run_immediately:
     description:
-      - Whether a new schedule runs once at creation (when enabled). Has no effect on an existing schedule.
+      - Whether a new schedule runs once at creation (when enabled). Has no effect on an existing schedule
+        and never counts as a change of one.
     type: bool
   start_after:
     description:
@@ -269,9 +274,9 @@ EXAMPLES = r"""
 RETURN = r"""
 schedule:
   description:
-    - The schedule as the service returns it after the task; in check mode, as it would be.
+    - The schedule as the service returns it after the task; in check mode, as the service would store it
+      (a new schedule then has no C(id)).
     - Null after O(state=absent).
-    - A new schedule predicted in check mode holds only the fields the task gives.
   returned: always
   type: dict
   sample:
@@ -316,365 +321,72 @@ changed_fields:
   sample: [schedule_entry, enabled]
 """
 
-import json
-import re
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from ansible_collections.cloudcron.scheduler.plugins.module_utils._module import CloudcronModule, absent, present
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.cloudcron.scheduler.plugins.module_utils._client import (
-    CloudcronClient,
-    CloudcronError,
-    changed_fields,
-    connection_argument_spec,
-    diff_of,
-    quote_id,
-)
-
-try:
-    from zoneinfo import ZoneInfo
-except ImportError:  # Python 3.8: dates without an offset in a named zone are then sent as given
-    ZoneInfo = None
-
-UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
-# option name -> API field, for options compared as they are
-SIMPLE_FIELDS = {"enabled": "enabled", "run_immediately": "run_immediately", "timezone": "timezone",
-                 "misfire_grace": "misfire_grace", "concurrency": "concurrency", "run_timeout": "timeout",
-                 "jitter": "jitter"}
-# The service's date forms: Mist's "2016-3-24 17:20:00", ISO 8601, epoch seconds.
-_MIST_DATE = re.compile(
-    r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(\.\d{1,6})?)?)?"
-    r"\s*(Z|[+-]\d{2}:?\d{2})?",
-    re.IGNORECASE,
-)
-_EPOCH_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+# option name -> API field, for options sent as they are
+SIMPLE_FIELDS = {"description": "description", "enabled": "enabled", "run_immediately": "run_immediately",
+                 "timezone": "timezone", "misfire_grace": "misfire_grace", "concurrency": "concurrency",
+                 "run_timeout": "timeout", "jitter": "jitter", "start_after": "start_after", "expires": "expires",
+                 "params": "params", "exclude_calendars": "exclude_calendars"}
 
 
-class Unnormalizable(ValueError):
-    """A value this module cannot put in the service's stored form; it is sent as given."""
+def _entry(schedule_type, entry):
+    """The entry as given, but an interval's `every` templated into a string ("{{ n }}") sent as the number it is."""
+    if schedule_type == "interval" and isinstance(entry, dict) and isinstance(entry.get("every"), str) \
+            and entry["every"].strip().isdigit():
+        entry = dict(entry, every=int(entry["every"].strip()))
+    return entry
 
 
-def format_instant(dt):
-    """ISO 8601 UTC with a Z, microseconds only when non-zero: the service's answer format."""
-    dt = dt.astimezone(UTC)
-    text = dt.replace(tzinfo=None, microsecond=0).isoformat()
-    if dt.microsecond:
-        text += ".%06d" % dt.microsecond
-    return text + "Z"
-
-
-def _offset(text):
-    if text.upper() == "Z":
-        return UTC
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
-
-
-def _from_epoch(value):
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-        if not number.is_finite():
-            raise Unnormalizable("not a date")
-        return EPOCH + timedelta(microseconds=int((number * 1000000).to_integral_value()))
-    except (InvalidOperation, OverflowError, ValueError):
-        raise Unnormalizable("not a date") from None
-
-
-def _local_to_utc(naive, tz_name):
-    """A wall time in a named zone as UTC: in a DST gap the gap's end, when ambiguous the first occurrence."""
-    if tz_name == "UTC":
-        return naive.replace(tzinfo=UTC)
-    if ZoneInfo is None:
-        raise Unnormalizable("no zoneinfo on this Python")
-    try:
-        tz = ZoneInfo(tz_name)
-    except Exception:  # an unknown zone is the service's to report, with its message
-        raise Unnormalizable("unknown time zone") from None
-    first = naive.replace(tzinfo=tz, fold=0)
-    back = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
-    if back == naive:
-        return first.astimezone(UTC)
-    # In a DST gap: the service fires at the transition instant, found to the second between
-    # the two readings of the wall time (tzdata transitions are whole seconds).
-    whole = naive.replace(microsecond=0)
-    after_offset = whole.replace(tzinfo=tz, fold=1).utcoffset()
-    hi = whole.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    lo = whole.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    if lo > hi:
-        lo, hi = hi, lo
-    one = timedelta(seconds=1)
-    while hi - lo > one:
-        mid = lo + timedelta(seconds=max(1, (hi - lo) // one // 2))
-        if mid.astimezone(tz).utcoffset() == after_offset:
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-def parse_instant(value, tz_name):
-    """A date in any form the service takes, as aware UTC; Unnormalizable when it is not one."""
-    if isinstance(value, bool) or value is None:
-        raise Unnormalizable("not a date")
-    if isinstance(value, (int, float)):
-        return _from_epoch(value)
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if _EPOCH_NUMBER.fullmatch(text):
-            return _from_epoch(text)
-        match = _MIST_DATE.fullmatch(text)
-        try:
-            if match:
-                year, month, day, hour, minute, second, fraction, offset = match.groups()
-                parsed = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
-                                  int(second or 0), int((fraction or ".0")[1:].ljust(6, "0")))
-                if offset:
-                    parsed = parsed.replace(tzinfo=_offset(offset))
-            else:
-                parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise Unnormalizable("not a date") from None
-    else:
-        raise Unnormalizable("not a date")
-    try:
-        if parsed.tzinfo is None:
-            return _local_to_utc(parsed, tz_name)
-        return parsed.astimezone(UTC)
-    except (OverflowError, ValueError) as exc:
-        if isinstance(exc, Unnormalizable):
-            raise
-        raise Unnormalizable("out of range") from None
-
-
-def normalize_date(value, tz_name):
-    """A date option as the service answers it: UTC with a Z; '' and None mean unset."""
-    if value is None or value == "":
-        return None
-    try:
-        return format_instant(parse_instant(value, tz_name))
-    except Unnormalizable:
-        return value
-
-
-def _json_object(value):
-    # Mist's clients send entries as strings holding JSON; the service accepts that too.
-    if isinstance(value, str) and value.lstrip().startswith("{"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def normalize_crontab(entry):
-    """All five crontab fields as the service stores them: strings, no spaces, lower case, '*' when missing."""
-    entry = _json_object(entry)
-    if not isinstance(entry, dict) or any(k not in CRONTAB_FIELDS for k in entry):
-        return entry  # not a crontab entry: the service refuses it with a message naming the rule
-    out = {}
-    for name in CRONTAB_FIELDS:
-        value = entry.get(name)
-        if value is None:
-            out[name] = "*"
-        elif isinstance(value, bool) or not isinstance(value, (int, str)):
-            return entry
-        else:
-            out[name] = re.sub(r"\s+", "", str(value)).lower()
-    return out
-
-
-def normalize_interval(entry):
-    """An interval entry as the service stores it: {"every": int, "period": lower-case name}."""
-    entry = _json_object(entry)
-    if not isinstance(entry, dict) or set(entry) != {"every", "period"}:
-        return entry
-    every, period = entry["every"], entry["period"]
-    if isinstance(every, str) and every.strip().isdigit():
-        every = int(every.strip())  # templated values arrive as strings
-    if isinstance(period, str):
-        period = period.strip().lower()
-    return {"every": every, "period": period}
-
-
-def normalize_entry(schedule_type, entry, tz_name):
-    """A schedule_entry in the service's stored form for its schedule_type."""
-    if schedule_type == "interval":
-        return normalize_interval(entry)
-    if schedule_type == "crontab":
-        return normalize_crontab(entry)
-    entry = _json_object(entry)
-    if isinstance(entry, dict) and set(entry) == {"entry"}:
-        entry = entry["entry"]
-    return normalize_date(entry, tz_name)
-
-
-def normalize_selectors(selectors):
-    """Selectors without the unset suboptions Ansible adds, tag values as strings."""
-    out = []
-    for sel in selectors:
-        sel = {k: v for k, v in sel.items() if v is not None}
-        if sel.get("type") == "tags" and isinstance(sel.get("include"), dict):
-            sel["include"] = {str(k): str(v) for k, v in sel["include"].items()}
-        out.append(sel)
-    return out
-
-
-class Resolver:
-    """Turns names and titles into ids, asking the service only for what the current schedule does not show."""
-
-    def __init__(self, client, current):
-        self.client = client
-        self.current = current or {}
-        self._clouds = {}
-
-    def script_id(self, value):
-        """The id of a script given by name or id."""
-        if value == self.current.get("script_id"):
-            return value
-        return self.client.find("scripts", "name", value, "script")["id"]
-
-    def calendar_id(self, value):
-        """The id of a calendar given by name or id; one the schedule already excludes costs no request."""
-        if value in (self.current.get("exclude_calendars") or []):
-            return value
-        return self.client.find("calendars", "name", value, "calendar")["id"]
-
-    def cloud_id(self, value):
-        """The id of a cloud given by title or id."""
-        known = set(pair[0] for pair in self.current.get("machines_per_cloud") or [] if pair)
-        if value in known:
-            return value
-        if value not in self._clouds:
-            self._clouds[value] = self.client.find("clouds", "title", value, "cloud")["id"]
-        return self._clouds[value]
-
-
-def desired_fields(params, current, resolver):
-    """The fields the task manages, in the service's stored form."""
-    current = current or {}
-    want = {}
-    tz_name = params.get("timezone") or current.get("timezone") or "UTC"
+def desired_body(params):
+    """The options given, as the API's fields; names of clouds, scripts and calendars are resolved by the service."""
+    body = {}
     for option, field in SIMPLE_FIELDS.items():
         if params.get(option) is not None:
-            want[field] = params[option]
-    if params.get("description") is not None:
-        want["description"] = params["description"] or None
+            body[field] = params[option]
     if params.get("max_run_count") is not None:
-        want["max_run_count"] = params["max_run_count"] or None
+        body["max_run_count"] = params["max_run_count"] or None  # 0 clears the limit
     if params.get("action"):
-        want["action"] = "stop" if params["action"] == "shutdown" else params["action"]
-        want["script_id"] = None
-        want["params"] = None  # the service takes params only with a script
+        body.update(action=params["action"], script_id=None)  # an action replaces a script
+        if params.get("params") is None:
+            body["params"] = None  # the service takes params only with a script
     if params.get("script"):
-        want["script_id"] = resolver.script_id(params["script"])
-        want["action"] = None
-    if params.get("params") is not None:
-        want["params"] = params["params"] or None
-    targets = [params.get(k) is not None for k in ("machines", "machines_per_cloud", "selectors")]
-    if any(targets):
+        body.update(script_id=params["script"], action=None)
+    if any(params.get(k) is not None for k in ("machines", "machines_per_cloud", "selectors")):
         pairs = [list(p) for p in params.get("machines_per_cloud") or []]
-        for item in params.get("machines") or []:
-            pairs.append([resolver.cloud_id(item["cloud"]), item["machine"]])
-        want["machines_per_cloud"] = pairs
-        want["selectors"] = normalize_selectors(params.get("selectors") or [])
+        pairs += [[item["cloud"], item["machine"]] for item in params.get("machines") or []]
+        body["machines_per_cloud"] = pairs
+        # Ansible fills unset suboptions with None; tag values are strings to the API.
+        selectors = []
+        for sel in params.get("selectors") or []:
+            sel = dict((k, v) for k, v in sel.items() if v is not None)
+            if isinstance(sel.get("include"), dict):
+                sel["include"] = dict((str(k), str(v)) for k, v in sel["include"].items())
+            selectors.append(sel)
+        body["selectors"] = selectors
     if params.get("schedule_type") is not None:
-        want["schedule_type"] = params["schedule_type"]
-        want["schedule_entry"] = normalize_entry(params["schedule_type"], params["schedule_entry"], tz_name)
-    for field in ("start_after", "expires"):
-        if params.get(field) is not None:
-            want[field] = normalize_date(params[field], tz_name)
-    if params.get("exclude_calendars") is not None:
-        ids = [resolver.calendar_id(value) for value in params["exclude_calendars"]]
-        want["exclude_calendars"] = [i for n, i in enumerate(ids) if i not in ids[:n]]  # the service drops repeats
-    if params.get("retries") is not None:
-        want["retries"] = normalize_retries(params["retries"])
-    return want
-
-
-def normalize_retries(value):
-    """The retries option in the service's stored form: its defaults filled in, and max 0 as none (None)."""
-    if not value.get("max"):
-        return None
-    return {"max": value["max"], "delay": 60 if value.get("delay") is None else value["delay"],
-            "backoff": 2 if value.get("backoff") is None else value["backoff"]}
-
-
-def missing_for_create(want):
-    """What a new schedule lacks, as a message, or None."""
-    missing = []
-    if not want.get("schedule_type"):
-        missing.append("schedule_type and schedule_entry")
-    if not want.get("action") and not want.get("script_id"):
-        missing.append("action or script")
-    if not want.get("machines_per_cloud") and not want.get("selectors"):
-        missing.append("machines, machines_per_cloud or selectors")
-    return ", ".join(missing) or None
-
-
-def creation_body(name, want):
-    """The POST body of a new schedule: the managed fields that are set."""
-    body = {k: v for k, v in want.items() if v is not None}
-    body["name"] = name
+        body["schedule_type"] = params["schedule_type"]
+        body["schedule_entry"] = _entry(params["schedule_type"], params["schedule_entry"])
+    if params.get("retries") is not None:  # the service fills in delay and backoff, and takes max 0 as none
+        body["retries"] = dict((k, v) for k, v in params["retries"].items() if v is not None)
     return body
 
 
-def find_schedule(client, name):
-    """The schedule named `name` in the token's org, or None: one GET."""
-    return client.find_one("schedules", "name", name)
-
-
 def ensure(client, params, check_mode):
-    """Bring the schedule to the requested state; return the module's result dict."""
-    name = params["name"]
-    current = find_schedule(client, name)
+    """Bring the schedule to the requested state with one apply (or a delete); return the module's result."""
     if params["state"] == "absent":
-        if current is None:
-            return dict(changed=False, schedule=None, changed_fields=[], diff=dict(before={}, after={}))
-        if not check_mode:
-            client.delete("schedules/" + quote_id(current["id"]))
-        return dict(changed=True, schedule=None, changed_fields=["state"],
-                    diff=dict(before=current, after={}))
-
-    want = desired_fields(params, current, Resolver(client, current))
-    if current is None:
-        missing = missing_for_create(want)
-        if missing:
-            raise CloudcronError("schedule '%s' does not exist; to create it give %s" % (name, missing))
-        body = creation_body(name, want)
-        fields = sorted(body)
-        created = dict(body) if check_mode else client.post("schedules", body)
-        return dict(changed=True, schedule=created, changed_fields=fields, diff=diff_of(fields, {}, created))
-
-    fields = changed_fields(want, current)
-    if not fields:
-        return dict(changed=False, schedule=current, changed_fields=[], diff=dict(before={}, after={}))
-    patch = {k: want[k] for k in fields}
-    if "schedule_entry" in patch or "schedule_type" in patch:
-        # The service reads an entry by its type: the two always travel together.
-        patch["schedule_type"] = want["schedule_type"]
-        patch["schedule_entry"] = want["schedule_entry"]
-    if check_mode:
-        after = dict(current, **patch)
-    else:
-        after = client.patch("schedules/" + quote_id(current["id"]), patch)
-    return dict(changed=True, schedule=after, changed_fields=fields, diff=diff_of(fields, current, after))
+        return absent(client, "schedules", "schedule", "name", params["name"], check_mode)
+    return present(client, "schedules", "schedule", params["name"], desired_body(params), check_mode)
 
 
 def argument_spec():
-    """The module's options."""
-    spec = connection_argument_spec()
-    spec.update(
+    """The module's own options (the connection options come from the module base)."""
+    return dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         description=dict(type="str"),
         action=dict(type="str", choices=["start", "stop", "shutdown", "reboot", "destroy"]),
-        script=dict(type="str"),
+        script=dict(type="str", aliases=["script_id"]),
         params=dict(type="str"),
         machines=dict(type="list", elements="dict", options=dict(
             cloud=dict(type="str", required=True),
@@ -705,23 +417,15 @@ def argument_spec():
             backoff=dict(type="float"),
         )),
     )
-    return spec
 
 
 def main():
     """Run the module."""
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
+    CloudcronModule(
+        argument_spec(),
         mutually_exclusive=[("action", "script"), ("machines", "machines_per_cloud")],
         required_together=[("schedule_type", "schedule_entry")],
-        supports_check_mode=True,
-    )
-    try:
-        client = CloudcronClient.from_params(module.params)
-        result = ensure(client, module.params, module.check_mode)
-    except CloudcronError as exc:
-        module.fail_json(msg=exc.message, status=exc.status)
-    module.exit_json(**result)
+    ).run(ensure)
 
 
 if __name__ == "__main__":

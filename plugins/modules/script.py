@@ -90,73 +90,35 @@ changed_fields:
   sample: [script]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.cloudcron.scheduler.plugins.module_utils._client import (
-    CloudcronClient,
-    CloudcronError,
-    changed_fields,
-    connection_argument_spec,
-    diff_of,
-    quote_id,
-)
+from ansible_collections.cloudcron.scheduler.plugins.module_utils._module import CloudcronModule, absent, present
 
 
-def desired_fields(params):
-    """The fields the task manages, as the API stores them."""
-    want = {}
-    for field in ("script", "exec_type"):
-        if params.get(field) is not None:
-            want[field] = params[field]
-    if params.get("description") is not None:
-        want["description"] = params["description"] or None
-    return want
+def desired_body(params):
+    """The options given, as the API's fields."""
+    return dict((field, params[field]) for field in ("script", "exec_type", "description") if params.get(field) is not None)
 
 
 def ensure(client, params, check_mode):
-    """Bring the script to the requested state; return the module's result."""
-    name = params["name"]
-    current = client.find_one("scripts", "name", name)
+    """Bring the script to the requested state with one apply (or a delete); return the module's result."""
     if params["state"] == "absent":
-        if current is None:
-            return dict(changed=False, script=None, changed_fields=[], diff=dict(before={}, after={}))
-        if not check_mode:
-            client.delete("scripts/" + quote_id(current["id"]))
-        return dict(changed=True, script=None, changed_fields=["state"], diff=dict(before=current, after={}))
-    want = desired_fields(params)
-    if current is None:
-        if not want.get("script"):
-            raise CloudcronError("script '%s' does not exist; to create it give script" % name)
-        body = dict((k, v) for k, v in want.items() if v is not None)
-        body["name"] = name
-        fields = sorted(body)
-        created = dict(body) if check_mode else client.post("scripts", body)
-        return dict(changed=True, script=created, changed_fields=fields, diff=diff_of(fields, {}, created))
-    fields = changed_fields(want, current)
-    if not fields:
-        return dict(changed=False, script=current, changed_fields=[], diff=dict(before={}, after={}))
-    patch = dict((f, want[f]) for f in fields)
-    after = dict(current, **patch) if check_mode else client.patch("scripts/" + quote_id(current["id"]), patch)
-    return dict(changed=True, script=after, changed_fields=fields, diff=diff_of(fields, current, after))
+        return absent(client, "scripts", "script", "name", params["name"], check_mode)
+    return present(client, "scripts", "script", params["name"], desired_body(params), check_mode)
 
 
-def main():
-    """Run the module."""
-    spec = connection_argument_spec()
-    spec.update(
+def argument_spec():
+    """The module's own options (the connection options come from the module base)."""
+    return dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         script=dict(type="str"),
         exec_type=dict(type="str", choices=["executable", "ansible"]),
         description=dict(type="str"),
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    try:
-        client = CloudcronClient.from_params(module.params)
-        result = ensure(client, module.params, module.check_mode)
-    except CloudcronError as exc:
-        module.fail_json(msg=exc.message, status=exc.status)
-    module.exit_json(**result)
+
+
+def main():
+    """Run the module."""
+    CloudcronModule(argument_spec()).run(ensure)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,11 @@ def test_a_schedule_whose_every_fire_is_excluded_cannot_be_created(api, schedule
     status, cal = api.post("calendars", {"name": "always", "entries": [{"from": "2000-01-01", "to": "9999-12-31"}]})
     status, body = api.post("schedules", schedule_body(exclude_calendars=[cal["id"]]))
     assert status == 400 and body["error"].startswith("exclude_calendars:") and "never fire" in body["error"]
+
+
+def test_renaming_a_calendar_to_a_name_in_use_is_a_409_and_changes_nothing(api):
+    api.post("calendars", {"name": "taken", "entries": []})
+    status, other = api.post("calendars", {"name": "mine", "entries": []})
+    status, body = api.patch(f"calendars/{other['id']}", {"name": "taken"})
+    assert (status, body) == (409, {"error": "name: a calendar named 'taken' already exists"})
+    assert api.get(f"calendars/{other['id']}")[1]["name"] == "mine"

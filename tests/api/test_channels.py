@@ -155,3 +155,166 @@ def test_an_apprise_failure_is_recorded_without_the_urls_credentials(api, receiv
     error = delivery["attempts"][0]["error"]
     assert error and "p4ssw0rd" not in error and "T0KEN" not in error
     assert "500" in error
+
+
+@pytest.mark.parametrize("url", ["windows://", "dbus://", "syslog://", "rsyslog://localhost", "macosx://",
+                                 "mailto://user:pass@localhost"])
+def test_an_apprise_service_that_acts_on_the_worker_machine_is_refused(api, url):
+    status, body = api.post("channels", {"name": "local", "kind": "apprise", "url": url})
+    assert status == 400, body
+    assert body["error"].startswith("url: cloudcron sends Apprise notifications only over HTTP(S) services")
+
+
+def test_an_apprise_host_name_that_resolves_into_a_denied_network_is_not_contacted(api, receiver):
+    target = receiver(statuses=(200,))
+    port = target.url.rsplit(":", 1)[1]
+    status, channel = api.post("channels", {"name": "j", "kind": "apprise", "url": f"json://localhost:{port}/x"})
+    assert status == 200, channel
+    api.state.config.denied_networks = ("127.0.0.0/8", "::1/128")
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200, delivery
+    assert delivery["status"] == "failed" and target.requests == []
+    assert "CLOUDCRON_DENIED_NETWORKS" in delivery["attempts"][0]["error"]
+
+
+
+@pytest.fixture
+def trickler():
+    """A loopback server that answers every connection one byte at a time, a byte every 0.2 s, for 30 s."""
+    import socket
+    import threading
+
+    class Address(str):
+        """host:port, with `accepted` set once a connection came."""
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    address = Address(f"127.0.0.1:{server.getsockname()[1]}")
+    address.accepted = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            address.accepted.set()
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    def drip(conn):
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 150:
+                if stop.wait(0.2):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield address
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.parametrize("kind", ["webhook", "apprise"])
+def test_a_receiver_answering_a_byte_at_a_time_cannot_hold_the_sender_past_the_timeout(api, trickler, kind):
+    import time
+
+    api.state.config.denied_networks, api.state.config.notify_timeout = (), 1.0
+    url = f"http://{trickler}/hook" if kind == "webhook" else f"json://{trickler}/hook"
+    _, channel = api.post("channels", {**HOOK, "kind": kind, "url": url, **({} if kind == "webhook" else {"secret": None})})
+    started = time.monotonic()
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    took = time.monotonic() - started
+    assert status == 200 and delivery["status"] == "failed", delivery
+    assert took < 10, took  # the drip lasts 30 s; each byte comes well within the 1 s read timeout
+    assert "CLOUDCRON_NOTIFY_TIMEOUT" in delivery["attempts"][0]["error"], delivery
+
+
+@pytest.mark.parametrize("url", ["slack://T1JJ3T3L2/SECRETPART", "slack://T1JJ3T3L2/S3CR3TPART"])
+def test_a_refused_apprise_url_leaves_no_token_in_the_log(api, url):
+    import io
+    import logging
+
+    # A handler on the root logger, as the service's log has (caplog also listens on loggers that do not
+    # propagate, so it would hear what the service's log does not).
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level, root.level = root.level, logging.DEBUG
+    logging.getLogger("apprise").propagate = True  # as in a fresh process: no notification sent yet
+    try:
+        status, body = api.post("channels", {"name": "chat", "kind": "apprise", "url": url})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert status == 400, body
+    # Apprise's own lines quote the URL, its tokens blotted out only in part (first and last characters, or
+    # not at all when they do not look like tokens to it).
+    assert "PART" not in stream.getvalue() and "PART" not in body["error"]
+
+
+@pytest.mark.parametrize("url, option", [
+    ("discord://1234/abcd?template=/etc/hostname", "template"),
+    ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#ops?template=file:///etc/hostname", "template"),
+    ("tgram://123456789:abcdefg_hijklmnop/12315544?template=%2Fetc%2Fhostname", "template"),
+    ("fcm://project/device?keyfile=/etc/hostname&mode=oauth2", "keyfile"),
+    ("vapid://user@example.com/https://push.example.com/x?keyfile=/etc/hostname", "keyfile"),
+    ("vapid://user@example.com/https://push.example.com/x?subfile=/etc/hostname", "subfile"),
+])
+def test_an_apprise_option_naming_a_file_on_the_worker_is_refused(api, url, option):
+    # The worker would read the file and build what it sends to the receiver from it (the tenant's receiver).
+    status, body = api.post("channels", {"name": "chat", "kind": "apprise", "url": url})
+    assert status == 400, body
+    assert body["error"].startswith(f"url: the '{option}' option names a file on cloudcron's machine"), body
+
+
+def test_an_org_sends_one_test_at_a_time_and_other_orgs_are_not_held(api, other_api, trickler, receiver):
+    import threading
+
+    api.state.config.denied_networks, api.state.config.notify_timeout = (), 5.0
+    _, slow = api.post("channels", {**HOOK, "url": f"http://{trickler}/hook"})
+    _, second = api.post("channels", {**HOOK, "name": "second", "url": f"http://{trickler}/hook"})
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(api.post(f"channels/{slow['id']}/test")))
+    first.start()
+    try:
+        # The first test holds a request thread until the receiver's time is up; the org's next one is refused
+        # at once rather than holding another (a few would hold every thread the API has).
+        assert trickler.accepted.wait(10)
+        status, body = api.post(f"channels/{second['id']}/test")
+        assert status == 429, body
+        assert body["error"].startswith("a test of one of this org's channels is being sent")
+        hook = receiver()
+        _, theirs = other_api.post("channels", {**HOOK, "url": hook.url})
+        status, body = other_api.post(f"channels/{theirs['id']}/test")
+        assert status == 200 and body["status"] == "delivered", body
+    finally:
+        first.join()
+    assert answers[0][0] == 200 and answers[0][1]["status"] == "failed"
+
+
+def test_an_org_has_at_most_50_channels(api, other_api, monkeypatch):
+    # Each default channel is a delivery row written in the transaction that ends every run of the org.
+    from web import channels
+
+    monkeypatch.setattr(channels, "MAX_CHANNELS", 3)
+    for i in range(3):
+        assert api.post("channels", {**HOOK, "name": f"hook{i}", "default": True})[0] == 200
+    status, body = api.post("channels", {**HOOK, "name": "one-more", "default": True})
+    assert status == 409 and body["error"] == "an org has at most 3 channels; delete one first", body
+    assert other_api.post("channels", {**HOOK, "name": "theirs"})[0] == 200  # another org's count is its own
+    _, listed = api.get("channels")
+    assert status == 409 and len(listed) == 3
+    assert api.patch(f"channels/{listed[0]['id']}", {"name": "renamed"})[0] == 200  # an edit adds none
+
+
+def test_the_channel_limit_is_50():
+    from web import channels
+
+    assert channels.MAX_CHANNELS == 50

@@ -170,9 +170,13 @@ def test_the_openapi_description_is_served_without_a_token(api):
 def test_the_openapi_description_holds_every_schedulein_field(api):
     doc = api.get("openapi.json")[1]
     schema = doc["components"]["schemas"]["ScheduleIn"]
-    assert set(schema["properties"]) == set(ScheduleIn.model_fields)
-    assert doc["paths"]["/schedules"]["post"]["requestBody"]["content"]["application/json"]["schema"] == \
+    # Every field, and Mist's legacy names of three of them (one name per field: the `not` says so).
+    assert set(schema["properties"]) == set(ScheduleIn.model_fields) | {"cronjob_type", "cronjob_entry", "task_enabled"}
+    assert doc["paths"]["/schedules/{id}"]["patch"]["requestBody"]["content"]["application/json"]["schema"] == \
         {"$ref": "#/components/schemas/ScheduleIn"}
+    create = doc["paths"]["/schedules"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert create == {"$ref": "#/components/schemas/ScheduleInCreate"}
+    assert doc["components"]["schemas"]["ScheduleInCreate"]["required"] == ["name", "schedule_type", "schedule_entry"]
 
 
 def test_every_api_route_is_in_the_openapi_description(api, app):
@@ -189,6 +193,8 @@ def test_every_api_route_is_in_the_openapi_description(api, app):
 def test_the_openapi_description_holds_the_calendar_entry_kinds(api):
     doc = api.get("openapi.json")[1]
     entries = doc["components"]["schemas"]["CalendarIn"]["properties"]["entries"]
+    entries, empty = entries["anyOf"]  # a list of entries, or "" ("not set", as every field takes)
+    assert empty == {"type": "string", "enum": [""]}
     kinds = [next(iter(option["properties"])) for option in entries["items"]["oneOf"]]
     assert kinds == ["date", "from", "yearly", "weekly", "holidays", "ical"]
 
@@ -224,6 +230,33 @@ def test_the_docs_page_renders_the_description_with_served_assets(api):
 def test_the_docs_assets_do_not_escape_their_directory(api):
     status, _, _ = api.call("GET", "/api/v1/docs/static/../../../web/config.py", headers={"Authorization": None})
     assert status == 404
+
+
+def test_a_405_and_options_name_the_methods_of_the_route_in_allow(api):
+    status, body, resp = api.call("TRACE", "scripts")
+    assert status == 405 and set(resp.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert "allowed: " in body["error"]
+    # /schedules/pause also fits /schedules/<id>: Allow names only the bulk pause's own method.
+    status, _, resp = api.call("OPTIONS", "schedules/pause")
+    assert status == 200 and resp.headers["Allow"] == "POST, OPTIONS"
+    status, _, resp = api.call("OPTIONS", "calendars")
+    assert resp.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+
+
+def test_each_create_links_to_the_operations_taking_its_id(api):
+    doc = api.get("openapi.json")[1]
+    links = doc["paths"]["/schedules"]["post"]["responses"]["200"]["links"]
+    assert links["delete_schedules_id"] == {"operationId": "delete_schedules_id", "parameters": {"id": "$response.body#/id"}}
+    assert {"get_schedules_id_runs", "post_schedules_id_run", "post_schedules_id_pause"} <= set(links)
+    applied = doc["paths"]["/schedules/by-name/{name}"]["put"]["responses"]["201"]["links"]
+    assert applied["get_schedules_id"]["parameters"] == {"id": "$response.body#/schedule/id"}
+    ops = {op["operationId"] for operations in doc["paths"].values() for op in operations.values()}
+    for operations in doc["paths"].values():
+        for op in operations.values():
+            for status in ("200", "201"):
+                for link in op["responses"].get(status, {}).get("links", {}).values():
+                    assert link["operationId"] in ops
+            assert "401" in op["responses"]
 
 
 def test_a_locked_sqlite_database_is_a_503_and_a_statement_fault_stays_a_500(api, monkeypatch):

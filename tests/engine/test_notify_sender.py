@@ -97,3 +97,35 @@ def test_a_deleted_channel_ends_the_delivery(env, receiver):
     Sender(env.state, Clock(T0)).tick()
     d = _delivery(env, delivery_id)
     assert d.status == "failed" and d.attempts[0]["error"] == "the channel was deleted" and hook.requests == []
+
+
+def _org_deliveries(env, org_id, url, name, due, count):
+    """A webhook channel of `org_id` named `name` and `count` pending deliveries to it, all due at `due`; their ids."""
+    with env.state.db.transaction() as s:
+        channel = Channel(id=new_id(), org_id=org_id, name=name, kind="webhook", url_shown="http://127.0.0.1/…",
+                          target_enc=env.state.box.seal({"kind": "webhook", "url": url, "secret": "s" * 16}),
+                          is_default=False, created_at=T0, updated_at=T0)
+        s.add(channel)
+        ids = [new_id() for _ in range(count)]
+        for id_ in ids:
+            s.add(Delivery(id=id_, org_id=org_id, run_id=new_id(), channel_id=channel.id, channel_name=name,
+                           kind="run", event={"type": "run.finished", "run": {"id": "r"}}, status="pending",
+                           attempts=[], next_attempt_at=due, created_at=T0))
+        return ids
+
+
+def test_an_org_with_a_backlog_does_not_keep_other_orgs_waiting(env, receiver):
+    from web.auth import ensure_org
+
+    env.state.config.denied_networks = ()
+    with env.state.db.transaction() as s:
+        other_org = ensure_org(s, "globex").id
+    slow = receiver(statuses=(503,))
+    fast = receiver()
+    # One org's 20 deliveries fell due first (its receiver failing slowly); another org's one is due a second later.
+    _org_deliveries(env, env.org_id, slow.url, "flood", T0, 20)
+    [theirs] = _org_deliveries(env, other_org, fast.url, "pager", T0 + timedelta(seconds=1), 1)
+    sender = Sender(env.state, Clock(T0 + timedelta(seconds=1)))
+    assert sender.tick() is True and len(slow.requests) == 1
+    assert sender.tick() is True
+    assert _delivery(env, theirs).status == "delivered" and len(slow.requests) == 1

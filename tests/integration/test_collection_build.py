@@ -69,7 +69,9 @@ def test_the_tarball_ships_the_collection_and_leaves_out_the_service(tarball):
                  "plugins/module_utils/_client.py") + tuple("plugins/modules/%s.py" % m for m in MODULES):
         assert path in names, path
     tops = {n.split("/")[0] for n in names}
-    assert tops <= {"MANIFEST.json", "FILES.json", "README.md", "meta", "plugins", "playbooks", "docs"}, tops
+    assert tops <= {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.rst", "changelogs", "meta", "plugins",
+                    "playbooks", "docs"}, tops
+    assert "changelogs/changelog.yaml" in names  # Galaxy reads the changelog from the tarball
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 

@@ -211,11 +211,14 @@ def test_second_run_changes_nothing_and_sends_no_write(first_apply, ansible, ser
         proxy.close()
     assert rc == 0, output[-4000:]
     assert recap(output)["changed"] == 0
-    assert [r for r in requests if r[0] != "GET"] == []
-    lookups = [r for r in requests if r[1].startswith("/api/v1/schedules?name=")]
-    assert len(lookups) == SCHEDULE_TASKS
-    # One GET by name, plus at most one to resolve a script name or cloud title, per task.
-    assert len(requests) <= 2 * MODULE_TASKS
+    # Each task is one apply request (the service resolves the cloud titles and script names and finds
+    # nothing to write); the cloud with declared machines also lists them. Nothing else is sent.
+    applies = [r for r in requests if r[0] == "PUT" and "/by-" in r[1]]
+    assert len(applies) == MODULE_TASKS  # 2 clouds, 1 script, 3 schedules
+    assert len([r for r in applies if r[1].startswith("/api/v1/schedules/by-name/")]) == SCHEDULE_TASKS
+    listings = [r for r in requests if r[0] == "GET" and "/machines" in r[1]]
+    assert len(listings) == 1
+    assert sorted(requests) == sorted(applies + listings)
     after = {s["name"]: s["updated_at"] for s in service.api("GET", "schedules", token=org)[1]}
     assert after == before
 
@@ -311,7 +314,8 @@ def test_an_unreachable_service_fails_the_task_clearly(ansible):
     assert "Traceback" not in output
 
 
-def test_a_refused_value_fails_with_the_field_named(ansible):
+def test_a_refused_value_fails_with_the_field_named(first_apply, ansible):
+    assert first_apply[0] == 0
     play = """
 - hosts: localhost
   gather_facts: false
@@ -319,14 +323,14 @@ def test_a_refused_value_fails_with_the_field_named(ansible):
     - cloudcron.scheduler.schedule:
         name: bad-zone
         action: stop
-        machines_per_cloud: [["%s", "i-1"]]
+        machines: [{cloud: lab, machine: web1}]
         schedule_type: interval
         schedule_entry: {every: 1, period: hours}
         timezone: Mars/Olympus
-""" % ("0" * 32)
+"""
     rc, output = ansible.playbook(play)
     assert rc != 0
-    assert "POST schedules failed (400)" in output, output[-3000:]
+    assert "PUT schedules/by-name/bad-zone failed (400): timezone:" in output, output[-3000:]
     assert "Traceback" not in output
 
 

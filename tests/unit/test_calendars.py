@@ -261,3 +261,43 @@ def test_ordinary_recurrences_are_accepted():
     for rule in ("FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR", "FREQ=MONTHLY;BYDAY=-1FR", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29",
                  "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1", "FREQ=DAILY;BYHOUR=9,17", "FREQ=HOURLY;INTERVAL=2"):
         check_entries([{"ical": _ics(_event("20100104T090000Z", rule))}], "UTC", NOW)
+
+
+def _zone(rule: str, parts: int = 1) -> str:
+    """A VTIMEZONE 'Evil/Zone' with `parts` STANDARD/DAYLIGHT pairs repeating by `rule`."""
+    pairs = "".join(f"BEGIN:STANDARD\nDTSTART:19700101T00{i:02d}00\nRRULE:{rule}\nTZOFFSETFROM:+0100\nTZOFFSETTO:+0000\n"
+                    f"END:STANDARD\nBEGIN:DAYLIGHT\nDTSTART:19700101T00{i:02d}01\nRRULE:{rule}\nTZOFFSETFROM:+0000\n"
+                    f"TZOFFSETTO:+0100\nEND:DAYLIGHT\n" for i in range(parts))
+    return "BEGIN:VTIMEZONE\nTZID:Evil/Zone\n" + pairs + "END:VTIMEZONE\n"
+
+
+def _zoned_event() -> str:
+    return "BEGIN:VEVENT\nUID:z@example.com\nSUMMARY:z\nDTSTART;TZID=Evil/Zone:20260101T000000\nDURATION:PT10M\nEND:VEVENT\n"
+
+
+@pytest.mark.parametrize("text, rule", [
+    # The parser expands a VTIMEZONE's rules from DTSTART on when it reads a time in that zone: every second
+    # since 1970 never ends. Time zone rules change offsets once a year.
+    (_ics(_zone("FREQ=SECONDLY"), _zoned_event()), "time zone 'Evil/Zone' repeats SECONDLY"),
+    (_ics(_zone("FREQ=MONTHLY"), _zoned_event()), "time zone 'Evil/Zone' repeats MONTHLY"),
+    (_ics(_zone("FREQ=YEARLY", parts=60), _zoned_event()), "more than 100 STANDARD and DAYLIGHT parts"),
+    # A folded line (RFC 5545 3.1: CRLF and a space continue it) is read as the parser reads it.
+    (_ics(_zone("FREQ=SECONDLY").replace("RRULE:FREQ=SECONDLY", "RRU\n LE:FREQ=SEC\n ONDLY"), _zoned_event()),
+     "repeats SECONDLY"),
+    ("BEGIN:VCALENDAR\n" + "BEG\n IN:X\n" * 50 + "END:X\n" * 50 + _event() + "END:VCALENDAR\n", "nested more than 5 deep"),
+])
+@pytest.mark.timeout(20)
+def test_an_icalendar_time_zone_too_costly_to_expand_is_refused(text, rule):
+    with pytest.raises(TimeSpecError) as caught:
+        check_entries([{"ical": text}], "UTC", NOW)
+    message = str(caught.value)
+    assert message.startswith("entries.0.ical:") and rule in message, message
+
+
+def test_an_ordinary_time_zone_definition_is_accepted():
+    athens = ("BEGIN:VTIMEZONE\nTZID:Europe/Athens\nBEGIN:STANDARD\nDTSTART:19701025T040000\n"
+              "RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\nTZOFFSETFROM:+0300\nTZOFFSETTO:+0200\nEND:STANDARD\n"
+              "BEGIN:DAYLIGHT\nDTSTART:19700329T030000\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\nTZOFFSETFROM:+0200\n"
+              "TZOFFSETTO:+0300\nEND:DAYLIGHT\nEND:VTIMEZONE\n")
+    event = _zoned_event().replace("Evil/Zone", "Europe/Athens")
+    check_entries([{"ical": _ics(athens, event)}], "UTC", NOW)

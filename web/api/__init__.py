@@ -5,16 +5,28 @@ import logging
 import sqlite3
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
+from werkzeug.routing import PathConverter
 
 from .. import db
 from ..auth import authenticate
 from ..backoff import one_line
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound, PreconditionFailed
 from ..validation import query_int
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+class NameConverter(PathConverter):
+    """<name:...>: the rest of the path, any character (a name may hold a newline, which <path:> refuses)."""
+
+    regex = "(?s:.+)"
+    part_isolating = False  # it spans '/' (werkzeug would infer True from a regex without one)
+
+
+# Before the routes are registered: the app's url_map must know the converter when their rules are added.
+bp.record_once(lambda setup: setup.app.url_map.converters.setdefault("name", NameConverter))
 PUBLIC_ENDPOINTS = {"api.openapi_json", "api.openapi_docs"}
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,14 @@ def _database_unavailable(exc: OperationalError):
 
 @bp.before_request
 def _authenticate():
+    if request.method == "OPTIONS" and request.url_rule is not None:
+        # Flask's automatic answer unites the methods of every rule the path fits (/schedules/pause also
+        # fits /schedules/<id_>); Allow names those of the route that answers it.
+        from flask import current_app
+
+        same = [r for r in current_app.url_map.iter_rules() if r.rule == request.url_rule.rule]
+        methods = sorted(set().union(*(r.methods for r in same)) - {"OPTIONS"}) + ["OPTIONS"]
+        return "", 200, {"Allow": ", ".join(methods)}
     if request.endpoint not in PUBLIC_ENDPOINTS:
         authenticate(db())
 
@@ -60,6 +80,69 @@ def get_owned(model, id_: str, what: str):
     if row is None or row.org_id != org_id():
         raise NotFound(f"{what} '{id_}' not found")
     return row
+
+
+def get_by_name(model, column, name: str):
+    """The request's org's row whose `column` (name, or a cloud's title) is `name`, or None."""
+    return db().scalar(select(model).where(model.org_id == org_id(), column == name))
+
+
+def query_flag(name: str) -> bool:
+    """A boolean query parameter (?dry_run=true): absent, 0, false or no is false; 1, true or yes is true; else
+    (an empty value too, as OpenAPI's boolean) 400."""
+    if name not in request.args:
+        return False
+    raw = request.args[name].strip().lower()
+    if raw in ("0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadRequest(f"{name}: must be true or false")
+
+
+def etag(row) -> str:
+    """The ETag of a stored resource: its version, which every client edit (API, console, apply) increments.
+
+    It names the state clients write, not the derived fields the dispatcher advances (next_run_at,
+    last_run_at), so a fire between a read and an edit does not make the edit fail."""
+    return f'"{row.version or 1}"'
+
+
+def with_etag(resp, row):
+    """`resp` with the row's ETag header (a JSON answer of one resource)."""
+    resp.headers["ETag"] = etag(row)
+    return resp
+
+
+def check_if_match(row) -> None:
+    """Honour If-Match on a write (PATCH, PUT, DELETE, apply): 412 unless it names the row's current ETag (or is *).
+
+    The version is checked again by a conditional UPDATE in the request's transaction, which on
+    PostgreSQL also locks the row until the commit, so an edit that lands in between is caught too.
+    No If-Match header: no check (last write wins, as before). A row that does not exist matches nothing.
+    """
+    if "If-Match" not in request.headers:
+        return
+    wanted = request.if_match
+    if row is None:
+        raise PreconditionFailed("If-Match: there is no such resource to match")
+    if not wanted.star_tag and not wanted.contains(etag(row).strip('"')):
+        raise PreconditionFailed(f"If-Match: the resource is at ETag {etag(row)}, not {request.headers['If-Match']}; "
+                                 "read it again and retry")
+    model = type(row)
+    claimed = db().execute(update(model).where(model.id == row.id, model.version == row.version)
+                           .values(version=model.version).execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:
+        raise PreconditionFailed("If-Match: the resource was edited meanwhile; read it again and retry")
+
+
+def apply_response(applied, key: str):
+    """The answer of an apply: 201 when it created the resource, else 200; the stored resource's ETag."""
+    resp = jsonify(applied.to_json(key))
+    resp.status_code = 201 if applied.created and not applied.dry_run else 200
+    if applied.row is not None:
+        with_etag(resp, applied.row)
+    return resp
 
 
 def list_response(query, to_json, order_by):

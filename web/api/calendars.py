@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from .. import db, resources, state, utcnow
+from .. import apply, db, resources, state, utcnow
 from ..models import Calendar
 from ..resources import STAMPS, calendar_json
 from ..schemas import CalendarIn
 from ..validation import json_body
-from . import bp, get_owned, list_response, org_id
+from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
 
 
 @bp.get("/calendars")
@@ -21,23 +21,47 @@ def list_calendars():
 def create_calendar():
     values = resources.fields(CalendarIn, json_body(), STAMPS)
     calendar = resources.store_calendar(state(), db(), org_id(), values, None, utcnow())
-    return jsonify(calendar_json(calendar))
+    return with_etag(jsonify(calendar_json(calendar)), calendar)
 
 
 @bp.get("/calendars/<id_>")
 def get_calendar(id_):
-    return jsonify(calendar_json(get_owned(Calendar, id_, "calendar")))
+    calendar = get_owned(Calendar, id_, "calendar")
+    return with_etag(jsonify(calendar_json(calendar)), calendar)
 
 
 @bp.patch("/calendars/<id_>")
 def edit_calendar(id_):
     calendar = get_owned(Calendar, id_, "calendar")
+    check_if_match(calendar)
     values = resources.fields(CalendarIn, json_body(), STAMPS)
     resources.store_calendar(state(), db(), org_id(), values, calendar, utcnow())
-    return jsonify(calendar_json(calendar))
+    return with_etag(jsonify(calendar_json(calendar)), calendar)
 
 
 @bp.delete("/calendars/<id_>")
 def delete_calendar(id_):
-    resources.delete_calendar(db(), get_owned(Calendar, id_, "calendar"))
+    calendar = get_owned(Calendar, id_, "calendar")
+    check_if_match(calendar)
+    resources.delete_calendar(db(), calendar)
     return jsonify({"deleted": id_})
+
+
+CALENDAR = apply.Kind("calendar", calendar_json, ("name", "description", "timezone", "entries"), model=Calendar)
+
+
+@bp.put("/calendars/by-name/<name:name>")
+def apply_calendar(name):
+    """Declarative apply of a calendar (see web.apply); ?dry_run=true writes nothing."""
+    desired = resources.fields(CalendarIn, apply.desired_with_name(json_body(), "name", name), STAMPS)
+    current = get_by_name(Calendar, Calendar.name, name)
+    check_if_match(current)
+    now = utcnow()
+
+    def store(values, cur, dry):
+        if not dry:
+            check_if_match(cur)
+        return resources.store_calendar(state(), db(), org_id(), values, cur, now, dry_run=dry)
+
+    applied = apply.apply(db(), CALENDAR, current, desired, store, dry_run=query_flag("dry_run"))
+    return apply_response(applied, "calendar")

@@ -4,17 +4,35 @@ from __future__ import annotations
 from flask import jsonify, request
 from sqlalchemy import select
 
-from .. import db, resources, state, utcnow
+from .. import apply, db, resources, state, utcnow
 from ..errors import NotFound
 from ..models import Cloud, Key, Machine, Script
 from ..resources import MACHINE_READ_ONLY, STAMPS, cloud_json, key_json, machine_json, script_json
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..validation import json_body
-from . import bp, get_owned, list_response, org_id
+from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
 
 
 def _fields(model, read_only: set[str]) -> dict:
     return resources.fields(model, json_body(), read_only)
+
+
+def _apply(kind: apply.Kind, schema, column, name_field: str, name: str, read_only: set[str], store):
+    """PUT <collection>/by-name/<name>: apply the body (the desired state) with the resource's service function.
+
+    ?dry_run=true writes nothing; ?update_secrets=true replaces the stored secret of an existing resource."""
+    desired = resources.fields(schema, apply.desired_with_name(json_body(), name_field, name), read_only)
+    current = get_by_name(kind.model, column, name)
+    check_if_match(current)
+
+    def guarded(given, cur, dry):
+        if not dry:
+            check_if_match(cur)  # again: the trial's rollback ended the first check's transaction
+        return store(given, cur, dry)
+
+    applied = apply.apply(db(), kind, current, desired, guarded, dry_run=query_flag("dry_run"),
+                          update_secrets=query_flag("update_secrets"))
+    return apply_response(applied, kind.key)
 
 
 # ---------------------------------------------------------------- clouds
@@ -31,25 +49,42 @@ def list_clouds():
 def create_cloud():
     cloud = resources.create_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), utcnow(),
                                    denied_networks=state().config.denied_networks)
-    return jsonify(cloud_json(cloud))
+    return with_etag(jsonify(cloud_json(cloud)), cloud)
 
 
 @bp.get("/clouds/<id_>")
 def get_cloud(id_):
-    return jsonify(cloud_json(get_owned(Cloud, id_, "cloud")))
+    cloud = get_owned(Cloud, id_, "cloud")
+    return with_etag(jsonify(cloud_json(cloud)), cloud)
+
+
+def _store_cloud(values, current, dry_run):
+    return resources.store_cloud(db(), state().box, org_id(), values, current, utcnow(),
+                                 state().config.denied_networks, dry_run=dry_run)
 
 
 @bp.patch("/clouds/<id_>")
 def edit_cloud(id_):
     cloud = get_owned(Cloud, id_, "cloud")
-    resources.store_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), cloud, utcnow(),
-                          state().config.denied_networks)
-    return jsonify(cloud_json(cloud))
+    check_if_match(cloud)
+    _store_cloud(_fields(CloudIn, STAMPS), cloud, False)
+    return with_etag(jsonify(cloud_json(cloud)), cloud)
+
+
+CLOUD = apply.Kind("cloud", cloud_json, ("title", "provider", "options"), secrets=frozenset({"credentials"}),
+                   model=Cloud)
+
+
+@bp.put("/clouds/by-title/<name:title>")
+def apply_cloud(title):
+    return _apply(CLOUD, CloudIn, Cloud.title, "title", title, STAMPS, _store_cloud)
 
 
 @bp.delete("/clouds/<id_>")
 def delete_cloud(id_):
-    resources.delete_cloud(db(), get_owned(Cloud, id_, "cloud"))
+    cloud = get_owned(Cloud, id_, "cloud")
+    check_if_match(cloud)
+    resources.delete_cloud(db(), cloud)
     return jsonify({"deleted": id_})
 
 
@@ -122,24 +157,40 @@ def list_keys():
 @bp.post("/keys")
 def create_key():
     key = resources.create_key(db(), state().box, org_id(), _fields(KeyIn, STAMPS | {"public"}), utcnow())
-    return jsonify(key_json(key))
+    return with_etag(jsonify(key_json(key)), key)
 
 
 @bp.get("/keys/<id_>")
 def get_key(id_):
-    return jsonify(key_json(get_owned(Key, id_, "key")))
+    key = get_owned(Key, id_, "key")
+    return with_etag(jsonify(key_json(key)), key)
+
+
+def _store_key(values, current, dry_run):
+    return resources.store_key(db(), state().box, org_id(), values, current, utcnow(), dry_run=dry_run)
 
 
 @bp.patch("/keys/<id_>")
 def edit_key(id_):
     key = get_owned(Key, id_, "key")
-    resources.store_key(db(), state().box, org_id(), _fields(KeyIn, STAMPS | {"public"}), key, utcnow())
-    return jsonify(key_json(key))
+    check_if_match(key)
+    _store_key(_fields(KeyIn, STAMPS | {"public"}), key, False)
+    return with_etag(jsonify(key_json(key)), key)
+
+
+KEY = apply.Kind("key", key_json, ("name", "public"), secrets=frozenset({"private", "generate"}), model=Key)
+
+
+@bp.put("/keys/by-name/<name:name>")
+def apply_key(name):
+    return _apply(KEY, KeyIn, Key.name, "name", name, STAMPS | {"public"}, _store_key)
 
 
 @bp.delete("/keys/<id_>")
 def delete_key(id_):
-    resources.delete_key(db(), get_owned(Key, id_, "key"))
+    key = get_owned(Key, id_, "key")
+    check_if_match(key)
+    resources.delete_key(db(), key)
     return jsonify({"deleted": id_})
 
 
@@ -160,22 +211,38 @@ def _ansible_refusal() -> str | None:
 @bp.post("/scripts")
 def create_script():
     script = resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), None, utcnow(), _ansible_refusal)
-    return jsonify(script_json(script))
+    return with_etag(jsonify(script_json(script)), script)
 
 
 @bp.get("/scripts/<id_>")
 def get_script(id_):
-    return jsonify(script_json(get_owned(Script, id_, "script")))
+    script = get_owned(Script, id_, "script")
+    return with_etag(jsonify(script_json(script)), script)
 
 
 @bp.patch("/scripts/<id_>")
 def edit_script(id_):
     script = get_owned(Script, id_, "script")
+    check_if_match(script)
     resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), script, utcnow(), _ansible_refusal)
-    return jsonify(script_json(script))
+    return with_etag(jsonify(script_json(script)), script)
+
+
+def _store_script(values, current, dry_run):
+    return resources.store_script(db(), org_id(), values, current, utcnow(), _ansible_refusal, dry_run=dry_run)
+
+
+SCRIPT = apply.Kind("script", script_json, ("name", "description", "script", "exec_type"), model=Script)
+
+
+@bp.put("/scripts/by-name/<name:name>")
+def apply_script(name):
+    return _apply(SCRIPT, ScriptIn, Script.name, "name", name, STAMPS, _store_script)
 
 
 @bp.delete("/scripts/<id_>")
 def delete_script(id_):
-    resources.delete_script(db(), get_owned(Script, id_, "script"))
+    script = get_owned(Script, id_, "script")
+    check_if_match(script)
+    resources.delete_script(db(), script)
     return jsonify({"deleted": id_})

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from .. import db, schedules, state, timemath, utcnow
+from .. import apply, db, schedules, state, timemath, utcnow
 from ..errors import BadRequest
 from ..models import Schedule
 from ..schemas import BulkPauseIn, BulkResumeIn, PauseIn, PreviewIn
 from ..timemath import format_instant
 from ..validation import json_body, query_int, validate
-from . import bp, get_owned, list_response, org_id
+from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+
+# What a caller manages of a schedule: every writable field (run_immediately means something only at creation).
+SCHEDULE_FIELDS = tuple(c for c in schedules.COLUMNS if c != "run_immediately")
 
 
 @bp.get("/schedules")
@@ -24,27 +27,54 @@ def create_schedule():
     given = schedules.parse_fields(json_body())
     now = utcnow()
     schedule = schedules.store(state(), db(), org_id(), given, None, now)
-    return jsonify(schedules.to_json(schedule, now))
+    return with_etag(jsonify(schedules.to_json(schedule, now)), schedule)
 
 
 @bp.get("/schedules/<id_>")
 def get_schedule(id_):
-    return jsonify(schedules.to_json(get_owned(Schedule, id_, "schedule"), utcnow()))
+    schedule = get_owned(Schedule, id_, "schedule")
+    return with_etag(jsonify(schedules.to_json(schedule, utcnow())), schedule)
 
 
 @bp.route("/schedules/<id_>", methods=["PATCH", "PUT", "POST"])
 def edit_schedule(id_):
     schedule = get_owned(Schedule, id_, "schedule")
+    check_if_match(schedule)
     given = schedules.parse_fields(json_body())
     now = utcnow()
     schedules.store(state(), db(), org_id(), given, schedule, now)
-    return jsonify(schedules.to_json(schedule, now))
+    return with_etag(jsonify(schedules.to_json(schedule, now)), schedule)
 
 
 @bp.delete("/schedules/<id_>")
 def delete_schedule(id_):
-    schedules.delete(db(), get_owned(Schedule, id_, "schedule"))
+    schedule = get_owned(Schedule, id_, "schedule")
+    check_if_match(schedule)
+    schedules.delete(db(), schedule)
     return jsonify({"deleted": id_})
+
+
+@bp.put("/schedules/by-name/<name:name>")
+def apply_schedule(name):
+    """Declarative apply: the body is the desired state of the fields the caller manages (see web.apply).
+
+    References may be names: script_id a script's name, a machines_per_cloud cloud its title,
+    exclude_calendars calendar names (schedules.resolve_references)."""
+    desired = schedules.parse_fields(apply.desired_with_name(json_body(), "name", name))
+    desired = schedules.resolve_references(db(), org_id(), desired)
+    current = get_by_name(Schedule, Schedule.name, name)
+    check_if_match(current)
+    now = utcnow()
+    kind = apply.Kind("schedule", lambda s: schedules.to_json(s, now), SCHEDULE_FIELDS,
+                      create_only=frozenset({"run_immediately"}))
+
+    def store(given, cur, dry):
+        if not dry:
+            check_if_match(cur)  # again: the trial's rollback ended the first check's transaction
+        return schedules.store(state(), db(), org_id(), given, cur, now, dry_run=dry)
+
+    applied = apply.apply(db(), kind, current, desired, store, dry_run=query_flag("dry_run"))
+    return apply_response(applied, "schedule")
 
 
 @bp.post("/schedules/preview")
@@ -58,15 +88,6 @@ def preview_schedule():
     return jsonify(preview.to_json())
 
 
-def _flag(name: str) -> bool:
-    raw = request.args.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise BadRequest(f"{name}: must be true or false")
-
-
 @bp.get("/schedules/<id_>/preview")
 def preview_stored_schedule(id_):
     """The next fires of a stored schedule, with its pause, skip_next and jitter (?count, after, show_skipped)."""
@@ -75,7 +96,7 @@ def preview_stored_schedule(id_):
     after = utcnow()
     if request.args.get("after"):
         after = schedules.checked(timemath.parse_instant, request.args["after"], schedule.timezone, field="after")
-    preview = schedules.preview(schedule, after, count, _flag("show_skipped"),
+    preview = schedules.preview(schedule, after, count, query_flag("show_skipped"),
                                 schedules.load_calendars(db(), schedule))
     return jsonify(preview.to_json())
 

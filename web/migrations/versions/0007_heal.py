@@ -1,14 +1,14 @@
 """heal: notification channels, their deliveries (an outbox), and schedules' notify setting
 
-Revision ID: 0007_heal
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0007_heal'
-down_revision = '0009_ops'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -1,14 +1,14 @@
 """retries: schedules' retries setting, and each run machine's attempts
 
 Revision ID: 0010_retries
-Revises: 0007_heal
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0010_retries'
-down_revision = '0007_heal'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,14 +1,14 @@
 """ops: process heartbeats (dispatchers and workers say they are alive), and how often a lost run was re-enqueued
 
-Revision ID: 0009_ops
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0009_ops'
-down_revision = '0008'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

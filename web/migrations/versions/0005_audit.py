@@ -1,13 +1,13 @@
 """audit: the audit log of changes to an org's resources
 
-Revision ID: 0008
+Revision ID: 0005
 Revises: 0004
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0008'
+revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
