@@ -576,7 +576,8 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
         retry_ids = {p.run_id for p in retrying}
         execution.run_ids = [rid for rid in run_ids if rid in retry_ids]  # the heartbeat keeps only these alive
         statuses = finish_many(state, {rid: o for rid, o in outcomes.items() if rid not in retry_ids}, execution)
-        statuses.update(_retry_runs(state, execution, retrying, outcomes, execute, limits))
+        if retrying and not _detach_retries(state, execution, retrying, outcomes, execute, limits):
+            statuses.update(_retry_runs(state, execution, retrying, outcomes, execute, limits))
         return statuses
     except Exception as exc:
         log.exception("batch of run %s failed", execution.run_id)
@@ -585,6 +586,39 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
         return finish_many(state, {rid: ("error", error) for rid in run_ids}, execution)
     finally:
         stop.set()
+
+
+# Retry attempts' playbooks running at once in this process, all orgs together: retries happen outside the
+# queue's worker slots (their waits must not hold a slot), so they get a bound of their own.
+RETRY_SLOTS = threading.BoundedSemaphore(2)
+
+
+def _detach_retries(state, execution: Execution, parts: list, outcomes: dict, execute, limits) -> bool:
+    """Hand the runs that wait to retry to a thread of their own, under an Execution of their own; True when done.
+
+    The queue's worker slot that ran their batch is free again at once: a run waiting delay * backoff^n
+    seconds before its next attempt must not keep other runs (another org's included) from starting. Drain
+    and heartbeats see the new Execution as any other. False while this process drains (the caller then
+    retries in place, where the drain ends the waits and the runs end interrupted)."""
+    detached = state.executions.begin(parts[0].run_id)
+    if detached is None:
+        return False
+    detached.run_ids = [p.run_id for p in parts]
+    moved = set(detached.run_ids)
+    execution.run_ids = [rid for rid in execution.run_ids if rid not in moved]
+
+    def body() -> None:
+        try:
+            _retry_runs(state, detached, parts, outcomes, execute, limits)
+        except Exception:  # noqa: BLE001 - each run's own errors end that run; this is the thread's last guard
+            log.exception("retrying runs of batch %s failed", execution.run_id)
+        finally:
+            state.executions.end(detached)
+
+    # The copied context keeps the batch's redactor (scrub.run_secrets): retried output is redacted too.
+    threading.Thread(target=contextvars.copy_context().run, args=(body,), daemon=True,
+                     name=f"retries-{parts[0].run_id[:8]}").start()
+    return True
 
 
 def _retry_runs(state, execution: Execution, parts: list[Part], outcomes: dict, execute,
@@ -650,7 +684,8 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
         except RenderError as exc:  # it rendered for attempt 1; a subset renders too, but never crash
             return "error", f"attempt {n + 1} could not be rendered: {exc}"
         out: dict = {}
-        _execute_playbook(state, execution, rendered, group, execute, out)
+        with RETRY_SLOTS:
+            _execute_playbook(state, execution, rendered, group, execute, out)
         outcome = out.get(part.run_id, ("cancelled", execution.error))
         if outcome[0] != "finished":
             break

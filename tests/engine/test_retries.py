@@ -116,3 +116,37 @@ def test_a_retried_run_ending_does_not_stop_another_still_waiting(env, monkeypat
 def _run_error(env, run_id):
     with env.state.db.session() as s:
         return s.get(Run, run_id).error
+
+
+def test_a_run_waiting_to_retry_does_not_hold_the_queue_slot_that_ran_its_batch(env):
+    """The batch's call returns while the run waits (an hour here); the wait is an Execution of its own that a
+    drain still sees and stops, ending the run interrupted."""
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    batch = env.state.executions.begin(run_id)
+    batch.run_ids = [run_id]
+    try:
+        returned = worker._detach_retries(env.state, batch, [part], {run_id: ("finished", None)}, never,
+                                          ProviderLimits.of(env.state.config))
+    finally:
+        env.state.executions.end(batch)
+    assert returned is True and batch.run_ids == []
+    [waiting] = env.state.executions.active()  # the batch's slot is free; the wait is still tracked
+    assert waiting is not batch and waiting.run_ids == [run_id]
+    with env.state.db.session() as s:
+        assert s.get(Run, run_id).status == "running"
+    waiting.stop("shutdown", "shutdown: the worker was stopped")
+    assert env.state.executions.wait_idle(60)
+    assert _run_error(env, run_id) == "shutdown: the worker was stopped"
+    with env.state.db.session() as s:
+        assert s.get(Run, run_id).status == "interrupted"
+
+
+def test_no_run_is_detached_while_the_process_drains(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    env.state.executions.draining.set()
+    try:
+        assert worker._detach_retries(env.state, Execution(run_id), [part], {run_id: ("finished", None)}, never,
+                                      ProviderLimits.of(env.state.config)) is False
+        assert env.state.executions.active() == []
+    finally:
+        env.state.executions.draining.clear()
