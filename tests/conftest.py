@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.harness.backends",
     "tests.harness.service",
     "tests.harness.receiver",
+    "tests.harness.refusing",
 ]

@@ -60,6 +60,9 @@ class Config:
     batch_max_machines: int = 5000
     # Machines the power module acts on at once, per cloud of a playbook (cloud APIs throttle).
     provider_concurrency: int = 8
+    # CLOUDCRON_VERIFY_SECONDS: a power action succeeds only once the provider reports the machine in its
+    # end state within this many seconds (0: the accepted API call is enough).
+    verify_seconds: float = 120.0
     ui_session_lifetime: timedelta = timedelta(hours=12)
     # CLOUDCRON_AUDIT_RETENTION_DAYS: audit entries older than this are pruned (web.audit.prune).
     audit_retention_days: int = 365
@@ -310,6 +313,7 @@ def load_config(env=None, **overrides) -> Config:
         batch_max_runs=_count(env, "CLOUDCRON_BATCH_MAX_RUNS", 500),
         batch_max_machines=_count(env, "CLOUDCRON_BATCH_MAX_MACHINES", 5000),
         provider_concurrency=_count(env, "CLOUDCRON_PROVIDER_CONCURRENCY", 8),
+        verify_seconds=_seconds(env, "CLOUDCRON_VERIFY_SECONDS", 120.0),
         ui_session_lifetime=timedelta(hours=session_hours),
         # At most a century: a longer span reaches before year 1, where no date can be computed.
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),

@@ -199,6 +199,9 @@ class Schedule(Base):
     # Who hears about its runs: {"on": [statuses], "channels": [channel ids], "after_retries": bool}; NULL: the
     # org's default channels on the default statuses (web.notify).
     notify: Mapped[dict | None] = mapped_column(JSON)
+    # Retries of its machines that failed for a transient reason: {"max": N, "delay": seconds, "backoff": factor};
+    # NULL: none (web.retries).
+    retries: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Calendar(Base):
@@ -265,6 +268,9 @@ class RunMachine(Base):
     stderr: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     duration: Mapped[float | None] = mapped_column(Float)
+    # The earlier attempts of a retried machine, oldest first: [{"attempt": n, "status", "error", "duration"}];
+    # NULL when the machine was tried once. The row's own fields are its last attempt's.
+    attempts: Mapped[list | None] = mapped_column(JSON)
 
 
 class Event(Base):

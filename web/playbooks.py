@@ -136,14 +136,16 @@ def _time_limit_wrapper(limit: int) -> str:
 
 
 def render_power(state: str | None, clouds: list[CloudTargets], call_timeout: float | None = None,
-                 denied_networks: list[str] | tuple | None = None, concurrency: int | None = None) -> Rendered:
+                 denied_networks: list[str] | tuple | None = None, concurrency: int | None = None,
+                 verify_seconds: float | None = None) -> Rendered:
     """Render one task per cloud and power state that calls cloudcron.scheduler.machine.
 
     state applies to every CloudTargets without a state of its own. CloudTargets of several runs with
     the same cloud_id and state become one host (one module call over all their machines, the provider
     listed once); without a cloud_id each CloudTargets is a host of its own. call_timeout (seconds) and
     denied_networks (CIDR strings) and concurrency (machines acted on at once per cloud) are the server's
-    provider limits, passed to the module; left out, the module's defaults apply."""
+    provider limits, passed to the module; left out, the module's defaults apply. verify_seconds: how long the
+    module waits for each machine to reach its end state (CLOUDCRON_VERIFY_SECONDS; 0 or None: no check)."""
     if not clouds:
         raise RenderError("a power run needs at least one cloud")
     groups: dict[tuple, list[CloudTargets]] = {}
@@ -183,6 +185,8 @@ def render_power(state: str | None, clouds: list[CloudTargets], call_timeout: fl
             host["cloudcron_denied_networks"] = list(denied_networks)
         if concurrency is not None:
             host["cloudcron_concurrency"] = int(concurrency)
+        if verify_seconds:
+            host["cloudcron_verify_seconds"] = float(verify_seconds)
         hosts[name] = host
         credentials[name] = dict(first.credentials or {})
         for member in members:

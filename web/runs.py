@@ -90,6 +90,8 @@ def record_result(session: Session, run: Run, row: RunMachine, result, is_script
         data = {"status": result.status, **({"error": result.error} if result.error else {})}
         if machine is not None and result.state:
             machine.state = result.state
+    if row.attempts:  # a retried machine: which attempt this result is (web.worker._retry_run)
+        data["attempt"] = len(row.attempts) + 1
     add_event(session, run, type_, now, data, row.cloud_id, row.machine_id)
 
 
@@ -273,6 +275,10 @@ def run_json(run: Run, machines=None) -> dict:
         out["machines"] = [{
             "machine_key": m.machine_key, "cloud_id": m.cloud_id, "machine_id": m.machine_id, "status": m.status,
             "rc": m.rc, "stdout": m.stdout, "stderr": m.stderr, "error": m.error, "duration": m.duration,
+            # Every attempt, the last one (this row's own fields) included: [{"attempt", "status", "error",
+            # "duration"}]; one entry for a machine tried once.
+            "attempts": [*(m.attempts or []), {"attempt": len(m.attempts or []) + 1, "status": m.status,
+                                               "error": m.error, "duration": m.duration}],
         } for m in machines]
     return out
 

@@ -22,6 +22,7 @@ from .crypto import new_id
 from .errors import BadRequest, Conflict
 from .models import Calendar, Cloud, Machine, Schedule, ScheduleCalendar, Script
 from .notify import parse_notify
+from .retries import parse_retries
 from .schemas import ScheduleIn
 from .timemath import TimeSpecError, Timing, Window, format_instant
 from .validation import check_fields, loads, validate
@@ -52,12 +53,13 @@ DEFAULTS = {
     "exclude_calendars": None,
     "jitter": 0,
     "notify": None,
+    "retries": None,
 }
 # Fields a stored schedule holds as columns, in answer order.
 COLUMNS = ("name", "description", "action", "script_id", "params", "machines_per_cloud", "selectors",
            "schedule_type", "schedule_entry", "enabled", "run_immediately", "start_after", "expires",
            "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout", "exclude_calendars", "jitter",
-           "notify")
+           "notify", "retries")
 
 
 def parse_fields(body: dict, model=ScheduleIn, writable=WRITABLE) -> dict:
@@ -170,6 +172,8 @@ def build(session: Session, org_id: str, given: dict, current: Schedule | None, 
         merged["exclude_calendars"] = _check_calendars(session, org_id, given["exclude_calendars"])
     if "notify" in given:
         merged["notify"] = parse_notify(session, org_id, given["notify"])
+    if "retries" in given:
+        merged["retries"] = parse_retries(given["retries"])
     if given.get("jitter") is not None or (merged["jitter"] and ({"schedule_entry", "schedule_type"} & set(given))):
         _check_jitter(merged)
     if current is None:
@@ -784,6 +788,7 @@ def to_json(s, now: datetime | None = None) -> dict:
         "exclude_calendars": s.exclude_calendars or [],
         "jitter": s.jitter or 0,
         "notify": getattr(s, "notify", None),
+        "retries": s.retries,
         "paused": paused,
         "paused_until": format_instant(s.paused_until) if paused else None,
         "pause_note": s.pause_note if paused or s.skip_next else None,

@@ -96,6 +96,10 @@ class ScheduleIn(_In):
     notify: Annotated[dict[str, Any], Field(json_schema_extra={
         "description": "who hears about its runs: {\"on\": [statuses], \"channels\": [channel ids or names], "
                        "\"after_retries\": true}; null: the org's default channels"})] | None = None
+    retries: Annotated[dict[str, Any], Field(json_schema_extra={
+        "description": "retries of the machines that failed for a transient reason, as attempts of the same run: "
+                       "{\"max\": 0-10, \"delay\": seconds 0-3600 (default 60), \"backoff\": factor 1-10 "
+                       "(default 2)}; retry n waits delay * backoff^(n-1); null: none"})] | None = None
 
 
 class PreviewIn(ScheduleIn):

@@ -12,7 +12,7 @@ import contextvars
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from sqlalchemy import select, update
@@ -123,6 +123,21 @@ class Part:
     script_id: str | None = None
     script: str = field(default="", repr=False)
     params: str = ""
+    retries: dict | None = None  # the schedule's retries setting (web.retries), None: none
+
+    @property
+    def keys(self) -> set[str]:
+        """Our keys of the machines this part acts on."""
+        return {k for c in self.clouds for k in c.machines.values()} | {t.key for t in self.targets}
+
+    def only(self, keys: set[str]) -> "Part | None":
+        """This part narrowed to the machines whose keys are in `keys` (a retry); None when none is left."""
+        clouds = [replace(c, machines={m: k for m, k in c.machines.items() if k in keys}) for c in self.clouds]
+        clouds = [c for c in clouds if c.machines]
+        targets = [t for t in self.targets if t.key in keys]
+        if not clouds and not targets:
+            return None
+        return replace(self, clouds=clouds, targets=targets)
 
     @property
     def is_script(self) -> bool:
@@ -243,7 +258,7 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
             else:
                 groups.setdefault(m.cloud_id, {})[m.machine_id] = m.id
         if groups:
-            part = Part(run.id, "power", schedule.timeout, clouds=[
+            part = Part(run.id, "power", schedule.timeout, retries=schedule.retries, clouds=[
                 CloudTargets(run_id=run.id, provider=clouds[cid].provider,
                              credentials=box.open(clouds[cid].credentials_enc) if clouds[cid].credentials_enc else {},
                              options=clouds[cid].options or {}, machines=machines, cloud_id=cid,
@@ -264,7 +279,7 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
                                  time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
         if ssh:
             part = Part(run.id, script.exec_type, schedule.timeout, targets=ssh, script_id=script.id,
-                        script=script.script, params=schedule.params or "")
+                        script=script.script, params=schedule.params or "", retries=schedule.retries)
             try:
                 render_parts([part], limits)  # alone: a part that cannot render fails its own run only
             except RenderError as exc:  # a user's Ansible script that is not valid: permanent
@@ -330,19 +345,22 @@ def _chunks(items: list, size: int | None = None) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None) -> list[tuple]:
+def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None,
+                 verify_seconds: float | None = None) -> list[tuple]:
     """Render the parts of a batch together: [(Rendered, [Part, ...]), ...], one entry per playbook.
 
     All power parts share one playbook (a task per cloud and state), all executable-script parts one
     play, and Ansible-script parts one playbook per script; concurrency: machines the power module acts on
-    at once per cloud (CLOUDCRON_PROVIDER_CONCURRENCY). Raises RenderError (web.playbooks)."""
+    at once per cloud (CLOUDCRON_PROVIDER_CONCURRENCY); verify_seconds: CLOUDCRON_VERIFY_SECONDS. Raises
+    RenderError (web.playbooks)."""
     from .playbooks import ScriptTarget, render_executables, render_power, render_script
 
     out: list[tuple] = []
     power = [p for p in parts if p.kind == "power"]
     if power:
         out.append((render_power(None, [c for p in power for c in p.clouds], call_timeout=limits.timeout,
-                                 denied_networks=limits.denied_networks, concurrency=concurrency), power))
+                                 denied_networks=limits.denied_networks, concurrency=concurrency,
+                                 verify_seconds=verify_seconds), power))
     executable = [p for p in parts if p.kind == "executable"]
     if executable:
         out.append((render_executables([ScriptTarget(t, p.script, p.params) for p in executable for t in p.targets]),
@@ -367,7 +385,8 @@ def prepare(state, run_id: str, now: datetime, execution: Execution | None = Non
     if part is None:
         return (None, meta), None
     try:
-        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config), state.config.provider_concurrency)
+        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config), state.config.provider_concurrency,
+                                        state.config.verify_seconds)
     except RenderError as exc:
         return None, str(exc)
     return (rendered, meta), None
@@ -427,7 +446,8 @@ def _heartbeat(state, execution: Execution, stop: threading.Event) -> None:
             continue
         errors.succeeded()
         wait = HEARTBEAT_EVERY
-        if lost is not None and not stop.is_set():
+        # A run this execution has just ended itself (a retried run, web.worker._retry_runs) left run_ids first.
+        if lost is not None and lost[0] in execution.run_ids and not stop.is_set():
             log.warning("run %s was marked %s while this worker ran it; stopping its batch", lost[0], lost[1])
             execution.stop(WORKER_LOST, f"the run was marked {lost[1]} while a worker still ran it")
             return
@@ -530,7 +550,8 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 parts.append(part)
         if parts and not execution.stopped:
             try:
-                playbooks = render_parts(parts, limits, state.config.provider_concurrency)
+                playbooks = render_parts(parts, limits, state.config.provider_concurrency,
+                                         state.config.verify_seconds)
             except RenderError as exc:  # each part rendered alone; together they must too
                 playbooks = []
                 for p in parts:
@@ -546,9 +567,18 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 t.join()
         for p in parts:
             outcomes.setdefault(p.run_id, ("cancelled", execution.error))
+        retrying = [p for p in parts if p.retries and outcomes[p.run_id][0] == "finished" and not execution.stopped]
         # The heartbeat ends first: runs ended by the first chunks must not read as taken away from the rest.
         stop.set()
-        return finish_many(state, outcomes, execution)
+        if not retrying:
+            return finish_many(state, outcomes, execution)
+        beat.join()
+        retry_ids = {p.run_id for p in retrying}
+        execution.run_ids = [rid for rid in run_ids if rid in retry_ids]  # the heartbeat keeps only these alive
+        statuses = finish_many(state, {rid: o for rid, o in outcomes.items() if rid not in retry_ids}, execution)
+        if retrying and not _detach_retries(state, execution, retrying, outcomes, execute, limits):
+            statuses.update(_retry_runs(state, execution, retrying, outcomes, execute, limits))
+        return statuses
     except Exception as exc:
         log.exception("batch of run %s failed", execution.run_id)
         error = f"internal error: {exc.__class__.__name__}: {exc}"
@@ -556,6 +586,141 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
         return finish_many(state, {rid: ("error", error) for rid in run_ids}, execution)
     finally:
         stop.set()
+
+
+# Retry attempts' playbooks running at once in this process, all orgs together: retries happen outside the
+# queue's worker slots (their waits must not hold a slot), so they get a bound of their own.
+RETRY_SLOTS = threading.BoundedSemaphore(2)
+
+
+def _detach_retries(state, execution: Execution, parts: list, outcomes: dict, execute, limits) -> bool:
+    """Hand the runs that wait to retry to a thread of their own, under an Execution of their own; True when done.
+
+    The queue's worker slot that ran their batch is free again at once: a run waiting delay * backoff^n
+    seconds before its next attempt must not keep other runs (another org's included) from starting. Drain
+    and heartbeats see the new Execution as any other. False while this process drains (the caller then
+    retries in place, where the drain ends the waits and the runs end interrupted)."""
+    detached = state.executions.begin(parts[0].run_id)
+    if detached is None:
+        return False
+    detached.run_ids = [p.run_id for p in parts]
+    moved = set(detached.run_ids)
+    execution.run_ids = [rid for rid in execution.run_ids if rid not in moved]
+
+    def body() -> None:
+        try:
+            _retry_runs(state, detached, parts, outcomes, execute, limits)
+        except Exception:  # noqa: BLE001 - each run's own errors end that run; this is the thread's last guard
+            log.exception("retrying runs of batch %s failed", execution.run_id)
+        finally:
+            state.executions.end(detached)
+
+    # The copied context keeps the batch's redactor (scrub.run_secrets): retried output is redacted too.
+    threading.Thread(target=contextvars.copy_context().run, args=(body,), daemon=True,
+                     name=f"retries-{parts[0].run_id[:8]}").start()
+    return True
+
+
+def _retry_runs(state, execution: Execution, parts: list[Part], outcomes: dict, execute,
+                limits: ProviderLimits) -> dict[str, str]:
+    """Retry the transient failures of each run in `parts` (the rest of their batch has ended), then end them.
+
+    Each run has a thread of its own that waits, tries again only its machines that failed for a transient
+    reason (web.retries.is_transient) and repeats up to its schedule's retries.max: a run never waits for
+    another's delays. The runs keep their heartbeat meanwhile; a stop (drain, lost heartbeat) ends the waits."""
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(state, execution, stop), daemon=True,
+                            name=f"heartbeat-retry-{execution.run_id[:8]}")
+    beat.start()
+    statuses: dict[str, str] = {}
+    ids_lock = threading.Lock()
+
+    def one(part: Part) -> None:
+        try:
+            outcome = _retry_run(state, execution, part, outcomes[part.run_id], execute, limits)
+        except Exception as exc:
+            log.exception("retrying run %s failed", part.run_id)
+            outcome = ("error", f"internal error: {exc.__class__.__name__}: {exc}")
+        with ids_lock:  # out of the heartbeat's runs before it ends, so it does not read as taken away
+            execution.run_ids = [rid for rid in execution.run_ids if rid != part.run_id]
+        statuses[part.run_id] = finish(state, part.run_id, *outcome, execution=execution)
+
+    try:
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(one, p), daemon=True,
+                                    name=f"retry-{p.run_id[:8]}") for p in parts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+    return statuses
+
+
+def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute, limits: ProviderLimits) -> tuple:
+    """Attempts 2, 3 ... of one run: (how its last playbook ended, error) for end_run.
+
+    Before retry n the run waits delay * backoff^(n-1) seconds (web.retries.delay_before) with no transaction
+    open; each attempt's rows keep the earlier attempts' outcomes (RunMachine.attempts). A stop (drain, lost
+    heartbeat) with an attempt still to make ends the wait: ("cancelled", why), so the run ends interrupted."""
+    from .playbooks import RenderError
+    from .retries import delay_before
+
+    n = 0
+    while n < part.retries["max"]:
+        keys = _retryable(state, part.run_id) & part.keys  # machines failed at planning are not retried
+        narrowed = part.only(keys) if keys else None
+        if narrowed is None:
+            break
+        n += 1
+        wait = delay_before(part.retries, n)
+        if execution.cancel.wait(wait):  # stopped with attempts still to make: the run ends interrupted
+            return "cancelled", execution.error
+        if not _begin_attempt(state, part.run_id, keys, n + 1, wait):
+            break
+        try:
+            [(rendered, group)] = render_parts([narrowed], limits, state.config.provider_concurrency,
+                                               state.config.verify_seconds)
+        except RenderError as exc:  # it rendered for attempt 1; a subset renders too, but never crash
+            return "error", f"attempt {n + 1} could not be rendered: {exc}"
+        out: dict = {}
+        with RETRY_SLOTS:
+            _execute_playbook(state, execution, rendered, group, execute, out)
+        outcome = out.get(part.run_id, ("cancelled", execution.error))
+        if outcome[0] != "finished":
+            break
+    return outcome
+
+
+def _retryable(state, run_id: str) -> set[str]:
+    """The keys of a run's machines whose last attempt failed for a transient reason."""
+    from .retries import is_transient
+
+    with state.db.transaction() as session:
+        rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id,
+                                                        RunMachine.status.in_(("failed", "unreachable"))))
+        return {r.machine_key for r in rows if is_transient(r.status, r.error)}
+
+
+def _begin_attempt(state, run_id: str, keys: set[str], attempt: int, waited: float) -> bool:
+    """Put the machines `keys` of a run back to running for attempt `attempt`, keeping what the last one came to.
+
+    False when the run is no longer running (interrupted meanwhile): nothing is tried again."""
+    now = utcnow()
+    with state.db.transaction() as session:
+        run = session.get(Run, run_id)
+        if run is None or run.status != "running":
+            return False
+        rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id,
+                                                        RunMachine.machine_key.in_(keys))).all()
+        for row in rows:
+            row.attempts = [*(row.attempts or []), {"attempt": attempt - 1, "status": row.status,
+                                                    "error": row.error, "duration": row.duration}]
+            add_event(session, run, "machine_retried", now,
+                      {"attempt": attempt, "waited": round(waited, 3), "previous_error": row.error},
+                      row.cloud_id, row.machine_id)
+            row.status, row.error, row.rc, row.stdout, row.stderr, row.duration = "running", None, None, None, None, None
+        return True
 
 
 def _execute_playbook(state, execution: Execution, rendered, group: list[Part], execute, outcomes: dict) -> None:

@@ -75,6 +75,10 @@ RETRY_DELAYS = (1.0, 4.0)
 THROTTLE_DELAYS = (1.0, 2.0, 4.0, 8.0)
 _THROTTLE_CODES = ("RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequests",
                    "SlowDown", "RateLimitExceeded")
+# Provider error codes that say a later attempt may succeed: named in the error text (never the answer body),
+# so that cloudcron's run retries can tell them from final failures.
+_CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity",
+                   "ZONE_RESOURCE_POOL_EXHAUSTED", "AllocationFailed")
 # Machines a power call acts on at once, unless told otherwise (cloud APIs throttle).
 DEFAULT_CONCURRENCY = 8
 # EC2 takes at most 200 values in one DescribeInstances filter.
@@ -120,6 +124,16 @@ _ACTIONS = {
     "restarted": ("reboot_node", "running", "restart"),
     "absent": ("destroy_node", "terminated", "remove"),
 }
+
+# States on the way to each requested state's end: a machine found in one is waited for when verifying.
+_ON_THE_WAY = {
+    "started": {"pending", "starting", "rebooting"},
+    "stopped": {"stopping"},
+    "restarted": {"pending", "starting", "rebooting"},
+    "absent": set(),
+}
+# How often verification asks the cloud again, in seconds.
+VERIFY_POLL = 2.0
 
 # Raw provider states that libcloud maps to "unknown" but that decide idempotence. EC2
 # reports shutting-down only on the irreversible way to terminated.
@@ -749,7 +763,9 @@ def _reason(exc, call_timeout=None):
     if isinstance(exc, InvalidCredsError):
         return "authentication failed" + (" (HTTP %d)" % status if status else "")
     if status is not None:
-        return ("HTTP %d %s" % (status, _HTTP_REASONS.get(status, ""))).rstrip()
+        text = " ".join(str(part) for part in (getattr(exc, "message", None), *getattr(exc, "args", ())) if part)
+        code = next((c for c in _THROTTLE_CODES + _CAPACITY_CODES if c in text), None)
+        return ("HTTP %d %s" % (status, _HTTP_REASONS.get(status, ""))).rstrip() + (" (%s)" % code if code else "")
     if isinstance(exc, OSError):
         why = _os_reason(exc)
         if why == "timed out" and call_timeout is not None:
@@ -817,7 +833,7 @@ def list_wanted(driver, machine_ids):
 
 
 def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = False,
-          concurrency: int = 1, driver_factory=None) -> list[dict]:
+          concurrency: int = 1, driver_factory=None, verify_seconds: float = 0) -> list[dict]:
     """Bring each machine to state (started, stopped, restarted, absent); one result dict per distinct id.
 
     Machines already in the state are left alone (changed False). In check mode nothing is
@@ -825,6 +841,10 @@ def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = Fals
     once (list_wanted), then acted on `concurrency` at a time; each thread other than the caller's
     uses a driver of its own from driver_factory() (libcloud drivers are not thread-safe), so
     without a factory the actions run one after another. Results keep the order of machine_ids.
+
+    verify_seconds > 0: the machines acted on (and those found on the way, such as stopping) succeed only once
+    the cloud lists them in the end state (running, stopped, terminated or gone) within that many seconds;
+    the others fail with "did not reach <state> within N s", which cloudcron's run retries count as transient.
     """
     _require_libcloud()
     if state not in POWER_STATES:
@@ -901,4 +921,47 @@ def power(driver, machine_ids: list[str], state: str, *, check_mode: bool = Fals
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudcron-power") as pool:
             for result in pool.map(act_in_thread, todo):
                 results[result["machine_id"]] = result
+    if verify_seconds and verify_seconds > 0 and not check_mode:
+        verify(driver, results, state, verify_seconds)
     return [results[m] for m in wanted]
+
+
+def verify(driver, results: dict, state: str, seconds: float) -> None:
+    """Wait until the cloud lists each machine of `results` (machine_id -> result dict) that was acted on, or
+    found on its way, in the end state of `state`, at most `seconds`; update the results in place.
+
+    The cloud is asked every VERIFY_POLL seconds (one listing of the machines still waited for). A machine
+    that does not get there fails; an accepted API call alone is not success."""
+    target = _ACTIONS[state][1]
+    waiting = {m for m, r in results.items()
+               if not r["failed"] and (r["changed"] or r["state"] in _ON_THE_WAY[state])}
+    if not waiting:
+        return
+    deadline = time.monotonic() + seconds
+    seen, why = {}, None
+    while True:
+        try:
+            nodes = {_machine_id(node): node for node in list_wanted(driver, sorted(waiting))}
+            why = None
+        except LibcloudActionError as exc:
+            nodes, why = None, str(exc)
+        for machine_id in sorted(waiting) if nodes is not None else ():
+            node = nodes.get(machine_id)
+            current = _state_of(node) if node is not None else None
+            if current == target or (node is None and state == "absent"):
+                waiting.discard(machine_id)
+                result = results[machine_id]
+                result["state"] = current or target
+                result["msg"] = "%s; it is %s" % (result["msg"], current or "gone")
+            else:
+                seen[machine_id] = current
+        left = deadline - time.monotonic()
+        if not waiting or left <= 0:
+            break
+        time.sleep(min(VERIFY_POLL, left))
+    for machine_id in waiting:
+        current = seen.get(machine_id)
+        detail = why or ("it is %s" % current if current else "it is no longer listed")
+        msg = "machine %s did not reach %s within %g s (%s)" % (machine_id, target, seconds, detail)
+        results[machine_id] = _result(machine_id, results[machine_id]["changed"], True,
+                                      current or results[machine_id]["state"], msg)

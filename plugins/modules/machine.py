@@ -74,6 +74,14 @@ options:
       - Cloud APIs throttle; answers that say so are retried after growing pauses with jitter.
     type: int
     default: 8
+  verify_seconds:
+    description:
+      - After acting, wait until the cloud reports each machine in its end state (V(started) and V(restarted)
+        running, V(stopped) stopped, V(absent) terminated or gone), at most this many seconds.
+      - A machine that does not get there fails with C(did not reach <state> within N s).
+      - V(0) trusts the accepted API call.
+    type: float
+    default: 0
   machine_ids:
     description:
       - Provider ids of the machines to act on, for example EC2 instance ids. Repeated ids are acted on once.
@@ -213,6 +221,7 @@ def main():
             call_timeout=dict(type="float"),
             denied_networks=dict(type="list", elements="str", default=list(DEFAULT_DENIED_NETWORKS)),
             concurrency=dict(type="int", default=DEFAULT_CONCURRENCY),
+            verify_seconds=dict(type="float", default=0),
             machine_ids=dict(type="list", elements="str", required=True),
             state=dict(type="str", required=True, choices=list(POWER_STATES)),
         ),
@@ -226,6 +235,8 @@ def main():
         module.fail_json(msg="call_timeout: must be greater than 0")
     if params["concurrency"] < 1:
         module.fail_json(msg="concurrency: must be at least 1")
+    if not 0 <= params["verify_seconds"] <= 86400:
+        module.fail_json(msg="verify_seconds: must be from 0 to 86400")
     redactor, invocation = hide_credentials(module)
 
     def make_driver():
@@ -242,7 +253,8 @@ def main():
         ]
     else:
         results = power(driver, params["machine_ids"], params["state"], check_mode=module.check_mode,
-                        concurrency=params["concurrency"], driver_factory=make_driver)
+                        concurrency=params["concurrency"], driver_factory=make_driver,
+                        verify_seconds=params["verify_seconds"])
     results = redactor.redact_data(results)
     changed = any(r["changed"] for r in results)
     failed = [r for r in results if r["failed"]]

@@ -176,6 +176,27 @@ options:
         and the fire time, so many schedules due at the same time do not call a cloud in the same second.
       - At most the shortest time between two fires of the schedule. The service's default is V(0).
     type: int
+  retries:
+    description:
+      - Retries of a run's machines that failed for a transient reason (provider throttling or 5xx, insufficient
+        capacity, connection refused or timed out, SSH unreachable, a power state not reached in time), as
+        attempts of the same run. Retry n waits O(retries.delay) times O(retries.backoff) to the power n-1.
+      - A O(retries.max) of V(0) removes them. The service's default is no retries.
+    type: dict
+    suboptions:
+      max:
+        description:
+          - How many more attempts, 0 to 10.
+        type: int
+        required: true
+      delay:
+        description:
+          - Seconds before the first retry, 0 to 3600. The service's default is V(60).
+        type: float
+      backoff:
+        description:
+          - The factor each further wait grows by, 1 to 10. The service's default is V(2).
+        type: float
 seealso:
   - module: cloudcron.scheduler.schedule_info
   - module: cloudcron.scheduler.calendar
@@ -280,6 +301,7 @@ schedule:
     timeout: 3600
     exclude_calendars: []
     jitter: 0
+    retries: {max: 2, delay: 60, backoff: 2}
     paused: false
     paused_until: null
     pause_note: null
@@ -345,6 +367,8 @@ def desired_body(params):
     if params.get("schedule_type") is not None:
         body["schedule_type"] = params["schedule_type"]
         body["schedule_entry"] = _entry(params["schedule_type"], params["schedule_entry"])
+    if params.get("retries") is not None:  # the service fills in delay and backoff, and takes max 0 as none
+        body["retries"] = dict((k, v) for k, v in params["retries"].items() if v is not None)
     return body
 
 
@@ -387,6 +411,11 @@ def argument_spec():
         run_timeout=dict(type="int"),
         exclude_calendars=dict(type="list", elements="str"),
         jitter=dict(type="int"),
+        retries=dict(type="dict", options=dict(
+            max=dict(type="int", required=True),
+            delay=dict(type="float"),
+            backoff=dict(type="float"),
+        )),
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 HEX32 = re.compile(r"[0-9a-f]{32}")
 ANSWER_FIELDS = {"id", "name", "description", "action", "script_id", "params", "machines_per_cloud", "selectors",
                  "schedule_type", "schedule_entry", "enabled", "run_immediately", "start_after", "expires",
-                 "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout", "exclude_calendars", "jitter", "notify",
+                 "max_run_count", "timezone", "misfire_grace", "concurrency", "timeout", "exclude_calendars", "jitter", "notify", "retries",
                  "paused", "paused_until", "pause_note", "skip_next", "active", "next_run_at",
                  "total_run_count", "last_run_at", "last_error", "created_at", "updated_at"}
 

@@ -103,6 +103,13 @@ def test_a_bad_batch_or_grace_setting_stops_start_up_naming_it(tmp_path, name, v
         load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), name: value})
 
 
+def test_power_verification_waits_120_s_by_default_and_0_turns_it_off(tmp_path):
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).verify_seconds == 120.0
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_VERIFY_SECONDS": "0"}).verify_seconds == 0.0
+    with pytest.raises(ConfigError, match="^CLOUDCRON_VERIFY_SECONDS:"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_VERIFY_SECONDS": "-5"})
+
+
 def test_the_console_session_lifetime_is_in_hours(tmp_path):
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).ui_session_lifetime == timedelta(hours=12)
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_UI_SESSION_HOURS": "0.5"})

@@ -312,3 +312,40 @@ def test_throttling_that_never_ends_fails_after_the_last_retry(monkeypatch):
     (result,) = _libcloud.power(provider, ["i-1"], "stopped")
     assert provider.calls == len(_libcloud.THROTTLE_DELAYS) + 1
     assert result["failed"] and "HTTP 400" in result["msg"]
+
+
+class AcceptsButNeverActs:
+    """A cloud that accepts power calls and leaves the machines as they are (the listing is moto's)."""
+
+    def __init__(self, driver):
+        self._driver = driver
+
+    def __getattr__(self, name):
+        if name in ("start_node", "stop_node", "reboot_node", "destroy_node"):
+            return lambda node: True
+        return getattr(self._driver, name)
+
+
+def test_verification_passes_once_the_cloud_lists_the_end_state(moto_server, driver):
+    ids = moto_server.create_machines(2)
+    results = _libcloud.power(driver, ids, "stopped", verify_seconds=10)
+    assert [r["failed"] for r in results] == [False, False]
+    assert [r["state"] for r in results] == ["stopped", "stopped"]
+    assert all(r["msg"].endswith("it is stopped") for r in results)
+    results = _libcloud.power(driver, ids, "started", verify_seconds=10)
+    assert [(r["failed"], r["state"]) for r in results] == [(False, "running"), (False, "running")]
+
+
+def test_a_machine_that_never_reaches_its_state_fails_verification(moto_server, driver):
+    [machine] = moto_server.create_machines(1)
+    [result] = _libcloud.power(AcceptsButNeverActs(driver), [machine], "stopped", verify_seconds=0.5)
+    assert result["failed"] and result["changed"]
+    assert result["msg"] == "machine %s did not reach stopped within 0.5 s (it is running)" % machine
+    from web.retries import is_transient
+    assert is_transient("failed", result["msg"])
+
+
+def test_without_verification_an_accepted_call_is_success(moto_server, driver):
+    [machine] = moto_server.create_machines(1)
+    [result] = _libcloud.power(AcceptsButNeverActs(driver), [machine], "stopped")
+    assert not result["failed"] and result["state"] == "stopped"

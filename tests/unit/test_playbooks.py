@@ -164,7 +164,7 @@ def test_power_runs_one_machine_task_per_cloud_with_results_keyed_by_machine():
     assert "no_log" not in task  # it would hide the per-machine results
     args = task["cloudcron.scheduler.machine"]
     assert set(args) == {"provider", "credentials", "driver_options", "machine_ids", "state", "call_timeout",
-                         "denied_networks", "concurrency"}
+                         "denied_networks", "concurrency", "verify_seconds"}
     # the module's defaults unless given
     assert "omit" in args["call_timeout"] and "omit" in args["denied_networks"] and "omit" in args["concurrency"]
     hosts = _hosts(rendered)
@@ -177,6 +177,15 @@ def test_power_runs_one_machine_task_per_cloud_with_results_keyed_by_machine():
     assert ec2["cloudcron_state"] == "stopped"
     assert ec2["cloudcron_driver_options"] == {"region": "eu-west-1"}
     assert sorted(rendered.expected) == [("run-1", "k1"), ("run-1", "k2"), ("run-1", "k9")]
+
+
+def test_power_passes_the_verification_bound_only_when_it_is_set():
+    checked = render_power("stopped", _clouds(), verify_seconds=120)
+    assert {h["cloudcron_verify_seconds"] for h in _hosts(checked).values()} == {120.0}
+    assert "omit" in _single_task(checked)["cloudcron.scheduler.machine"]["verify_seconds"]
+    for bound in (None, 0):
+        trusted = render_power("stopped", _clouds(), verify_seconds=bound)
+        assert all("cloudcron_verify_seconds" not in h for h in _hosts(trusted).values())
 
 
 def test_power_passes_the_servers_provider_limits_to_every_cloud_task():

@@ -39,7 +39,7 @@ DUE_COUNTED = 500  # fires due in 24 h are counted up to here ("500+"): one sche
 PUBLIC = {"ui.signin", "ui.static"}
 ACTIVE = ("queued", "running")
 EVENT_TYPES = ("schedule_started", "schedule_finished", "machine_action_succeeded", "machine_action_failed",
-               "script_finished", "schedule_missed", "schedule_skipped", "schedule_interrupted")
+               "script_finished", "schedule_missed", "schedule_skipped", "schedule_interrupted", "machine_retried")
 STATUS_FILTERS = {"enabled": "enabled", "disabled": "disabled", "active": "with a next run",
                   "inactive": "without a next run", "failing": "last run did not succeed"}
 # Room for pause/resume (a paused schedule and its note) once schedules carry them: a "paused"

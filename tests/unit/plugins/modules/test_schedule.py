@@ -115,3 +115,17 @@ def test_a_refusal_is_raised_with_the_services_message_and_status(service, lab):
         mod.ensure(service.client(), params(**{**NIGHTLY, "timezone": "Mars/Olympus"}), check_mode=False)
     assert caught.value.status == 400 and "timezone" in caught.value.message
     assert "PUT schedules/by-name/nightly failed (400)" in caught.value.message
+
+
+def test_retries_get_the_services_defaults_unchanged_ones_write_nothing_and_max_0_removes_them(service, lab):
+    client = service.client()
+    mod.ensure(client, params(**NIGHTLY), check_mode=False)
+    result = mod.ensure(client, params(**NIGHTLY, retries={"max": 2, "delay": None, "backoff": None}),
+                        check_mode=False)
+    assert result["changed"] is True and result["changed_fields"] == ["retries"]
+    assert result["schedule"]["retries"] == {"max": 2, "delay": 60, "backoff": 2}
+    again = mod.ensure(client, params(**NIGHTLY, retries={"max": 2, "delay": 60.0, "backoff": 2.0}), check_mode=False)
+    assert again["changed"] is False
+    removed = mod.ensure(client, params(**NIGHTLY, retries={"max": 0, "delay": None, "backoff": None}),
+                         check_mode=False)
+    assert removed["changed"] is True and removed["schedule"]["retries"] is None
