@@ -1,13 +1,13 @@
 """retries: schedules' retries setting, and each run machine's attempts
 
-Revision ID: 0010_retries
+Revision ID: 0009
 Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0010_retries'
+revision = '0009'
 down_revision = '0008'
 branch_labels = None
 depends_on = None
