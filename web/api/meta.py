@@ -62,6 +62,9 @@ ROUTES = [
     ("/channels", "get", "List notification channels (name; total in X-Total-Count)", None, "array of channels"),
     ("/channels", "post", "Add a channel: an Apprise URL, or a webhook signed with a secret (url and secret are "
      "write-only)", ChannelIn, "the channel"),
+    ("/channels/by-name/{name}", "put", "Apply a channel's desired state (?dry_run=true writes nothing; url and "
+     "secret are sent on create, and on an existing channel only with ?update_secrets=true or a change of kind)",
+     ChannelIn, APPLY_ANSWER),
     ("/channels/{id}", "get", "Get a channel", None, "the channel"),
     ("/channels/{id}", "patch", "Edit a channel (url and secret kept unless given)", ChannelIn, "the channel"),
     ("/channels/{id}", "delete", "Delete a channel (409 while a schedule notifies it)", None, "{deleted: id}"),
@@ -141,6 +144,8 @@ CREATES = {
     ("/schedules/by-name/{name}", "put"): ("/schedules/{id}", "/schedule/id"),
     ("/calendars", "post"): ("/calendars/{id}", "/id"),
     ("/calendars/by-name/{name}", "put"): ("/calendars/{id}", "/calendar/id"),
+    ("/channels", "post"): ("/channels/{id}", "/id"),
+    ("/channels/by-name/{name}", "put"): ("/channels/{id}", "/channel/id"),
     ("/clouds", "post"): ("/clouds/{id}", "/id"),
     ("/clouds/by-title/{title}", "put"): ("/clouds/{id}", "/cloud/id"),
     ("/keys", "post"): ("/keys/{id}", "/id"),
@@ -280,7 +285,7 @@ def openapi_spec() -> dict:
             op["responses"]["201"] = {"description": "created: " + answer}
             op["parameters"].append({"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
                                      "description": "do everything but write: answer what would be stored"})
-            if path.startswith(("/clouds/", "/keys/")):
+            if path.startswith(("/clouds/", "/keys/", "/channels/")):
                 op["parameters"].append({"name": "update_secrets", "in": "query", "schema": {"type": "boolean"},
                                          "description": "replace the stored secret of an existing resource"})
         if not op["parameters"]:
