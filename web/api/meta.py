@@ -203,6 +203,14 @@ def _body_schema(spec: APISpec, path: str, method: str, body) -> str:
     if required:
         name += "Create"
         schema["required"] = required
+        if body in (ScheduleIn, PreviewIn):
+            # A required field given by its Mist name (cronjob_type for schedule_type) is given: the service reads both.
+            by_field = {field: alias for alias, field in SCHEDULE_ALIASES.items()}
+            schema["required"] = [f for f in required if f not in by_field]
+            schema["allOf"] = [{"anyOf": [{"required": [f]}, {"required": [by_field[f]]}]}
+                               for f in required if f in by_field]
+            if not schema["required"]:
+                del schema["required"]
     if apply_name:
         name += "Apply"
         schema["properties"].pop(apply_name, None)
