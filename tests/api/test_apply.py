@@ -344,3 +344,20 @@ def test_channel_apply_honours_if_match(api):
     fresh = api.call("GET", f"channels/{channel['id']}")[2].headers["ETag"]
     status, body, _ = api.call("PUT", "channels/by-name/ops", {"default": False}, headers={"If-Match": fresh})
     assert status == 200 and body["changed_fields"] == ["default"]
+
+
+def test_channel_apply_and_if_match_behave_the_same_on_sqlite_and_postgresql(backend_api):
+    """A channel's ETag is its updated_at: the conditional UPDATE must match the stored instant on both databases."""
+    api = backend_api
+    status, created, resp = apply(api, "channels/by-name/ops", HOOK)
+    assert status == 201, created
+    channel_id = created["channel"]["id"]
+    assert apply(api, "channels/by-name/ops", HOOK)[1]["changed"] is False
+    seen = api.call("GET", f"channels/{channel_id}")[2].headers["ETag"]
+    assert seen == resp.headers["ETag"]
+    status, answer, resp = api.call("PUT", "channels/by-name/ops", {"default": True}, headers={"If-Match": seen})
+    assert status == 200 and answer["changed_fields"] == ["default"] and resp.headers["ETag"] != seen
+    status, _, _ = api.call("PUT", "channels/by-name/ops", {"default": False}, headers={"If-Match": seen})
+    assert status == 412
+    assert api.call("DELETE", f"channels/{channel_id}", headers={"If-Match": seen})[0] == 412
+    assert api.call("DELETE", f"channels/{channel_id}", headers={"If-Match": resp.headers["ETag"]})[0] == 200
