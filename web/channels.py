@@ -165,10 +165,11 @@ def channels_query(org_id: str, name: str | None = None):
 
 
 def store(session: Session, box: Box, org_id: str, values: dict, channel: Channel | None, now: datetime,
-          denied_networks=DEFAULT_DENIED_NETWORKS) -> Channel:
+          denied_networks=DEFAULT_DENIED_NETWORKS, dry_run: bool = False) -> Channel:
     """Create (channel None) or edit a channel from ChannelIn fields, then commit.
 
-    An edit keeps the stored URL and secret unless given (a client never gets them back to resend). Changing
+    dry_run: flush only (the database checks the name's uniqueness), so web.apply can answer what would be
+    stored and roll back; nothing is committed. An edit keeps the stored URL and secret unless given (a client never gets them back to resend). Changing
     `kind` needs a new `url` (and a `secret` for a webhook). 409 on a duplicate name."""
     current = box.open(channel.target_enc) if channel is not None else {}
     kind = values.get("kind") or (channel.kind if channel is not None else None)
@@ -217,7 +218,7 @@ def store(session: Session, box: Box, org_id: str, values: dict, channel: Channe
     from sqlalchemy.exc import IntegrityError
 
     try:
-        session.commit()
+        session.flush() if dry_run else session.commit()
     except IntegrityError:
         session.rollback()
         raise Conflict(f"name: a channel named '{name}' already exists") from None

@@ -197,8 +197,32 @@ options:
         description:
           - The factor each further wait grows by, 1 to 10. The service's default is V(2).
         type: float
+  notify:
+    description:
+      - Who hears about this schedule's runs, and about which outcomes. The whole setting is replaced.
+      - Without it the stored setting is kept; a schedule that never had one notifies the org's default
+        channels (M(cloudcron.scheduler.channel) with O(cloudcron.scheduler.channel#module:default=true)).
+    type: dict
+    suboptions:
+      "on":
+        description:
+          - The run statuses to notify. The service's default is
+            V(failed), V(partial), V(missed), V(timed_out) and V(interrupted).
+        type: list
+        elements: str
+        choices: [succeeded, failed, partial, skipped, missed, interrupted, timed_out]
+      channels:
+        description:
+          - Channels, by name or by id, to notify. Without it, the org's default channels.
+        type: list
+        elements: str
+      after_retries:
+        description:
+          - Notify once a run's retries are over, with its final status (the service's default, V(true)).
+        type: bool
 seealso:
   - module: cloudcron.scheduler.schedule_info
+  - module: cloudcron.scheduler.channel
   - module: cloudcron.scheduler.calendar
   - module: cloudcron.scheduler.cloud
   - module: cloudcron.scheduler.script
@@ -255,6 +279,9 @@ EXAMPLES = r"""
     exclude_calendars:
       - greek-holidays
     jitter: 300
+    notify:
+      "on": [failed, partial, missed]
+      channels: [ops-slack]
 
 - name: Destroy a machine once
   cloudcron.scheduler.schedule:
@@ -302,6 +329,7 @@ schedule:
     exclude_calendars: []
     jitter: 0
     retries: {max: 2, delay: 60, backoff: 2}
+    notify: null
     paused: false
     paused_until: null
     pause_note: null
@@ -364,6 +392,9 @@ def desired_body(params):
                 sel["include"] = dict((str(k), str(v)) for k, v in sel["include"].items())
             selectors.append(sel)
         body["selectors"] = selectors
+    if params.get("notify") is not None:
+        # Ansible fills unset suboptions with None: the service's defaults apply to those.
+        body["notify"] = dict((k, v) for k, v in params["notify"].items() if v is not None)
     if params.get("schedule_type") is not None:
         body["schedule_type"] = params["schedule_type"]
         body["schedule_entry"] = _entry(params["schedule_type"], params["schedule_entry"])
@@ -416,6 +447,12 @@ def argument_spec():
             delay=dict(type="float"),
             backoff=dict(type="float"),
         )),
+        notify=dict(type="dict", options={
+            "on": dict(type="list", elements="str",
+                       choices=["succeeded", "failed", "partial", "skipped", "missed", "interrupted", "timed_out"]),
+            "channels": dict(type="list", elements="str"),
+            "after_retries": dict(type="bool"),
+        }),
     )
 
 

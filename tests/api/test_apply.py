@@ -262,3 +262,102 @@ def test_an_unchanged_apply_and_a_dry_run_leave_no_audit_entry_and_a_change_leav
     assert entries() == seen
     apply(api, "schedules/by-name/nightly", {"enabled": False})
     assert entries() == seen + 1
+
+
+# ------------------------------------------------------------------ channels
+
+HOOK = {"kind": "webhook", "url": "https://hooks.example.com/cron/T0KEN", "secret": "s3cret-s3cret-s3cret"}
+
+
+def test_channels_apply_create_noop_change_and_dry_run(api):
+    status, answer, resp = apply(api, "channels/by-name/ops", HOOK)
+    assert status == 201, answer
+    assert answer["changed_fields"] == ["name", "kind", "default", "secret", "url"]
+    assert answer["diff"] == {"before": {}, "after": {"name": "ops", "kind": "webhook", "default": False}}
+    assert "T0KEN" not in str(answer) and "s3cret" not in str(answer)
+    channel = answer["channel"]
+    assert api.get(f"channels/{channel['id']}")[1] == channel
+    assert resp.headers["ETag"] == api.call("GET", f"channels/{channel['id']}")[2].headers["ETag"]
+
+    status, again, resp = apply(api, "channels/by-name/ops", HOOK)
+    assert status == 200 and again["changed"] is False and again["channel"] == channel
+
+    status, planned, _ = apply(api, "channels/by-name/ops", {**HOOK, "default": True}, dry_run="true")
+    assert status == 200 and planned["changed_fields"] == ["default"] and planned["dry_run"] is True
+    assert planned["channel"]["default"] is True
+    assert api.get(f"channels/{channel['id']}")[1]["default"] is False  # the dry run wrote nothing
+
+    status, changed, _ = apply(api, "channels/by-name/ops", {**HOOK, "default": True})
+    assert status == 200 and changed["diff"] == {"before": {"default": False}, "after": {"default": True}}
+    assert api.get(f"channels/{channel['id']}")[1]["default"] is True
+
+
+def test_a_dry_run_create_of_a_channel_writes_nothing(api):
+    status, answer, _ = apply(api, "channels/by-name/ops", HOOK, dry_run="true")
+    assert status == 200 and answer["changed"] is True and answer["channel"]["id"] is None
+    assert api.get("channels")[1] == []
+
+
+def test_channel_url_and_secret_are_sent_on_create_never_compared_and_updated_only_when_asked(api):
+    channel_id = apply(api, "channels/by-name/ops", HOOK)[1]["channel"]["id"]
+    first = sealed(api, "channels", "target_enc", channel_id)
+    other = {**HOOK, "url": "https://other.example.com/x", "secret": "another-secret-16chars"}
+    answer = apply(api, "channels/by-name/ops", other)[1]
+    assert answer["changed"] is False  # a secret cannot be compared: not sent unless asked
+    assert sealed(api, "channels", "target_enc", channel_id) == first
+
+    answer = apply(api, "channels/by-name/ops", other, update_secrets="true")[1]
+    assert answer["changed"] is True and answer["changed_fields"] == ["secret", "url"]
+    assert "another" not in str(answer) and answer["channel"]["url"] == "https://other.example.com/…"
+    assert api.state.box.open(sealed(api, "channels", "target_enc", channel_id)) == {
+        "kind": "webhook", "url": "https://other.example.com/x", "secret": "another-secret-16chars"}
+
+
+def test_a_channel_kind_change_sends_the_new_url(api):
+    apply(api, "channels/by-name/ops", HOOK)
+    status, answer, _ = apply(api, "channels/by-name/ops", {"kind": "apprise", "url": "json://hooks.example.com/x"})
+    assert status == 200, answer
+    assert answer["changed_fields"] == ["kind", "url"] and answer["channel"]["url"] == "json://…"
+
+
+def test_a_channel_apply_refuses_what_post_refuses_naming_the_field(api):
+    status, answer, _ = apply(api, "channels/by-name/ops", {**HOOK, "secret": "short"})
+    assert status == 400 and answer["error"].startswith("secret: must be at least 16 characters")
+    status, answer, _ = apply(api, "channels/by-name/ops", {"kind": "webhook"})
+    assert status == 400 and answer["error"] == "url: is required"
+    assert api.get("channels")[1] == []
+
+
+def test_another_orgs_channel_of_the_same_name_is_not_touched(api, other_api):
+    theirs = apply(other_api, "channels/by-name/ops", HOOK)[1]["channel"]
+    status, mine, _ = apply(api, "channels/by-name/ops", {**HOOK, "default": True})
+    assert status == 201 and mine["channel"]["id"] != theirs["id"]
+    assert other_api.get(f"channels/{theirs['id']}")[1]["default"] is False
+
+
+def test_channel_apply_honours_if_match(api):
+    channel = apply(api, "channels/by-name/ops", HOOK)[1]["channel"]
+    seen = api.call("GET", f"channels/{channel['id']}")[2].headers["ETag"]
+    api.patch(f"channels/{channel['id']}", {"default": True})
+    status, body, _ = api.call("PUT", "channels/by-name/ops", {"default": False}, headers={"If-Match": seen})
+    assert status == 412, body
+    fresh = api.call("GET", f"channels/{channel['id']}")[2].headers["ETag"]
+    status, body, _ = api.call("PUT", "channels/by-name/ops", {"default": False}, headers={"If-Match": fresh})
+    assert status == 200 and body["changed_fields"] == ["default"]
+
+
+def test_channel_apply_and_if_match_behave_the_same_on_sqlite_and_postgresql(backend_api):
+    """A channel's ETag is its updated_at: the conditional UPDATE must match the stored instant on both databases."""
+    api = backend_api
+    status, created, resp = apply(api, "channels/by-name/ops", HOOK)
+    assert status == 201, created
+    channel_id = created["channel"]["id"]
+    assert apply(api, "channels/by-name/ops", HOOK)[1]["changed"] is False
+    seen = api.call("GET", f"channels/{channel_id}")[2].headers["ETag"]
+    assert seen == resp.headers["ETag"]
+    status, answer, resp = api.call("PUT", "channels/by-name/ops", {"default": True}, headers={"If-Match": seen})
+    assert status == 200 and answer["changed_fields"] == ["default"] and resp.headers["ETag"] != seen
+    status, _, _ = api.call("PUT", "channels/by-name/ops", {"default": False}, headers={"If-Match": seen})
+    assert status == 412
+    assert api.call("DELETE", f"channels/{channel_id}", headers={"If-Match": seen})[0] == 412
+    assert api.call("DELETE", f"channels/{channel_id}", headers={"If-Match": resp.headers["ETag"]})[0] == 200

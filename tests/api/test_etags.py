@@ -40,6 +40,8 @@ def test_an_edit_with_the_current_etag_or_a_star_passes(api, schedule):
     ("keys", {"name": "deploy", "generate": True}),
     ("clouds", {"title": "lab2", "provider": "other"}),
     ("calendars", {"name": "xmas", "entries": [{"date": "2026-12-25"}]}),
+    ("channels", {"name": "hook", "kind": "webhook", "url": "https://hooks.example.com/cron",
+                  "secret": "s3cret-s3cret-s3cret"}),
 ])
 def test_every_resource_honours_if_match_on_patch_and_delete(api, collection, body):
     status, created = api.post(collection, body)

@@ -295,6 +295,49 @@ def test_a_calendar_and_a_schedule_excluding_it_are_declared_once(first_apply, a
     assert rc == 0 and recap(output)["changed"] == 0, output[-4000:]
 
 
+CHANNELS = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: A signed webhook
+      cloudcron.scheduler.channel:
+        name: ops-hook
+        kind: webhook
+        channel_url: https://hooks.example.com/cron/T0KEN-in-path
+        secret: s3cret-s3cret-s3cret
+        default: "{{ default | default(false) }}"
+    - name: A schedule that notifies it when a run fails
+      cloudcron.scheduler.schedule:
+        name: lab-notified-stop
+        action: stop
+        machines: [{cloud: lab, machine: web1}]
+        schedule_type: crontab
+        schedule_entry: {minute: 0, hour: 20}
+        notify:
+          "on": [failed, partial]
+          channels: [ops-hook]
+"""
+
+
+def test_a_channel_and_a_schedule_notifying_it_are_declared_once_and_check_mode_writes_nothing(
+        first_apply, ansible, service, org):
+    assert first_apply[0] == 0
+    rc, output = ansible.playbook(CHANNELS, "--diff", "-v")
+    assert rc == 0, output[-4000:]
+    assert recap(output)["changed"] == 2
+    assert "T0KEN" not in output and "s3cret" not in output
+    channel = by_name(service, org, "channels", "name", "ops-hook")
+    assert (channel["kind"], channel["url"], channel["default"]) == ("webhook", "https://hooks.example.com/…", False)
+    schedule = by_name(service, org, "schedules", "name", "lab-notified-stop")
+    assert schedule["notify"] == {"on": ["failed", "partial"], "channels": [channel["id"]], "after_retries": True}
+    rc, output = ansible.playbook(CHANNELS)
+    assert rc == 0 and recap(output)["changed"] == 0, output[-4000:]
+    rc, output = ansible.playbook(CHANNELS, "--check", "--diff", "-e", "default=true")
+    assert rc == 0 and recap(output)["changed"] == 1, output[-4000:]
+    assert '"default": true' in output, output[-4000:]
+    assert by_name(service, org, "channels", "name", "ops-hook") == channel
+
+
 def test_a_wrong_token_fails_the_task_with_the_services_message(ansible):
     wrong = "not-a-valid-token-0123456789abcdef"
     rc, output = ansible.playbook(DECLARE, CLOUDCRON_TOKEN=wrong)

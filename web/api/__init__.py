@@ -100,12 +100,22 @@ def query_flag(name: str) -> bool:
     raise BadRequest(f"{name}: must be true or false")
 
 
+def _version_column(model):
+    """The column an ETag names: `version` where the table has one, else `updated_at` (channels: every edit sets
+    it, and nothing but a client's edit does)."""
+    return model.version if hasattr(model, "version") else model.updated_at
+
+
 def etag(row) -> str:
     """The ETag of a stored resource: its version, which every client edit (API, console, apply) increments.
 
     It names the state clients write, not the derived fields the dispatcher advances (next_run_at,
-    last_run_at), so a fire between a read and an edit does not make the edit fail."""
-    return f'"{row.version or 1}"'
+    last_run_at), so a fire between a read and an edit does not make the edit fail. A table without a
+    version (channels) answers its updated_at in microseconds since the epoch."""
+    if hasattr(type(row), "version"):
+        return f'"{row.version or 1}"'
+    stamp = row.updated_at
+    return f'"{int(stamp.timestamp()) * 1_000_000 + stamp.microsecond}"'
 
 
 def with_etag(resp, row):
@@ -130,8 +140,9 @@ def check_if_match(row) -> None:
         raise PreconditionFailed(f"If-Match: the resource is at ETag {etag(row)}, not {request.headers['If-Match']}; "
                                  "read it again and retry")
     model = type(row)
-    claimed = db().execute(update(model).where(model.id == row.id, model.version == row.version)
-                           .values(version=model.version).execution_options(synchronize_session=False))
+    column = _version_column(model)
+    claimed = db().execute(update(model).where(model.id == row.id, column == getattr(row, column.key))
+                           .values({column.key: column}).execution_options(synchronize_session=False))
     if claimed.rowcount != 1:
         raise PreconditionFailed("If-Match: the resource was edited meanwhile; read it again and retry")
 

@@ -6,13 +6,13 @@ from contextlib import contextmanager
 
 from flask import jsonify, request
 
-from .. import channels, db, state, utcnow
+from .. import apply, channels, db, state, utcnow
 from ..errors import TooManyRequests
 from ..models import Channel
 from ..notify import send_test
 from ..resources import STAMPS, fields
 from ..validation import json_body
-from . import bp, get_owned, list_response, org_id
+from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
 
 READ_ONLY = STAMPS | {"has_secret"}
 
@@ -48,26 +48,59 @@ def list_channels():
 def create_channel():
     values = fields(channels.ChannelIn, json_body(), READ_ONLY)
     channel = channels.store(db(), state().box, org_id(), values, None, utcnow(), state().config.denied_networks)
-    return jsonify(channels.channel_json(channel))
+    return with_etag(jsonify(channels.channel_json(channel)), channel)
 
 
 @bp.get("/channels/<id_>")
 def get_channel(id_):
-    return jsonify(channels.channel_json(get_owned(Channel, id_, "channel")))
+    channel = get_owned(Channel, id_, "channel")
+    return with_etag(jsonify(channels.channel_json(channel)), channel)
 
 
 @bp.patch("/channels/<id_>")
 def edit_channel(id_):
     channel = get_owned(Channel, id_, "channel")
+    check_if_match(channel)
     values = fields(channels.ChannelIn, json_body(), READ_ONLY)
     channels.store(db(), state().box, org_id(), values, channel, utcnow(), state().config.denied_networks)
-    return jsonify(channels.channel_json(channel))
+    return with_etag(jsonify(channels.channel_json(channel)), channel)
 
 
 @bp.delete("/channels/<id_>")
 def delete_channel(id_):
-    channels.delete(db(), get_owned(Channel, id_, "channel"))
+    channel = get_owned(Channel, id_, "channel")
+    check_if_match(channel)
+    channels.delete(db(), channel)
     return jsonify({"deleted": id_})
+
+
+# The URL and the secret are write-only (answers mask them): sent on create, on an existing channel only with
+# ?update_secrets=true, never compared. The answer's masked url is derived from them, so it is not compared either.
+CHANNEL = apply.Kind("channel", channels.channel_json, ("name", "kind", "default"),
+                     secrets=frozenset({"url", "secret"}), model=Channel)
+
+
+@bp.put("/channels/by-name/<name:name>")
+def apply_channel(name):
+    """Declarative apply of a channel (see web.apply); ?dry_run=true writes nothing.
+
+    url and secret are sent on create and, on an existing channel, only with ?update_secrets=true (then they
+    count as changed). A change of kind needs the new target, so it sends url and secret as if asked."""
+    desired = fields(channels.ChannelIn, apply.desired_with_name(json_body(), "name", name), READ_ONLY)
+    current = get_by_name(Channel, Channel.name, name)
+    check_if_match(current)
+    now = utcnow()
+
+    def store(values, cur, dry):
+        if not dry:
+            check_if_match(cur)  # again: the trial's rollback ended the first check's transaction
+        return channels.store(db(), state().box, org_id(), values, cur, now, state().config.denied_networks,
+                              dry_run=dry)
+
+    kind_changes = current is not None and desired.get("kind") not in (None, current.kind)
+    applied = apply.apply(db(), CHANNEL, current, desired, store, dry_run=query_flag("dry_run"),
+                          update_secrets=query_flag("update_secrets") or kind_changes)
+    return apply_response(applied, "channel")
 
 
 @bp.post("/channels/<id_>/test")

@@ -62,6 +62,9 @@ ROUTES = [
     ("/channels", "get", "List notification channels (name; total in X-Total-Count)", None, "array of channels"),
     ("/channels", "post", "Add a channel: an Apprise URL, or a webhook signed with a secret (url and secret are "
      "write-only)", ChannelIn, "the channel"),
+    ("/channels/by-name/{name}", "put", "Apply a channel's desired state (?dry_run=true writes nothing; url and "
+     "secret are sent on create, and on an existing channel only with ?update_secrets=true or a change of kind)",
+     ChannelIn, APPLY_ANSWER),
     ("/channels/{id}", "get", "Get a channel", None, "the channel"),
     ("/channels/{id}", "patch", "Edit a channel (url and secret kept unless given)", ChannelIn, "the channel"),
     ("/channels/{id}", "delete", "Delete a channel (409 while a schedule notifies it)", None, "{deleted: id}"),
@@ -141,6 +144,8 @@ CREATES = {
     ("/schedules/by-name/{name}", "put"): ("/schedules/{id}", "/schedule/id"),
     ("/calendars", "post"): ("/calendars/{id}", "/id"),
     ("/calendars/by-name/{name}", "put"): ("/calendars/{id}", "/calendar/id"),
+    ("/channels", "post"): ("/channels/{id}", "/id"),
+    ("/channels/by-name/{name}", "put"): ("/channels/{id}", "/channel/id"),
     ("/clouds", "post"): ("/clouds/{id}", "/id"),
     ("/clouds/by-title/{title}", "put"): ("/clouds/{id}", "/cloud/id"),
     ("/keys", "post"): ("/keys/{id}", "/id"),
@@ -198,6 +203,14 @@ def _body_schema(spec: APISpec, path: str, method: str, body) -> str:
     if required:
         name += "Create"
         schema["required"] = required
+        if body in (ScheduleIn, PreviewIn):
+            # A required field given by its Mist name (cronjob_type for schedule_type) is given: the service reads both.
+            by_field = {field: alias for alias, field in SCHEDULE_ALIASES.items()}
+            schema["required"] = [f for f in required if f not in by_field]
+            schema["allOf"] = [{"anyOf": [{"required": [f]}, {"required": [by_field[f]]}]}
+                               for f in required if f in by_field]
+            if not schema["required"]:
+                del schema["required"]
     if apply_name:
         name += "Apply"
         schema["properties"].pop(apply_name, None)
@@ -280,7 +293,7 @@ def openapi_spec() -> dict:
             op["responses"]["201"] = {"description": "created: " + answer}
             op["parameters"].append({"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
                                      "description": "do everything but write: answer what would be stored"})
-            if path.startswith(("/clouds/", "/keys/")):
+            if path.startswith(("/clouds/", "/keys/", "/channels/")):
                 op["parameters"].append({"name": "update_secrets", "in": "query", "schema": {"type": "boolean"},
                                          "description": "replace the stored secret of an existing resource"})
         if not op["parameters"]:

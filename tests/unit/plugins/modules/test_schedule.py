@@ -129,3 +129,28 @@ def test_retries_get_the_services_defaults_unchanged_ones_write_nothing_and_max_
     removed = mod.ensure(client, params(**NIGHTLY, retries={"max": 0, "delay": None, "backoff": None}),
                          check_mode=False)
     assert removed["changed"] is True and removed["schedule"]["retries"] is None
+
+
+def test_notify_is_passed_through_with_channels_by_name_and_compares_equal_to_the_stored_ids(service, lab):
+    status, channel = service.api("POST", "channels", {"name": "ops", "kind": "webhook",
+                                                       "url": "https://hooks.example.com/cron",
+                                                       "secret": "s3cret-s3cret-s3cret"})
+    assert status == 200, channel
+    # As AnsibleModule hands a dict option over: unset suboptions are None (the service's defaults apply).
+    notify = {"on": ["failed", "partial"], "channels": ["ops"], "after_retries": None}
+    result = mod.ensure(service.client(), params(notify=notify, **NIGHTLY), check_mode=False)
+    assert result["schedule"]["notify"] == {"on": ["failed", "partial"], "channels": [channel["id"]],
+                                            "after_retries": True}
+    again = mod.ensure(service.client(), params(notify=notify, **NIGHTLY), check_mode=False)
+    assert again["changed"] is False
+    more = dict(notify, on=["failed"], after_retries=False)
+    predicted = mod.ensure(service.client(), params(notify=more, **NIGHTLY), check_mode=True)
+    assert predicted["changed_fields"] == ["notify"]
+    assert predicted["diff"]["after"]["notify"] == {"on": ["failed"], "channels": [channel["id"]], "after_retries": False}
+
+
+def test_a_notify_naming_an_unknown_channel_fails_naming_the_field(service, lab):
+    with pytest.raises(CloudcronError) as err:
+        mod.ensure(service.client(), params(notify={"channels": ["nope"], "on": None, "after_retries": None},
+                                            **NIGHTLY), check_mode=False)
+    assert "(400): notify.channels.0: no channel 'nope' in this org" in err.value.message
