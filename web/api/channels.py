@@ -4,15 +4,16 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import channels, db, state, utcnow
 from ..errors import TooManyRequests
 from ..models import Channel
 from ..notify import send_test
-from ..resources import STAMPS, fields
-from ..validation import json_body
-from . import bp, get_owned, list_response, org_id
+from ..resources import STAMPS
+from . import body, get_owned, list_response, org_id
+
+bp = Blueprint("channels", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 READ_ONLY = STAMPS | {"has_secret"}
 
@@ -46,7 +47,7 @@ def list_channels():
 
 @bp.post("/channels")
 def create_channel():
-    values = fields(channels.ChannelIn, json_body(), READ_ONLY)
+    values = body(channels.ChannelIn, READ_ONLY)
     channel = channels.store(db(), state().box, org_id(), values, None, utcnow(), state().config.denied_networks)
     return jsonify(channels.channel_json(channel))
 
@@ -59,7 +60,7 @@ def get_channel(id_):
 @bp.patch("/channels/<id_>")
 def edit_channel(id_):
     channel = get_owned(Channel, id_, "channel")
-    values = fields(channels.ChannelIn, json_body(), READ_ONLY)
+    values = body(channels.ChannelIn, READ_ONLY)
     channels.store(db(), state().box, org_id(), values, channel, utcnow(), state().config.denied_networks)
     return jsonify(channels.channel_json(channel))
 
