@@ -116,13 +116,14 @@ def create_app(config: Config | None = None, state: State | None = None) -> Flas
     app.extensions["cloudcron"] = state
 
     from . import errors, ui
-    from .api import bp
+    from .api import audit, blueprint, calendars, channels, meta, resources, runs, schedules, status
     from .validation import check_request_text
 
     errors.register(app)
     # Before routing to any view (or 404): a NUL in a path or query reaches PostgreSQL as a 500 otherwise.
     app.before_request(check_request_text)
-    app.register_blueprint(bp)
+    app.register_blueprint(blueprint([m.bp for m in (audit, calendars, channels, meta, resources, runs, schedules,
+                                                       status)]))
     from . import health, metrics
 
     app.register_blueprint(health.bp)

@@ -150,7 +150,7 @@ def json_body() -> dict:
     Infinity, which are not JSON.
     """
     raw = request.get_data(cache=True)
-    if not raw.strip():
+    if not raw:  # no body at all: no field given (run-now, resume); white space alone is not JSON and is refused
         return {}
     data = _parse(raw, "")
     if not isinstance(data, dict):

@@ -296,3 +296,13 @@ def test_host_names_ip_addresses_and_usual_user_names_are_accepted(world):
     for user in GOOD_USERS:
         status, answer = send(api, "PATCH", f"{path}/{ids['machine']}", {"ssh_user": user})
         assert status == 200 and answer["ssh_user"] == user, (user, answer)
+
+
+@pytest.mark.parametrize("body", [" ", "\n", "\t \r\n"])
+def test_a_body_of_white_space_alone_is_refused_as_not_json(api, body):
+    """An empty body means no field given; white space alone is not a JSON document (found by schemathesis)."""
+    status, calendar = api.post("calendars", {"name": "ws", "entries": []})
+    assert status in (200, 201), calendar
+    resp = api.flask.patch(f"/api/v1/calendars/{calendar['id']}", data=body,
+                           headers={"Authorization": api.token, "Content-Type": "application/json"})
+    assert resp.status_code == 400 and resp.get_json()["error"].startswith("body:"), resp.get_data(as_text=True)

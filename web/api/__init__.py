@@ -13,10 +13,7 @@ from .. import db
 from ..auth import authenticate
 from ..backoff import one_line
 from ..errors import BadRequest, NotFound, PreconditionFailed
-from ..validation import query_int
-
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
+from ..validation import json_body, query_int
 
 class NameConverter(PathConverter):
     """<name:...>: the rest of the path, any character (a name may hold a newline, which <path:> refuses)."""
@@ -25,9 +22,7 @@ class NameConverter(PathConverter):
     part_isolating = False  # it spans '/' (werkzeug would infer True from a regex without one)
 
 
-# Before the routes are registered: the app's url_map must know the converter when their rules are added.
-bp.record_once(lambda setup: setup.app.url_map.converters.setdefault("name", NameConverter))
-PUBLIC_ENDPOINTS = {"api.openapi_json", "api.openapi_docs"}
+PUBLIC_ENDPOINTS = {"api.meta.openapi_json", "api.meta.openapi_docs"}
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +37,6 @@ def _unavailable(exc: OperationalError) -> bool:
     return True  # psycopg: OperationalError is the connection's or the server's state; bad SQL is ProgrammingError
 
 
-@bp.errorhandler(OperationalError)
 def _database_unavailable(exc: OperationalError):
     """503 with Retry-After when the database cannot be reached or is busy (PostgreSQL down, SQLite locked past its
     busy timeout): a condition that passes, not a fault of the request. One log line; the URL is not in it.
@@ -54,7 +48,6 @@ def _database_unavailable(exc: OperationalError):
     return jsonify(error="the database cannot be reached; try again shortly"), 503, {"Retry-After": "5"}
 
 
-@bp.before_request
 def _authenticate():
     if request.method == "OPTIONS" and request.url_rule is not None:
         # Flask's automatic answer unites the methods of every rule the path fits (/schedules/pause also
@@ -66,6 +59,19 @@ def _authenticate():
         return "", 200, {"Allow": ", ".join(methods)}
     if request.endpoint not in PUBLIC_ENDPOINTS:
         authenticate(db())
+
+
+def body(model, read_only: set[str], data: dict | None = None) -> dict:
+    """The request's JSON body as the fields a client gave, checked against `model` (a pydantic request schema):
+    {field: typed value, None where the client sent null or "" to mean "not set"}.
+
+    The one body parser of the resources' create, edit and apply views (schedules read theirs through
+    schedules.parse_fields, which also takes Mist's field names). 400 naming the field for JSON that is not an
+    object, text no database stores, an unknown or read-only field (`read_only`), or a value the schema refuses.
+    data: the body already read (an apply view adds the name its path gives)."""
+    from ..resources import fields
+
+    return fields(model, json_body() if data is None else data, read_only)
 
 
 def org_id() -> str:
@@ -168,4 +174,17 @@ def list_response(query, to_json, order_by):
     return resp
 
 
-from . import audit, calendars, channels, meta, resources, runs, schedules, status  # noqa: E402,F401
+def blueprint(children) -> Blueprint:
+    """The /api/v1 Blueprint around `children`, one Blueprint per API module (web.api.schedules.bp, ...).
+
+    What every API route shares is set here once: the token check before each request (the OpenAPI
+    description and its docs page excepted), the 503 for a database that cannot be reached, the <name:...>
+    converter of the apply routes. A new Blueprint per app: Flask allows no change to a registered one."""
+    bp = Blueprint("api", __name__, url_prefix="/api/v1")
+    # Before the children's routes are added: the app's url_map must know the converter then.
+    bp.record_once(lambda setup: setup.app.url_map.converters.setdefault("name", NameConverter))
+    bp.register_error_handler(OperationalError, _database_unavailable)
+    bp.before_request(_authenticate)
+    for child in children:
+        bp.register_blueprint(child)
+    return bp

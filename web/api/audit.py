@@ -1,13 +1,15 @@
 """The audit log (/api/v1/audit): who changed which of the org's resources, when, field by field."""
 from __future__ import annotations
 
-from flask import request
+from flask import Blueprint, request
 
 from .. import audit
 from ..errors import BadRequest
 from ..models import AuditEntry
 from ..timemath import TimeSpecError, parse_instant
-from . import bp, list_response, org_id
+from . import list_response, org_id
+
+bp = Blueprint("audit", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 
 def _instant(name: str):

@@ -1,14 +1,16 @@
 """Calendars (/api/v1/calendars): named sets of dates, windows, holidays and iCalendar events that schedules exclude."""
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import apply, db, resources, state, utcnow
 from ..models import Calendar
 from ..resources import STAMPS, calendar_json
 from ..schemas import CalendarIn
 from ..validation import json_body
-from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+from . import apply_response, body, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+
+bp = Blueprint("calendars", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 
 @bp.get("/calendars")
@@ -19,7 +21,7 @@ def list_calendars():
 
 @bp.post("/calendars")
 def create_calendar():
-    values = resources.fields(CalendarIn, json_body(), STAMPS)
+    values = body(CalendarIn, STAMPS)
     calendar = resources.store_calendar(state(), db(), org_id(), values, None, utcnow())
     return with_etag(jsonify(calendar_json(calendar)), calendar)
 
@@ -34,7 +36,7 @@ def get_calendar(id_):
 def edit_calendar(id_):
     calendar = get_owned(Calendar, id_, "calendar")
     check_if_match(calendar)
-    values = resources.fields(CalendarIn, json_body(), STAMPS)
+    values = body(CalendarIn, STAMPS)
     resources.store_calendar(state(), db(), org_id(), values, calendar, utcnow())
     return with_etag(jsonify(calendar_json(calendar)), calendar)
 
@@ -53,7 +55,7 @@ CALENDAR = apply.Kind("calendar", calendar_json, ("name", "description", "timezo
 @bp.put("/calendars/by-name/<name:name>")
 def apply_calendar(name):
     """Declarative apply of a calendar (see web.apply); ?dry_run=true writes nothing."""
-    desired = resources.fields(CalendarIn, apply.desired_with_name(json_body(), "name", name), STAMPS)
+    desired = body(CalendarIn, STAMPS, apply.desired_with_name(json_body(), "name", name))
     current = get_by_name(Calendar, Calendar.name, name)
     check_if_match(current)
     now = utcnow()

@@ -4,15 +4,17 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import apply, channels, db, state, utcnow
 from ..errors import TooManyRequests
 from ..models import Channel
 from ..notify import send_test
-from ..resources import STAMPS, fields
+from ..resources import STAMPS
 from ..validation import json_body
-from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+from . import apply_response, body, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+
+bp = Blueprint("channels", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 READ_ONLY = STAMPS | {"has_secret"}
 
@@ -46,7 +48,7 @@ def list_channels():
 
 @bp.post("/channels")
 def create_channel():
-    values = fields(channels.ChannelIn, json_body(), READ_ONLY)
+    values = body(channels.ChannelIn, READ_ONLY)
     channel = channels.store(db(), state().box, org_id(), values, None, utcnow(), state().config.denied_networks)
     return with_etag(jsonify(channels.channel_json(channel)), channel)
 
@@ -61,7 +63,7 @@ def get_channel(id_):
 def edit_channel(id_):
     channel = get_owned(Channel, id_, "channel")
     check_if_match(channel)
-    values = fields(channels.ChannelIn, json_body(), READ_ONLY)
+    values = body(channels.ChannelIn, READ_ONLY)
     channels.store(db(), state().box, org_id(), values, channel, utcnow(), state().config.denied_networks)
     return with_etag(jsonify(channels.channel_json(channel)), channel)
 
@@ -86,7 +88,7 @@ def apply_channel(name):
 
     url and secret are sent on create and, on an existing channel, only with ?update_secrets=true (then they
     count as changed). A change of kind needs the new target, so it sends url and secret as if asked."""
-    desired = fields(channels.ChannelIn, apply.desired_with_name(json_body(), "name", name), READ_ONLY)
+    desired = body(channels.ChannelIn, READ_ONLY, apply.desired_with_name(json_body(), "name", name))
     current = get_by_name(Channel, Channel.name, name)
     check_if_match(current)
     now = utcnow()

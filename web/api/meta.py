@@ -4,14 +4,16 @@ from __future__ import annotations
 import functools
 
 from apispec import APISpec
-from flask import Response, jsonify, send_from_directory
+from flask import Blueprint, jsonify, Response, send_from_directory
 
 from .. import __version__, db
 from ..models import Org
 from ..channels import ChannelIn
 from ..schemas import (BulkPauseIn, BulkResumeIn, CalendarIn, CloudIn, KeyIn, MachineIn, PauseIn, PreviewIn,
                        ScheduleIn, ScriptIn)
-from . import bp, org_id
+from . import org_id
+
+bp = Blueprint("meta", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 
 @bp.get("/ping")

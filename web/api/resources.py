@@ -1,7 +1,7 @@
 """What a schedule points at: clouds, their machines, SSH keys and scripts."""
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from .. import apply, db, resources, state, utcnow
@@ -10,18 +10,16 @@ from ..models import Cloud, Key, Machine, Script
 from ..resources import MACHINE_READ_ONLY, STAMPS, cloud_json, key_json, machine_json, script_json
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..validation import json_body
-from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+from . import apply_response, body, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
 
-
-def _fields(model, read_only: set[str]) -> dict:
-    return resources.fields(model, json_body(), read_only)
+bp = Blueprint("resources", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 
 def _apply(kind: apply.Kind, schema, column, name_field: str, name: str, read_only: set[str], store):
     """PUT <collection>/by-name/<name>: apply the body (the desired state) with the resource's service function.
 
     ?dry_run=true writes nothing; ?update_secrets=true replaces the stored secret of an existing resource."""
-    desired = resources.fields(schema, apply.desired_with_name(json_body(), name_field, name), read_only)
+    desired = body(schema, read_only, apply.desired_with_name(json_body(), name_field, name))
     current = get_by_name(kind.model, column, name)
     check_if_match(current)
 
@@ -47,7 +45,7 @@ def list_clouds():
 
 @bp.post("/clouds")
 def create_cloud():
-    cloud = resources.create_cloud(db(), state().box, org_id(), _fields(CloudIn, STAMPS), utcnow(),
+    cloud = resources.create_cloud(db(), state().box, org_id(), body(CloudIn, STAMPS), utcnow(),
                                    denied_networks=state().config.denied_networks)
     return with_etag(jsonify(cloud_json(cloud)), cloud)
 
@@ -67,7 +65,7 @@ def _store_cloud(values, current, dry_run):
 def edit_cloud(id_):
     cloud = get_owned(Cloud, id_, "cloud")
     check_if_match(cloud)
-    _store_cloud(_fields(CloudIn, STAMPS), cloud, False)
+    _store_cloud(body(CloudIn, STAMPS), cloud, False)
     return with_etag(jsonify(cloud_json(cloud)), cloud)
 
 
@@ -114,7 +112,7 @@ def list_machines(cid):
 def create_machine(cid):
     cloud = get_owned(Cloud, cid, "cloud")
     resources.check_declarable(cloud)  # before the fields: the cloud's kind is the first thing wrong
-    values = _fields(MachineIn, MACHINE_READ_ONLY)
+    values = body(MachineIn, MACHINE_READ_ONLY)
     return jsonify(machine_json(resources.declare_machine(db(), org_id(), cloud, values, utcnow())))
 
 
@@ -133,7 +131,7 @@ def get_machine(cid, mid):
 @bp.patch("/clouds/<cid>/machines/<mid>")
 def edit_machine(cid, mid):
     machine = _owned_machine(cid, mid)
-    values = _fields(MachineIn, resources.machine_read_only(db().get(Cloud, cid)))
+    values = body(MachineIn, resources.machine_read_only(db().get(Cloud, cid)))
     resources.update_machine(db(), org_id(), machine, values, utcnow())
     return jsonify(machine_json(machine))
 
@@ -156,7 +154,7 @@ def list_keys():
 
 @bp.post("/keys")
 def create_key():
-    key = resources.create_key(db(), state().box, org_id(), _fields(KeyIn, STAMPS | {"public"}), utcnow())
+    key = resources.create_key(db(), state().box, org_id(), body(KeyIn, STAMPS | {"public"}), utcnow())
     return with_etag(jsonify(key_json(key)), key)
 
 
@@ -174,7 +172,7 @@ def _store_key(values, current, dry_run):
 def edit_key(id_):
     key = get_owned(Key, id_, "key")
     check_if_match(key)
-    _store_key(_fields(KeyIn, STAMPS | {"public"}), key, False)
+    _store_key(body(KeyIn, STAMPS | {"public"}), key, False)
     return with_etag(jsonify(key_json(key)), key)
 
 
@@ -210,7 +208,7 @@ def _ansible_refusal() -> str | None:
 
 @bp.post("/scripts")
 def create_script():
-    script = resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), None, utcnow(), _ansible_refusal)
+    script = resources.store_script(db(), org_id(), body(ScriptIn, STAMPS), None, utcnow(), _ansible_refusal)
     return with_etag(jsonify(script_json(script)), script)
 
 
@@ -224,7 +222,7 @@ def get_script(id_):
 def edit_script(id_):
     script = get_owned(Script, id_, "script")
     check_if_match(script)
-    resources.store_script(db(), org_id(), _fields(ScriptIn, STAMPS), script, utcnow(), _ansible_refusal)
+    resources.store_script(db(), org_id(), body(ScriptIn, STAMPS), script, utcnow(), _ansible_refusal)
     return with_etag(jsonify(script_json(script)), script)
 
 

@@ -1,7 +1,7 @@
 """Runs and logs: what happened on each machine."""
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import db, state, utcnow
 from ..errors import BadRequest
@@ -9,7 +9,9 @@ from ..models import Event, Run, Schedule
 from ..notify import deliveries_json
 from ..runs import event_json, events_query, machines_of, run_json, run_now, runs_query
 from ..timemath import TimeSpecError, parse_instant
-from . import bp, get_owned, list_response, org_id
+from . import get_owned, list_response, org_id
+
+bp = Blueprint("runs", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 
 @bp.post("/schedules/<id_>/run")

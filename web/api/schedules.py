@@ -1,7 +1,7 @@
 """Schedules: the Mist v1 contract (/api/v1/schedules), made strict; previews, pause and resume."""
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import apply, db, schedules, state, timemath, utcnow
 from ..errors import BadRequest
@@ -9,7 +9,9 @@ from ..models import Schedule
 from ..schemas import BulkPauseIn, BulkResumeIn, PauseIn, PreviewIn
 from ..timemath import format_instant
 from ..validation import json_body, query_int, validate
-from . import apply_response, bp, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+from . import apply_response, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
+
+bp = Blueprint("schedules", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 # What a caller manages of a schedule: every writable field (run_immediately means something only at creation).
 SCHEDULE_FIELDS = tuple(c for c in schedules.COLUMNS if c != "run_immediately")

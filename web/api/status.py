@@ -1,11 +1,13 @@
 """GET /api/v1/status: the backlog (the org's and the whole service's), live workers and the dispatchers' last tick."""
 from __future__ import annotations
 
-from flask import jsonify
+from flask import Blueprint, jsonify
 
 from .. import db, utcnow
 from ..status import status_json
-from . import bp, org_id
+from . import org_id
+
+bp = Blueprint("status", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 
 @bp.get("/status")
