@@ -1,5 +1,5 @@
 """The worker's retry loop (web.worker._retry_run) on SQLite and PostgreSQL: what it retries, and that a stop
-ends its wait. Retries through real playbooks against moto are in tests/integration/test_retries.py."""
+ends its wait. Retries through real playbooks against moto are in tests/integration/test_retries_e2e.py."""
 from __future__ import annotations
 
 import threading
