@@ -50,8 +50,13 @@ def resource_of(row) -> str:
     return RESOURCES.get(row.__tablename__, row.__tablename__)
 
 
+# Columns whose name is not the API's field: an entry speaks the API's names.
+FIELD_NAMES = {"is_default": "default", "url_shown": "url", "target_enc": "url_and_secret_enc"}
+
+
 def _field(column: str) -> tuple[str, bool]:
     """(the field name an entry shows, whether it is a secret) for a column."""
+    column = FIELD_NAMES.get(column, column)
     for suffix in SECRET_SUFFIXES:
         if column.endswith(suffix):
             return column[: -len(suffix)], True

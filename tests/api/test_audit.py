@@ -335,6 +335,9 @@ def test_channel_changes_are_recorded_with_the_url_and_secret_masked(api):
     log = entries(api, resource="channel", id=channel["id"])
     assert [e["action"] for e in log] == ["delete", "update", "update", "create"]
     assert log[2]["changes"] == {"name": {"before": "audited-hook", "after": "renamed-hook"}}
-    assert log[1]["changes"] == {"target": {"before": "***", "after": "***"}}
+    assert log[1]["changes"] == {"url_and_secret": {"before": "***", "after": "***"}}
+    assert log[3]["changes"]["url"] == {"before": None, "after": channel["url"]}  # the API's names, masked URL
+    assert log[3]["changes"]["default"] == {"before": None, "after": False}
+    assert not {"target", "url_shown", "is_default"} & set(log[3]["changes"])
     dumped = repr(log)
     assert "T0KEN" not in dumped and "s3cret" not in dumped and "another-secret" not in dumped
