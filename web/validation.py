@@ -173,7 +173,7 @@ def check_request_text() -> None:
     if rule:
         raise BadRequest(f"path: {rule}")
     fields = [("query", request.args)]
-    if request.blueprint not in ("api", "ui") and request.mimetype in FORM_TYPES:
+    if not {"api", "ui"} & set(request.blueprints) and request.mimetype in FORM_TYPES:
         request.get_data(cache=True)  # the form is then parsed from this copy, so the body stays readable
         fields.append(("form", request.form))
     for where, values in fields:

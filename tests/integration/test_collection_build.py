@@ -17,7 +17,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AWX_DOCS = REPO_ROOT / "docs" / "awx"
-MODULES = ("calendar", "cloud", "key", "machine", "schedule", "schedule_info", "script")
+MODULES = ("calendar", "channel", "cloud", "key", "machine", "schedule", "schedule_info", "script")
 # What the tarball ships, as galaxy.yml's build_ignore leaves it.
 SHIPPED = ("galaxy.yml", "README.md", "meta", "plugins", "playbooks", "docs")
 

@@ -79,6 +79,11 @@ def test_pruning_keeps_the_newest_runs_and_the_api_answers_throughout(tmp_path):
                                                             "kind": "apprise", "url": "json://127.0.0.1:9/x"})
                 if status != 200:
                     failures.append(f"POST channels: {status} {body}")
+                    continue
+                # Deleted again: writes go on throughout, within the org's 50 channels.
+                status, gone = svc.api("DELETE", f"channels/{body['id']}")
+                if status not in (200, 204):
+                    failures.append(f"DELETE channels: {status} {gone}")
 
         recent = _insert_runs(db_path, org_id, busy["id"], [timedelta(minutes=m) for m in range(1, RUNS + 1)])
         aged = _insert_runs(db_path, org_id, old["id"], [timedelta(days=d) for d in (29, 31, 60)])
