@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_runs import TRIVIAL_PLAYBOOK, Moto, _parse, ansible_playbook  # noqa: E402
+from bench.bench_runs import TRIVIAL_PLAYBOOK, Moto, _parse, ansible_playbook, loop_stop  # noqa: E402
 
 TARGETS = {"power_ratio_at_1000": 3.0, "script_ratio": 2.0}
 LEAD_SECONDS = 4.0  # T is this long after the schedules are committed
@@ -175,24 +175,6 @@ def power_burst(moto: Moto, workdir: Path, machines: list[str], batching: bool, 
         burst.stop()
 
 
-def floor(moto: Moto, machines: list[str], trivial: Path, collections: Path) -> dict:
-    """A bare libcloud loop stopping `machines` (driver built, listed once), plus one empty ansible-playbook start."""
-    from plugins.module_utils._libcloud import get_driver
-
-    t0 = time.perf_counter()
-    driver = get_driver("ec2", dict(moto.server.credentials), dict(moto.server.options))
-    wanted = set(machines)
-    nodes = [n for n in driver.list_nodes() if n.id in wanted]
-    for node in nodes:
-        if driver.stop_node(node) is False:
-            raise RuntimeError(f"stop_node refused {node.id}")
-    loop = time.perf_counter() - t0
-    if len(nodes) != len(machines):
-        raise RuntimeError(f"listed {len(nodes)} of {len(machines)} machines")
-    startup = ansible_playbook(trivial, collections, ["-i", "localhost,", "playbook.yml"])
-    return {"loop_s": loop, "ansible_startup_s": startup, "total_s": loop + startup}
-
-
 # ----------------------------------------------------------------------------- script
 
 class SshHosts:
@@ -309,7 +291,7 @@ def main(argv=None) -> int:
         for n in sizes:
             machines, others = moto.server.create_machines(n), moto.server.create_machines(n)
             row = {"n": n}
-            row["floor"] = floor(moto, others, trivial, collections)
+            row["floor"] = loop_stop(moto, others, trivial, collections)
             print(f"N={n}: floor {row['floor']['total_s']:.2f} s", file=sys.stderr, flush=True)
             row["batched"] = power_burst(moto, tmp / f"on-{n}", machines, True, args.timeout)
             print(f"N={n}: batched {row['batched']}", file=sys.stderr, flush=True)

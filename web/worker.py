@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from .backoff import Backoff
 from .listings import fetch_for_run
-from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, fetch_nodes, private_key,
+from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, private_key,
                        resolve, ssh_address, store_nodes)
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
 from .runs import SHUTDOWN, WORKER_LOST, add_event, claim_ready, end_run, interrupt, record_result
@@ -147,9 +147,9 @@ class Part:
 class Listings:
     """The provider listings of one batch: each cloud is listed at most once and its machines stored once."""
 
-    def __init__(self, limits: ProviderLimits, state=None):
+    def __init__(self, limits: ProviderLimits, state):
         self.limits = limits
-        self.state = state  # with a state, listings count against the org's run listing slots
+        self.state = state  # listings count against the org's run listing slots (CLOUDCRON_RUN_LISTINGS_PER_ORG)
         self.found: dict[str, object] = {}  # cloud id -> Listing
         self.errors: dict[str, str] = {}  # cloud id -> why it could not be listed
         self.stored: set[str] = set()
@@ -158,10 +158,7 @@ class Listings:
         if spec.id in self.found or spec.id in self.errors:
             return
         try:
-            if self.state is not None:  # within the org's run listing slots (CLOUDCRON_RUN_LISTINGS_PER_ORG)
-                self.found[spec.id] = fetch_for_run(self.state, spec, self.limits)
-            else:
-                self.found[spec.id] = fetch_nodes(spec, self.limits)
+            self.found[spec.id] = fetch_for_run(self.state, spec, self.limits)
         except ProviderError as exc:
             self.errors[spec.id] = exc.message
 
