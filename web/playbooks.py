@@ -18,11 +18,17 @@ Conventions shared with web/runner.py:
   rescue their own failures).
 - A script host with ``cloudcron_time_limit`` runs its script under coreutils ``timeout`` on
   the machine: a result with rc 124 or 137 that took at least that long was stopped there.
+- A machine that several executable-script runs of a batch reach with the same SSH identity is one
+  host carrying ``cloudcron_jobs`` ([[run id, machine key, time limit or 0], ...]) instead of a run
+  id and machine key: its script is a launcher (playbooks/launcher.sh.j2) that runs every job's
+  script side by side and reports each one (web/results.py, parse_launcher_report). Ansible's
+  cost is per inventory host, so a batch of 100 runs on 10 machines costs what 10 hosts cost.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +59,11 @@ FILES_DIR = "files"
 REMOTE_KILL_AFTER = 5
 # coreutils timeout's exit statuses: the command was sent TERM, or KILL after --kill-after.
 TIMEOUT_STATUSES = (124, 137)
+# Bytes of each stream kept of a script's output (the runner's default; CLOUDCRON_OUTPUT_CAP).
+DEFAULT_OUTPUT_CAP = 256 * 1024
+# Jobs a launcher runs at once on one machine; the rest wait for a lane. Ansible's own forks bound
+# how many machines are worked on at once, this bounds how many scripts start on one of them.
+LAUNCHER_LANES = 20
 _SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _env = jinja2.Environment(
@@ -84,6 +95,7 @@ class SshTarget:
     user: str
     private_key: str = field(repr=False)  # PEM/OpenSSH text; never logged
     time_limit: int | None = None  # seconds the script may run on the machine, see remote_time_limit
+    org_id: str = ""  # the run's org: runs of different orgs never share an SSH connection or a launcher
 
 
 @dataclass(frozen=True)
@@ -209,24 +221,64 @@ class ScriptTarget:
     params: str = ""
 
 
-def render_executables(items: list[ScriptTarget]) -> Rendered:
-    """One play running each machine's own executable script (runs of a batch may differ in script and params)."""
+def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTPUT_CAP) -> Rendered:
+    """One play running each machine's own executable script (runs of a batch may differ in script and params).
+
+    Items that reach a machine with the same SSH identity (org, address, port, user and key; see
+    _identity) become one host: alone, the item's script runs there directly; two or more, a launcher
+    runs all of them side by side (see the module docstring). output_cap: bytes of each stream a launcher
+    sends back per job (the runner keeps the same cap of a script run directly)."""
     if not items:
         raise RenderError("a script run needs at least one machine")
     files: dict[str, tuple[str, int]] = {}
-    targets = [item.target for item in items]
-    hosts = _ssh_hosts(targets, files)
-    for item, host in zip(items, hosts.values()):
-        # A name no one writes by chance: Ansible swaps its first occurrence in the command
-        # line for the uploaded path, so it must not also appear inside the parameters.
-        name = "cloudcron-" + hashlib.sha256(item.script.encode()).hexdigest()[:24]
-        files[f"{FILES_DIR}/{name}"] = (item.script, 0o600)
-        host["cloudcron_script_cmd"] = f"{name} {item.params}" if item.params else name
-        if item.target.time_limit:
-            host["cloudcron_time_limit"] = int(item.target.time_limit)
-            host["cloudcron_script_executable"] = _time_limit_wrapper(item.target.time_limit)
+    groups: dict[tuple, list[ScriptTarget]] = {}
+    for item in items:
+        groups.setdefault(_identity(item.target), []).append(item)
+    hosts: dict[str, dict] = {}
+    identities: dict[tuple, int] = {}
+    for group in groups.values():
+        name, host = _ssh_host(group[0].target, len(hosts), hosts, files, identities)
+        if len(group) == 1:
+            item = group[0]
+            script_name = _file_name(item.script)
+            files[f"{FILES_DIR}/{script_name}"] = (item.script, 0o600)
+            host["cloudcron_script_cmd"] = f"{script_name} {item.params}" if item.params else script_name
+            if item.target.time_limit:
+                host["cloudcron_time_limit"] = int(item.target.time_limit)
+                host["cloudcron_script_executable"] = _time_limit_wrapper(item.target.time_limit)
+        else:
+            launcher = _launcher(group, output_cap)
+            launcher_name = _file_name(launcher)
+            files[f"{FILES_DIR}/{launcher_name}"] = (launcher, 0o600)
+            del host["cloudcron_run_id"], host["cloudcron_machine_key"]
+            host["cloudcron_jobs"] = [[i.target.run_id, i.target.key, int(i.target.time_limit or 0)] for i in group]
+            host["cloudcron_script_cmd"] = launcher_name
+        hosts[name] = host
     playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
-    return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, [(t.run_id, t.key) for t in targets])
+    return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, [(i.target.run_id, i.target.key) for i in items])
+
+
+def _file_name(text: str) -> str:
+    # A name no one writes by chance: Ansible swaps its first occurrence in the command line for
+    # the uploaded path, so it must not also appear inside the parameters.
+    return "cloudcron-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _launcher(group: list[ScriptTarget], output_cap: int) -> str:
+    """The launcher script running every item's script on their one machine (playbooks/launcher.sh.j2)."""
+    scripts: dict[str, str] = {}  # script text -> file name in the launcher's directory
+    jobs = []
+    for index, item in enumerate(group):
+        script = scripts.setdefault(item.script, f"s{len(scripts)}")
+        # shlex.quote gives one POSIX shell word: the parameters reach the job as one argument, which
+        # the job evaluates (see the template).
+        jobs.append({"index": index, "script": script, "limit": int(item.target.time_limit or 0),
+                     "params": shlex.quote(item.params)})
+    cap = max(int(output_cap), 2)
+    return _env.get_template("launcher.sh.j2").render(
+        scripts=[(name, shlex.quote(text)) for text, name in scripts.items()],
+        lanes=[jobs[i::LAUNCHER_LANES] for i in range(min(LAUNCHER_LANES, len(jobs)))],
+        jobs=jobs, cap=cap, head=cap - cap // 2, tail=cap // 2, kill_after=REMOTE_KILL_AFTER)
 
 
 def render_script(exec_type: str, script: str, params: str, targets: list[SshTarget]) -> Rendered:
@@ -250,47 +302,63 @@ def render_script(exec_type: str, script: str, params: str, targets: list[SshTar
                     task_timeout=min(limits) if limits else None)
 
 
+def _identity(target: SshTarget) -> tuple:
+    """Who reaches which machine how: entries with the same identity share a key file and an ssh master."""
+    key_text = target.private_key if target.private_key.endswith("\n") else target.private_key + "\n"
+    return (target.org_id, target.host, int(target.port), target.user, hashlib.sha256(key_text.encode()).hexdigest())
+
+
 def _ssh_hosts(targets: list[SshTarget], files: dict[str, tuple[str, int]]) -> dict[str, dict]:
     hosts: dict[str, dict] = {}
-    # Entries that reach the same machine as the same user with the same key (runs of a batch on one
-    # machine) share one key file and one ssh master: one authentication per machine, not per run.
     identities: dict[tuple, int] = {}
     for index, target in enumerate(targets):
-        # Both reach ssh's command line: the worker checks them, this keeps any other caller honest.
-        if not is_host(target.host) or not is_ssh_user(target.user):
-            raise RenderError(f"machine {target.key}: host {target.host!r} or user {target.user!r} "
-                              "is not a plain host name or address and user name")
-        # The machine key reads well in Ansible's output; the index keeps names unique when a
-        # machine appears twice or its key is not a plain name.
-        name = target.key if _SAFE_HOSTNAME.match(target.key) else f"m{index}"
-        while name in hosts:
-            name = f"m{index}-{name}"
-        key_text = target.private_key if target.private_key.endswith("\n") else target.private_key + "\n"
-        identity = (target.host, int(target.port), target.user, hashlib.sha256(key_text.encode()).hexdigest())
-        slot = identities.setdefault(identity, len(identities))
-        key_file = f"{KEY_DIR}/{slot}"
-        files[key_file] = (key_text, 0o600)
-        hosts[name] = {
-            "ansible_host": target.host,
-            "ansible_port": int(target.port),
-            "ansible_user": target.user,
-            "ansible_ssh_private_key_file": key_file,
-            # Without a TTY the remote stdout and stderr come back as separate streams.
-            "ansible_ssh_use_tty": False,
-            "ansible_host_key_checking": False,
-            "ansible_ssh_common_args": SSH_COMMON_ARGS,
-            "ansible_ssh_args": SSH_ARGS,
-            "ansible_control_path_dir": CONTROL_DIR,
-            # One master per identity (address, port, user and key): two entries with the same address
-            # but different keys must not share an authenticated connection. Relative to the private
-            # directory, because a socket path must fit in 108 bytes wherever base_dir is.
-            "ansible_control_path": f"{CONTROL_DIR}/{slot}",
-            "ansible_pipelining": True,
-            "ansible_python_interpreter": "auto_silent",
-            "cloudcron_run_id": target.run_id,
-            "cloudcron_machine_key": target.key,
-        }
+        name, host = _ssh_host(target, index, hosts, files, identities)
+        hosts[name] = host
     return hosts
+
+
+def _ssh_host(target: SshTarget, index: int, hosts: dict[str, dict], files: dict[str, tuple[str, int]],
+              identities: dict[tuple, int]) -> tuple[str, dict]:
+    """The inventory name and variables of one entry reaching target; its key file is added to files.
+
+    hosts: the entries so far (names stay unique); identities: identity -> key file number, so far.
+    Entries of a batch that reach the same machine as the same user with the same key (and org) share one
+    key file and one ssh master: one authentication per machine, not per run."""
+    # Both reach ssh's command line: the worker checks them, this keeps any other caller honest.
+    if not is_host(target.host) or not is_ssh_user(target.user):
+        raise RenderError(f"machine {target.key}: host {target.host!r} or user {target.user!r} "
+                          "is not a plain host name or address and user name")
+    # The machine key reads well in Ansible's output; the index keeps names unique when a
+    # machine appears twice or its key is not a plain name.
+    name = target.key if _SAFE_HOSTNAME.match(target.key) else f"m{index}"
+    while name in hosts:
+        name = f"m{index}-{name}"
+    identity = _identity(target)
+    slot = identities.get(identity)
+    if slot is None:
+        slot = identities[identity] = len(identities)
+        key_text = target.private_key if target.private_key.endswith("\n") else target.private_key + "\n"
+        files[f"{KEY_DIR}/{slot}"] = (key_text, 0o600)
+    return name, {
+        "ansible_host": target.host,
+        "ansible_port": int(target.port),
+        "ansible_user": target.user,
+        "ansible_ssh_private_key_file": f"{KEY_DIR}/{slot}",
+        # Without a TTY the remote stdout and stderr come back as separate streams.
+        "ansible_ssh_use_tty": False,
+        "ansible_host_key_checking": False,
+        "ansible_ssh_common_args": SSH_COMMON_ARGS,
+        "ansible_ssh_args": SSH_ARGS,
+        "ansible_control_path_dir": CONTROL_DIR,
+        # One master per identity (address, port, user and key): two entries with the same address
+        # but different keys must not share an authenticated connection. Relative to the private
+        # directory, because a socket path must fit in 108 bytes wherever base_dir is.
+        "ansible_control_path": f"{CONTROL_DIR}/{slot}",
+        "ansible_pipelining": True,
+        "ansible_python_interpreter": "auto_silent",
+        "cloudcron_run_id": target.run_id,
+        "cloudcron_machine_key": target.key,
+    }
 
 
 class _Tagged:

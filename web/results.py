@@ -85,13 +85,98 @@ def cap_text(text: str, cap: int) -> str:
     data = text.encode("utf-8", errors="replace")
     if len(data) <= cap:
         return text
-    marker = TRUNCATED.format(omitted=len(data) - cap)
+    return _cut(data[:cap - cap // 2], data[len(data) - cap // 2:] if cap // 2 else b"", len(data), cap)
+
+
+def _cut(head: bytes, tail: bytes, size: int, cap: int) -> str:
+    """The capped form of `size` bytes, given at least their first cap - cap // 2 and last cap // 2 bytes."""
+    marker = TRUNCATED.format(omitted=size - cap)
     room = max(cap - len(marker.encode()), 0)
-    head, tail = room - room // 2, room // 2
-    omitted = len(data) - head - tail
-    marker = TRUNCATED.format(omitted=omitted)
-    return (data[:head].decode("utf-8", errors="ignore") + marker
-            + (data[len(data) - tail:].decode("utf-8", errors="ignore") if tail else ""))
+    keep_head, keep_tail = room - room // 2, room // 2
+    marker = TRUNCATED.format(omitted=size - keep_head - keep_tail)
+    return (head[:keep_head].decode("utf-8", errors="ignore") + marker
+            + (tail[len(tail) - keep_tail:].decode("utf-8", errors="ignore") if keep_tail else ""))
+
+
+@dataclass
+class LauncherJob:
+    """One job of a launcher's report (playbooks/launcher.sh.j2): exit status, timing and capped output."""
+
+    rc: int | None  # None: the job left no exit status (it was killed with its launcher)
+    duration: float | None  # seconds, from the machine's clock
+    precise: bool  # the machine's clock gave fractions of a second
+    stdout: str
+    stderr: str
+
+
+def parse_launcher_report(text: str, cap: int) -> dict[int, LauncherJob]:
+    """Read a launcher's report: {job index: LauncherJob} for every job it reported completely.
+
+    The report is, per job: `cloudcron-job <i>`, `<rc> <start> <end>` (or `none`), then `stdout` and
+    `stderr`, each followed by `size <bytes>` and the first and last bytes of the stream as od hex
+    lines. Output beyond cap bytes is cut as cap_text cuts it. A job whose part is cut short or
+    malformed is left out (its machine then gets a result saying so); so is everything after
+    `cloudcron-end`."""
+    jobs: dict[int, LauncherJob] = {}
+    lines = text.splitlines()
+    pos = 0
+
+    def stream(label: str) -> str | None:
+        nonlocal pos
+        if pos + 1 >= len(lines) or lines[pos].strip() != label or not lines[pos + 1].startswith("size "):
+            return None
+        try:
+            size = int(lines[pos + 1].split()[1])
+        except (IndexError, ValueError):
+            return None
+        pos += 2
+        digits = []
+        while pos < len(lines) and lines[pos] and not lines[pos].lstrip().startswith(("cloudcron-", "stdout", "stderr")):
+            digits.append(lines[pos])
+            pos += 1
+        try:
+            data = bytes.fromhex("".join(digits).replace(" ", ""))
+        except ValueError:
+            return None
+        if size <= cap or len(data) < cap:
+            raw = data.decode("utf-8", errors="surrogateescape")
+            return _text(raw)
+        return clean_text(_cut(data[:cap - cap // 2], data[cap - cap // 2:], size, cap))
+
+    while pos < len(lines):
+        line = lines[pos].strip()
+        pos += 1
+        if line == "cloudcron-end":
+            break
+        if not line.startswith("cloudcron-job "):
+            continue
+        try:
+            index = int(line.split()[1])
+        except (IndexError, ValueError):
+            continue
+        status = lines[pos].split() if pos < len(lines) else []
+        pos += 1
+        stdout = stream("stdout")
+        stderr = stream("stderr") if stdout is not None else None
+        if stderr is None:
+            continue
+        rc, duration, precise = None, None, False
+        if len(status) == 3 and status[0].lstrip("-").isdigit():
+            rc = int(status[0])
+            (start, exact_start), (end, exact_end) = _seconds(status[1]), _seconds(status[2])
+            if start is not None and end is not None:
+                duration, precise = max(end - start, 0.0), exact_start and exact_end
+        jobs[index] = LauncherJob(rc, duration, precise, stdout, stderr)
+    return jobs
+
+
+def _seconds(value: str) -> tuple[float | None, bool]:
+    """A `date +%s.%N` reading and whether it has fractions: a date without %N leaves text after the point."""
+    whole, _, fraction = value.partition(".")
+    if not whole.isdigit():
+        return None, False
+    exact = fraction.isdigit()
+    return (float(f"{whole}.{fraction}") if exact else float(whole)), exact
 
 
 class HostLog:
@@ -220,6 +305,9 @@ class Recorder:
         if "cloudcron_machines" in hostvars or "cloudcron_runs" in hostvars:
             self._cloud_result(kind, data, hostvars, res, duration)
             return
+        if "cloudcron_jobs" in hostvars:
+            self._launcher_result(kind, data, hostvars, res, duration)
+            return
         pair = _pair(hostvars)
         if pair in self.results:
             return
@@ -235,27 +323,9 @@ class Recorder:
                 stderr=cap_text(_text(res.get("stderr")), self.cap), error=_msg(res, "the task failed"),
                 duration=duration, changed=res.get("changed")))
         elif kind == "runner_on_ok" and data.get("task") == self.result_task:
-            rc = res.get("rc")
-            ok = rc == 0 and not res.get("failed")
-            limit = hostvars.get("cloudcron_time_limit")
-            status = "succeeded" if ok else "failed"
-            if ok:
-                error = None
-            elif rc is None:
-                error = _msg(res, "the script did not run")
-            elif limit and rc in TIMEOUT_STATUSES and float(duration or 0) >= float(limit):
-                # Only the time limit ends a script with these statuses after that long.
-                status, error = "timed_out", f"the script ran past its time limit of {limit} s and was stopped"
-                self.remote_timed_out = float(limit)
-                self.run_timeouts.setdefault(pair[0], f"the run timed out: a script ran past its time limit of "
-                                                      f"{float(limit):g} s on a machine")
-            else:
-                error = f"the script exited with status {rc}"
-            self._deliver(pair, MachineResult(
-                status, rc=rc,
-                stdout=cap_text(_text(res.get("stdout")), self.cap),
-                stderr=cap_text(_text(res.get("stderr")), self.cap),
-                error=error, duration=duration, changed=res.get("changed")))
+            self._script_result(pair, res.get("rc"), _text(res.get("stdout")), _text(res.get("stderr")), duration,
+                                res.get("changed"), hostvars.get("cloudcron_time_limit"), failed=bool(res.get("failed")),
+                                msg=_msg(res, "the script did not run"))
 
     def _cloud_result(self, kind, data, hostvars, res, duration) -> None:
         machines = cloud_pairs(hostvars)  # provider machine id -> [(run_id, key), ...]
@@ -283,6 +353,57 @@ class Recorder:
             # The module failed before it got to these machines (bad credentials, no such region).
             self._deliver(pair, MachineResult(
                 "failed", error=_msg(res, "the cloud reported no result for this machine"), duration=duration))
+
+    def _launcher_result(self, kind, data, hostvars, res, duration) -> None:
+        """The results of a launcher host's jobs (web/playbooks.py), one per run, from its report."""
+        jobs = [(str(rid), str(key), int(limit or 0)) for rid, key, limit in hostvars["cloudcron_jobs"]]
+        if kind == "runner_on_unreachable":
+            for rid, key, _ in jobs:
+                self._deliver((rid, key), MachineResult("unreachable", error=_msg(res, "the machine is unreachable"),
+                                                        duration=duration))
+            return
+        if kind == "runner_on_failed" and not data.get("ignore_errors"):
+            for rid, key, _ in jobs:
+                self._deliver((rid, key), MachineResult(
+                    "failed", rc=res.get("rc"), stderr=cap_text(_text(res.get("stderr")), self.cap),
+                    error=_msg(res, "the task failed"), duration=duration))
+            return
+        if kind != "runner_on_ok" or data.get("task") != self.result_task:
+            return
+        report = parse_launcher_report(_text(res.get("stdout")), self.cap)
+        why = _text(res.get("stderr")).strip()[-ERROR_TAIL_CHARS:]
+        for index, (rid, key, limit) in enumerate(jobs):
+            job = report.get(index)
+            if job is None or job.rc is None:
+                error = "the script's result did not come back from the machine" + (
+                    f" (exit status {res.get('rc')})" if res.get("rc") else "") + (f": {why}" if why else "")
+                self._deliver((rid, key), MachineResult("failed", rc=res.get("rc"), stderr=cap_text(why, self.cap),
+                                                        error=error, duration=duration))
+                continue
+            self._script_result((rid, key), job.rc, job.stdout, job.stderr, job.duration, True, limit,
+                                # A machine clock in whole seconds may read a limit of 10 s as 9.
+                                slack=0.0 if job.precise else 1.0)
+
+    def _script_result(self, pair, rc, stdout, stderr, duration, changed, limit, slack=0.0, failed=False,
+                       msg: str | None = None) -> None:
+        """A script's result from its exit status: succeeded, failed, or timed_out at its time limit."""
+        ok = rc == 0 and not failed
+        status = "succeeded" if ok else "failed"
+        if ok:
+            error = None
+        elif rc is None:
+            error = msg or "the script did not run"
+        elif limit and rc in TIMEOUT_STATUSES and float(duration or 0) + slack >= float(limit):
+            # Only the time limit ends a script with these statuses after that long.
+            status, error = "timed_out", f"the script ran past its time limit of {limit} s and was stopped"
+            self.remote_timed_out = float(limit)
+            self.run_timeouts.setdefault(pair[0], f"the run timed out: a script ran past its time limit of "
+                                                  f"{float(limit):g} s on a machine")
+        else:
+            error = f"the script exited with status {rc}"
+        self._deliver(pair, MachineResult(status, rc=rc, stdout=cap_text(stdout, self.cap),
+                                          stderr=cap_text(stderr, self.cap), error=error, duration=duration,
+                                          changed=changed))
 
     def _log_user_task(self, host: str, kind: str, data: dict, res: dict, display: str) -> None:
         hlog = self.logs.setdefault(host, HostLog(self.cap))

@@ -272,7 +272,7 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
                 failed.append((m.id, m.cloud_id, m.machine_id, why))
                 continue
             ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
-                                 user=m.ssh_user or "root", private_key=key,
+                                 user=m.ssh_user or "root", private_key=key, org_id=run.org_id,
                                  time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
         if ssh:
             part = Part(run.id, script.exec_type, schedule.timeout, targets=ssh, script_id=script.id,
@@ -343,14 +343,16 @@ def _chunks(items: list, size: int | None = None) -> list[list]:
 
 
 def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | None = None,
-                 verify_seconds: float | None = None) -> list[tuple]:
+                 verify_seconds: float | None = None, output_cap: int | None = None) -> list[tuple]:
     """Render the parts of a batch together: [(Rendered, [Part, ...]), ...], one entry per playbook.
 
     All power parts share one playbook (a task per cloud and state), all executable-script parts one
-    play, and Ansible-script parts one playbook per script; concurrency: machines the power module acts on
-    at once per cloud (CLOUDCRON_PROVIDER_CONCURRENCY); verify_seconds: CLOUDCRON_VERIFY_SECONDS. Raises
-    RenderError (web.playbooks)."""
-    from .playbooks import ScriptTarget, render_executables, render_power, render_script
+    play (a machine several of them reach is one host with a launcher), and Ansible-script parts one
+    playbook per script; concurrency: machines the power module acts on at once per cloud
+    (CLOUDCRON_PROVIDER_CONCURRENCY); verify_seconds: CLOUDCRON_VERIFY_SECONDS; output_cap: bytes of
+    each output stream kept per machine (CLOUDCRON_OUTPUT_CAP; None: the default). Raises RenderError
+    (web.playbooks)."""
+    from .playbooks import DEFAULT_OUTPUT_CAP, ScriptTarget, render_executables, render_power, render_script
 
     out: list[tuple] = []
     power = [p for p in parts if p.kind == "power"]
@@ -360,8 +362,8 @@ def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | N
                                  verify_seconds=verify_seconds), power))
     executable = [p for p in parts if p.kind == "executable"]
     if executable:
-        out.append((render_executables([ScriptTarget(t, p.script, p.params) for p in executable for t in p.targets]),
-                    executable))
+        out.append((render_executables([ScriptTarget(t, p.script, p.params) for p in executable for t in p.targets],
+                                       output_cap=output_cap or DEFAULT_OUTPUT_CAP), executable))
     by_script: dict[tuple, list[Part]] = {}
     for p in parts:
         if p.kind == "ansible":
@@ -369,6 +371,12 @@ def render_parts(parts: list[Part], limits: ProviderLimits, concurrency: int | N
     for (_, text), group in by_script.items():
         out.append((render_script("ansible", text, "", [t for p in group for t in p.targets]), group))
     return out
+
+
+def _render(state, parts: list[Part], limits: ProviderLimits) -> list[tuple]:
+    """render_parts with the server's settings."""
+    config = state.config
+    return render_parts(parts, limits, config.provider_concurrency, config.verify_seconds, config.output_cap)
 
 
 def prepare(state, run_id: str, now: datetime, execution: Execution | None = None):
@@ -382,8 +390,7 @@ def prepare(state, run_id: str, now: datetime, execution: Execution | None = Non
     if part is None:
         return (None, meta), None
     try:
-        [(rendered, _)] = render_parts([part], ProviderLimits.of(state.config), state.config.provider_concurrency,
-                                        state.config.verify_seconds)
+        [(rendered, _)] = _render(state, [part], ProviderLimits.of(state.config))
     except RenderError as exc:
         return None, str(exc)
     return (rendered, meta), None
@@ -547,8 +554,7 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 parts.append(part)
         if parts and not execution.stopped:
             try:
-                playbooks = render_parts(parts, limits, state.config.provider_concurrency,
-                                         state.config.verify_seconds)
+                playbooks = _render(state, parts, limits)
             except RenderError as exc:  # each part rendered alone; together they must too
                 playbooks = []
                 for p in parts:
@@ -676,8 +682,7 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
         if not _begin_attempt(state, part.run_id, keys, n + 1, wait):
             break
         try:
-            [(rendered, group)] = render_parts([narrowed], limits, state.config.provider_concurrency,
-                                               state.config.verify_seconds)
+            [(rendered, group)] = _render(state, [narrowed], limits)
         except RenderError as exc:  # it rendered for attempt 1; a subset renders too, but never crash
             return "error", f"attempt {n + 1} could not be rendered: {exc}"
         out: dict = {}

@@ -226,6 +226,23 @@ def test_a_batch_ends_each_run_its_own_way(env, sshd_hosts, moto_server):
     assert stop_row.status == "succeeded"
 
 
+def test_script_runs_sharing_a_machine_end_each_their_own_way(env, sshd_hosts):
+    """Three script runs on one machine (one launcher host): a success, a failure, a script past its time limit."""
+    machine = _ssh_machine(env, sshd_hosts[0])
+    on = {"action": None, "machines_per_cloud": [], "selectors": [{"type": "machines", "ids": [machine]}],
+          "misfire_grace": 3600}
+    [good] = _queued_runs(env, 1, **on, script_id=_script_row(env, "#!/bin/sh\necho fine \"$1\"\n"), params="ok")
+    [bad] = _queued_runs(env, 1, **on, script_id=_script_row(env, "#!/bin/sh\necho broke >&2\nexit 7\n"))
+    [slow] = _queued_runs(env, 1, **on, script_id=_script_row(env, "#!/bin/sh\nsleep 120\n"), timeout=20)
+    assert execute_run(env.state, good) == "succeeded"
+    assert {r: _status(env, r) for r in (good, bad, slow)} == {good: "succeeded", bad: "failed", slow: "timed_out"}
+    with env.state.db.session() as s:
+        rows = {r: s.scalars(select(RunMachine).where(RunMachine.run_id == r)).one() for r in (good, bad, slow)}
+    assert (rows[good].status, rows[good].stdout) == ("succeeded", "fine ok\n")
+    assert (rows[bad].status, rows[bad].rc, rows[bad].stderr) == ("failed", 7, "broke\n")
+    assert rows[slow].status == "timed_out" and "time limit" in rows[slow].error
+
+
 def test_a_batch_written_in_small_transactions_plans_records_and_ends_each_run_once(env, monkeypatch):
     from web import worker
 

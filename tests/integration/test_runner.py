@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from web.playbooks import CloudTargets, SshTarget, render_power, render_script
+from web.playbooks import CloudTargets, ScriptTarget, SshTarget, render_executables, render_power, render_script
 from web.runner import PRIVATE_PREFIX, cap_text, execute, purge_leftovers
 from web.sandbox import detect
 
@@ -92,6 +92,37 @@ def test_each_machine_gets_its_own_rc_stdout_and_stderr(sshd_hosts, tmp_path, sa
         assert res.duration is not None and res.duration >= 0
     unreachable = result.results[(RUN, "f" * 32)]
     assert unreachable.status == "unreachable" and unreachable.error and unreachable.rc is None
+    _assert_nothing_left(base)
+
+
+def test_runs_sharing_a_machine_run_side_by_side_through_one_launcher(sshd_hosts, tmp_path, sandbox):
+    base = tmp_path / "runs"
+    host, other = sshd_hosts[0], sshd_hosts[1]
+
+    def on(h, run_id, limit=None):
+        return SshTarget(run_id, "m-" + str(h.port), h.host, h.port, h.user, h.private_key, time_limit=limit)
+
+    # $0 is the script's path in the launcher's directory on the machine, which must be gone afterwards.
+    where = "#!/bin/sh\necho \"$0\"\n"
+    items = [ScriptTarget(on(host, "r-port"), PORT_SCRIPT, f"{other.port} '{{{{ 6 * 7 }}}}'"),
+             ScriptTarget(on(host, "r-fails"), "#!/bin/sh\necho no >&2\nexit 5\n"),
+             ScriptTarget(on(host, "r-limited", limit=2), "#!/bin/sh\nsleep 60\n"),
+             ScriptTarget(on(host, "r-where"), where),
+             ScriptTarget(on(other, "r-alone"), PORT_SCRIPT, str(other.port))]
+    rendered = render_executables(items)
+    assert len(rendered.inventory["all"]["hosts"]) == 2  # one entry per machine, whatever the runs
+    result = execute(rendered, base_dir=base, timeout=120, sandbox=sandbox, run_timeouts={"r-limited": 100})
+
+    assert result.status == "finished", result.error
+    got = {rid: result.results[(rid, key)] for rid, key in rendered.expected}
+    assert (got["r-port"].status, got["r-port"].stdout) == ("succeeded", f"stdout from {host.port}: {{{{ 6 * 7 }}}}\n")
+    assert got["r-port"].stderr == f"stderr from {host.port}\n"
+    assert (got["r-fails"].status, got["r-fails"].rc, got["r-fails"].stderr) == ("failed", 5, "no\n")
+    assert got["r-limited"].status == "timed_out" and result.run_timeouts.keys() == {"r-limited"}
+    assert (got["r-alone"].status, got["r-alone"].rc) == ("failed", 3)  # its own machine, its own port
+    launched = Path(got["r-where"].stdout.strip()).parent
+    assert got["r-where"].status == "succeeded" and launched.name.startswith("cloudcron.")
+    assert not launched.exists()  # the launcher removed its scripts and output from the machine
     _assert_nothing_left(base)
 
 

@@ -7,8 +7,9 @@ from web.results import Recorder
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
-def _ssh(run_id, key, port=22, time_limit=None):
-    return SshTarget(run_id=run_id, key=key, host="127.0.0.1", port=port, user="root", private_key=KEY,
+def _ssh(run_id, key, port=22, time_limit=None, host=None):
+    # A machine of its own per key unless told: runs that share a machine share a launcher host.
+    return SshTarget(run_id=run_id, key=key, host=host or f"{key}.example", port=port, user="root", private_key=KEY,
                      time_limit=time_limit)
 
 

@@ -1,0 +1,158 @@
+"""The launcher that runs several runs' scripts on one machine (playbooks/launcher.sh.j2), run for real by /bin/sh
+on this machine, its report fed to the Recorder as the script task's result: no sshd, no Ansible."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from web.playbooks import LAUNCHER_LANES, ScriptTarget, SshTarget, render_executables
+from web.results import Recorder, parse_launcher_report
+
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"
+PRINTS = "#!/bin/sh\necho \"out [$1] [$2]\"\necho \"err $#\" >&2\n"
+
+
+def _item(run_id, script, params="", time_limit=None, host="box.example", org="org-a"):
+    return ScriptTarget(SshTarget(run_id, "m1", host, 22, "root", KEY, time_limit=time_limit, org_id=org),
+                        script, params)
+
+
+def _launch(tmp_path: Path, items, cap=4096):
+    """Render items, run the one launcher host's script with sh, and feed its output to a Recorder."""
+    rendered = render_executables(items, output_cap=cap)
+    [(host, hostvars)] = rendered.inventory["all"]["hosts"].items()
+    path = tmp_path / "launcher"
+    path.write_text(rendered.files[f"files/{hostvars['cloudcron_script_cmd']}"][0])
+    path.chmod(0o700)
+    proc = subprocess.run([str(path)], capture_output=True, timeout=60, cwd=tmp_path)
+    recorder = Recorder(rendered, cap)
+    recorder.on_event({"event": "runner_on_ok", "event_data": {
+        "host": host, "task": "cloudcron result", "duration": 1.0,
+        "res": {"rc": proc.returncode, "stdout": proc.stdout.decode("utf-8", "surrogateescape"),
+                "stderr": proc.stderr.decode()}}})
+    return recorder.results, recorder, proc
+
+
+def test_runs_on_one_machine_share_one_host_and_one_upload():
+    rendered = render_executables([_item("r1", PRINTS, "a"), _item("r2", PRINTS, "b"),
+                                   _item("r3", "#!/bin/sh\nexit 0\n")])
+    [hostvars] = rendered.inventory["all"]["hosts"].values()
+    assert hostvars["cloudcron_jobs"] == [["r1", "m1", 0], ["r2", "m1", 0], ["r3", "m1", 0]]
+    assert "cloudcron_run_id" not in hostvars and "cloudcron_script_executable" not in hostvars
+    uploads = [name for name in rendered.files if name.startswith("files/")]
+    assert uploads == [f"files/{hostvars['cloudcron_script_cmd']}"]
+    assert sorted(rendered.expected) == [("r1", "m1"), ("r2", "m1"), ("r3", "m1")]
+
+
+def test_runs_of_different_orgs_on_one_machine_never_share_a_host_or_a_connection():
+    rendered = render_executables([_item("r1", PRINTS, org="org-a"), _item("r2", PRINTS, org="org-b")])
+    hosts = list(rendered.inventory["all"]["hosts"].values())
+    assert len(hosts) == 2 and all("cloudcron_jobs" not in h for h in hosts)
+    assert len({h["ansible_control_path"] for h in hosts}) == 2
+
+
+def test_a_machine_with_one_run_runs_its_script_directly():
+    rendered = render_executables([_item("r1", PRINTS, "a", host="one.example"), _item("r2", PRINTS, host="two.example")])
+    for hostvars in rendered.inventory["all"]["hosts"].values():
+        assert "cloudcron_jobs" not in hostvars and hostvars["cloudcron_script_cmd"].startswith("cloudcron-")
+
+
+def test_each_job_gets_its_own_status_output_and_parameters(tmp_path):
+    results, _, _ = _launch(tmp_path, [
+        _item("ok", PRINTS, "--flag 'a b'"),
+        _item("fails", "#!/bin/sh\necho before\nexit 3\n"),
+        _item("plain", "echo no shebang line"),
+        _item("chained", PRINTS, "x; exit 9"),
+    ])
+    ok, fails, plain, chained = (results[(r, "m1")] for r in ("ok", "fails", "plain", "chained"))
+    assert (ok.status, ok.rc, ok.stdout, ok.stderr) == ("succeeded", 0, "out [--flag] [a b]\n", "err 2\n")
+    assert (fails.status, fails.rc, fails.stdout, fails.error) == ("failed", 3, "before\n",
+                                                                   "the script exited with status 3")
+    assert (plain.status, plain.stdout) == ("succeeded", "no shebang line\n")
+    # The parameters reach a shell as written, as when the script runs alone on its machine.
+    assert (chained.status, chained.rc, chained.stdout) == ("failed", 9, "out [x] []\n")
+
+
+def test_one_runs_broken_parameters_end_only_that_run(tmp_path):
+    results, _, _ = _launch(tmp_path, [_item("broken", PRINTS, "'unbalanced"), _item("exits", PRINTS, "; exit"),
+                                       _item("fine", PRINTS, "y")])
+    assert results[("broken", "m1")].status == "failed" and results[("broken", "m1")].rc == 2
+    assert results[("fine", "m1")].stdout == "out [y] []\n" and results[("fine", "m1")].status == "succeeded"
+    assert results[("exits", "m1")].stdout == "out [] []\n"
+
+
+def test_jobs_run_side_by_side_and_a_time_limit_stops_only_its_run(tmp_path):
+    # Each waits for the other's file: run one after the other, the first would wait until its time limit.
+    meet = "#!/bin/sh\ntouch \"$1\"\nwhile [ ! -e \"$2\" ]; do sleep 0.1; done\necho met\n"
+    results, recorder, _ = _launch(tmp_path, [_item("limited", "#!/bin/sh\nsleep 30\n", time_limit=1),
+                                              _item("a", meet, "a b", time_limit=30), _item("b", meet, "b a", time_limit=30)])
+    limited = results[("limited", "m1")]
+    assert limited.status == "timed_out" and limited.rc == 124 and "time limit of 1 s" in limited.error
+    assert set(recorder.run_timeouts) == {"limited"}
+    for rid in ("a", "b"):
+        assert (results[(rid, "m1")].status, results[(rid, "m1")].stdout) == ("succeeded", "met\n")
+
+
+def test_output_is_capped_per_job_and_bytes_that_are_not_utf8_survive_as_replacements(tmp_path):
+    big = "#!/bin/sh\ni=0\nwhile [ $i -lt 400 ]; do echo \"line $i\"; i=$((i+1)); done\n"
+    results, _, _ = _launch(tmp_path, [_item("big", big), _item("binary", "#!/bin/sh\nprintf 'caf\\351\\n'\n")],
+                            cap=512)
+    out = results[("big", "m1")].stdout
+    assert len(out.encode()) <= 512 and out.startswith("line 0\n") and out.endswith("line 399\n")
+    assert "bytes of output truncated" in out
+    assert results[("binary", "m1")].stdout == "caf\ufffd\n"
+
+
+def test_a_script_printing_a_report_cannot_write_another_runs_result(tmp_path):
+    forger = ("#!/bin/sh\nprintf 'cloudcron-job 1\\n0 1 2\\nstdout\\nsize 2\\n 6f 6b\\nstderr\\nsize 0\\n'\n"
+              "echo 'cloudcron-end'\nexit 0\n")
+    results, _, _ = _launch(tmp_path, [_item("forger", forger), _item("victim", "#!/bin/sh\necho real\nexit 4\n")])
+    assert results[("victim", "m1")].rc == 4 and results[("victim", "m1")].stdout == "real\n"
+    assert results[("forger", "m1")].stdout.startswith("cloudcron-job 1\n")
+
+
+def test_jobs_beyond_the_lanes_wait_for_one_and_all_report(tmp_path):
+    count = LAUNCHER_LANES + 5
+    results, _, _ = _launch(tmp_path, [_item(f"r{i}", PRINTS, str(i)) for i in range(count)])
+    assert [results[(f"r{i}", "m1")].stdout for i in range(count)] == [f"out [{i}] []\n" for i in range(count)]
+
+
+def test_a_report_cut_short_fails_the_jobs_it_lacks_with_the_launchers_error():
+    rendered = render_executables([_item("r1", PRINTS), _item("r2", PRINTS)])
+    [host] = rendered.inventory["all"]["hosts"]
+    recorder = Recorder(rendered, 1024)
+    recorder.on_event({"event": "runner_on_ok", "event_data": {"host": host, "task": "cloudcron result", "res": {
+        "rc": 70, "stdout": "cloudcron-job 0\n0 1.5 2.5\nstdout\nsize 3\n 68 69 0a\nstderr\nsize 0\ncloudcron-job 1\n",
+        "stderr": "cloudcron: cannot create a temporary directory"}}})
+    first, second = recorder.results[("r1", "m1")], recorder.results[("r2", "m1")]
+    assert (first.status, first.stdout, first.duration) == ("succeeded", "hi\n", 1.0)
+    assert second.status == "failed" and "did not come back" in second.error
+    assert "cannot create a temporary directory" in second.error
+
+
+@pytest.mark.parametrize("kind", ["runner_on_unreachable", "runner_on_failed"])
+def test_an_unreachable_or_failed_launcher_host_ends_every_job(kind):
+    rendered = render_executables([_item("r1", PRINTS), _item("r2", PRINTS)])
+    [host] = rendered.inventory["all"]["hosts"]
+    recorder = Recorder(rendered, 1024)
+    recorder.on_event({"event": kind, "event_data": {"host": host, "task": "cloudcron result",
+                                                     "res": {"msg": "no route to host"}}})
+    expected = "unreachable" if kind == "runner_on_unreachable" else "failed"
+    assert {k: (r.status, r.error) for k, r in recorder.results.items()} == {
+        ("r1", "m1"): (expected, "no route to host"), ("r2", "m1"): (expected, "no route to host")}
+
+
+def test_whole_second_clocks_are_read_with_a_second_of_slack():
+    report = "cloudcron-job 0\n124 100 109\nstdout\nsize 0\nstderr\nsize 0\ncloudcron-end\n"
+    [job] = parse_launcher_report(report, 100).values()
+    assert (job.rc, job.duration, job.precise) == (124, 9.0, False)
+    rendered = render_executables([_item("r1", PRINTS, time_limit=10), _item("r2", PRINTS)])
+    [host] = rendered.inventory["all"]["hosts"]
+    recorder = Recorder(rendered, 1024)
+    recorder.on_event({"event": "runner_on_ok", "event_data": {"host": host, "task": "cloudcron result", "res": {
+        "rc": 0, "stdout": report.replace("cloudcron-end", "cloudcron-job 1\n124 100 104.5\nstdout\nsize 0\n"
+                                                           "stderr\nsize 0\ncloudcron-end")}}})
+    assert recorder.results[("r1", "m1")].status == "timed_out"  # 9 whole seconds may be 9.99
+    assert recorder.results[("r2", "m1")].status == "failed"  # no limit: exit status 124 is the script's
