@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import audit
-from .config import DEFAULT_DENIED_NETWORKS
+from .config import DEFAULT_NOTIFY_DENIED_NETWORKS
 from .crypto import Box, new_id
 from .errors import BadRequest, Conflict
 from .models import Channel, Schedule
@@ -59,10 +59,11 @@ def mask_url(kind: str, url: str) -> str:
     return f"{parts.scheme}://{MASK}"
 
 
-def check_webhook_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
-    """BadRequest unless `url` is an http(s) URL with a host outside the denied networks (address literals).
+def check_webhook_url(url: str, denied_networks=DEFAULT_NOTIFY_DENIED_NETWORKS) -> None:
+    """BadRequest unless `url` is an http(s) URL with a host outside `denied_networks` (CIDR strings,
+    CLOUDCRON_NOTIFY_DENIED_NETWORKS), for an address literal also in an IPv6 form of a denied IPv4 address.
 
-    Host names are checked again when a delivery connects, where they resolve then (web.notify)."""
+    Host names are checked when a delivery connects, where they resolve then (web.notify)."""
     from plugins.module_utils._libcloud import check_endpoint_options
 
     try:
@@ -75,11 +76,13 @@ def check_webhook_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
     try:
         check_endpoint_options({"url": url}, denied_networks, prefix="")
     except ValueError as exc:
-        raise BadRequest("url:" + str(exc).split(":", 1)[1].replace("(denied networks)", "(CLOUDCRON_DENIED_NETWORKS)")) from None
+        reason = str(exc).split(":", 1)[1].replace("(denied networks)", "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)")
+        raise BadRequest("url:" + reason) from None
 
 
-def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None:
-    """BadRequest unless Apprise reads `url` as one of its services; an address literal it names is guarded too."""
+def check_apprise_url(url: str, denied_networks=DEFAULT_NOTIFY_DENIED_NETWORKS) -> None:
+    """BadRequest unless Apprise reads `url` as one of its services; an address literal it names must be outside
+    `denied_networks` (CIDR strings, CLOUDCRON_NOTIFY_DENIED_NETWORKS)."""
     import apprise
 
     quiet_apprise()
@@ -109,7 +112,8 @@ def check_apprise_url(url: str, denied_networks=DEFAULT_DENIED_NETWORKS) -> None
 
         ip = _literal_ip(host)
         if ip is not None and Policy(denied_networks).refuses(ip):
-            raise BadRequest(f"url: {ip} is in a network cloudcron does not contact (CLOUDCRON_DENIED_NETWORKS)")
+            raise BadRequest(f"url: {ip} is in a network cloudcron does not contact "
+                             "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)")
 
 
 def quiet_apprise() -> None:
@@ -165,9 +169,11 @@ def channels_query(org_id: str, name: str | None = None):
 
 
 def store(session: Session, box: Box, org_id: str, values: dict, channel: Channel | None, now: datetime,
-          denied_networks=DEFAULT_DENIED_NETWORKS, dry_run: bool = False) -> Channel:
+          denied_networks=DEFAULT_NOTIFY_DENIED_NETWORKS, dry_run: bool = False) -> Channel:
     """Create (channel None) or edit a channel from ChannelIn fields, then commit.
 
+    denied_networks: the ranges (CIDR strings) a URL's address literal may not be in, the server's
+    CLOUDCRON_NOTIFY_DENIED_NETWORKS (config.notify_denied_networks).
     dry_run: flush only (the database checks the name's uniqueness), so web.apply can answer what would be
     stored and roll back; nothing is committed. An edit keeps the stored URL and secret unless given (a client never gets them back to resend). Changing
     `kind` needs a new `url` (and a `secret` for a webhook). 409 on a duplicate name."""

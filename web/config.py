@@ -12,6 +12,28 @@ from pathlib import Path
 # the cloud metadata service at 169.254.169.254) and EC2's IPv6 metadata address.
 DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
 
+# Ranges no notification receiver (webhook, Apprise service) may resolve to unless the operator says otherwise:
+# where the instance's own services and its neighbours' live. A receiver is any tenant's URL, sent to from the
+# workers' network, which reaches the API, Redis and PostgreSQL on loopback or a private network. Provider endpoints may legitimately be private (an OpenStack on 10.x), receivers of several
+# tenants' events may not: hence two lists. Loopback and "this host" (RFC 1122), RFC 1918, shared address
+# space (CGNAT, RFC 6598), link-local (the metadata service), IPv6 unique local (RFC 4193, which holds
+# EC2's IPv6 metadata address, named too), multicast (RFC 5771, RFC 4291).
+NOTIFY_PRIVATE_NETWORKS = (
+    "127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128",
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "169.254.0.0/16", "fe80::/10", "fc00::/7", "fd00:ec2::254/128",
+    "224.0.0.0/4", "ff00::/8",
+)
+
+
+def notify_default(provider_denied) -> tuple:
+    """CLOUDCRON_NOTIFY_DENIED_NETWORKS when unset: NOTIFY_PRIVATE_NETWORKS plus the provider list (CIDR strings),
+    so a range an operator denies to providers is denied to receivers too; duplicates dropped, order kept."""
+    return tuple(dict.fromkeys((*NOTIFY_PRIVATE_NETWORKS, *provider_denied)))
+
+
+DEFAULT_NOTIFY_DENIED_NETWORKS = notify_default(DEFAULT_DENIED_NETWORKS)
+
 
 class StartupError(Exception):
     """The service cannot start (a port in use, a database it cannot write); the message says why, in one line."""
@@ -43,6 +65,9 @@ class Config:
     # CLOUDCRON_PROVIDER_MAX_ANSWER_MB: the largest answer one provider request may bring, decoded
     provider_max_answer_mb: int = 128
     denied_networks: tuple = DEFAULT_DENIED_NETWORKS
+    # CLOUDCRON_NOTIFY_DENIED_NETWORKS: the ranges no notification receiver is contacted at (web.channels checks
+    # URLs when written, web.notify every connection of a delivery).
+    notify_denied_networks: tuple = DEFAULT_NOTIFY_DENIED_NETWORKS
     # Listings for API requests: threads for all orgs together, and listings one org may have in flight.
     listing_slots: int = 4
     listings_per_org: int = 2
@@ -286,6 +311,7 @@ def load_config(env=None, **overrides) -> Config:
     if session_hours > 24 * 366:
         raise ConfigError(f"CLOUDCRON_UI_SESSION_HOURS: must be at most {24 * 366}, got '{env['CLOUDCRON_UI_SESSION_HOURS']}'")
     metrics, metrics_networks, metrics_org = _metrics(env)
+    denied_networks = _networks(env, "CLOUDCRON_DENIED_NETWORKS", DEFAULT_DENIED_NETWORKS)
     multiproc = env.get("PROMETHEUS_MULTIPROC_DIR")
     if multiproc and not Path(multiproc).is_dir():
         # prometheus_client would fail at every count and every scrape instead.
@@ -303,7 +329,9 @@ def load_config(env=None, **overrides) -> Config:
         provider_timeout=_positive_float(env, "CLOUDCRON_PROVIDER_TIMEOUT", 30.0),
         max_machines_per_cloud=_count(env, "CLOUDCRON_MAX_MACHINES_PER_CLOUD", 10_000),
         provider_max_answer_mb=_count(env, "CLOUDCRON_PROVIDER_MAX_ANSWER_MB", 128),
-        denied_networks=_networks(env, "CLOUDCRON_DENIED_NETWORKS", DEFAULT_DENIED_NETWORKS),
+        denied_networks=denied_networks,
+        notify_denied_networks=_networks(env, "CLOUDCRON_NOTIFY_DENIED_NETWORKS",
+                                         notify_default(denied_networks)),
         listing_slots=_count(env, "CLOUDCRON_LISTING_SLOTS", 4),
         listings_per_org=_count(env, "CLOUDCRON_LISTINGS_PER_ORG", 2),
         run_listings_per_org=_count(env, "CLOUDCRON_RUN_LISTINGS_PER_ORG", 1),

@@ -32,6 +32,7 @@ from sqlalchemy import case, literal, select, update
 from sqlalchemy.orm import Session
 
 from .backoff import Backoff
+from .config import DEFAULT_NOTIFY_DENIED_NETWORKS
 from .crypto import new_id
 from .errors import BadRequest
 from .logs import bound
@@ -181,7 +182,8 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_networks, delivery_id: str) -> None:
     """POST the event as JSON, signed; returns on a 2xx, raises SendError otherwise (redirects are not followed).
 
-    The connection goes through the provider address guard: a host resolving into denied_networks is refused.
+    The connection goes through the provider address guard: a host resolving into denied_networks (CIDR strings,
+    CLOUDCRON_NOTIFY_DENIED_NETWORKS) is refused, permanently.
     The whole attempt, answer included, ends after `timeout` seconds however slowly the receiver answers.
     A proxy from the environment (HTTPS_PROXY) is honoured; its own address is the one checked then."""
     import requests
@@ -208,7 +210,7 @@ def send_webhook(url: str, secret: str, event: dict, timeout: float, denied_netw
                 raise requests.exceptions.ConnectionError("cut off at the deadline")
         except DeniedAddressError:
             raise SendError("the receiver's address is in a network cloudcron does not contact "
-                            "(CLOUDCRON_DENIED_NETWORKS)", permanent=True) from None
+                            "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)", permanent=True) from None
         except requests.exceptions.Timeout:
             raise SendError(f"no answer within {timeout:g} s (CLOUDCRON_NOTIFY_TIMEOUT)") from None
         except requests.exceptions.RequestException as exc:
@@ -305,13 +307,13 @@ def _apprise_send(notifier, title: str, body: str, severity: str, timeout: float
     return ok, bool(refused)
 
 
-def send_apprise(url: str, event: dict, timeout: float, denied_networks=None) -> None:
+def send_apprise(url: str, event: dict, timeout: float, denied_networks=DEFAULT_NOTIFY_DENIED_NETWORKS) -> None:
     """Send the event as a title and a text body through Apprise; raises SendError when Apprise reports failure.
 
     Only services that send through `requests` are sent to (web.channels.sends_over_http); their connections go
-    through the address guard, so a host name resolving into denied_networks (None: the default ones), or a
-    redirect there, is refused. Apprise's own warnings become the error, with every part of the URL (tokens
-    live there) blotted out."""
+    through the address guard, so a host name resolving into denied_networks (CIDR strings,
+    CLOUDCRON_NOTIFY_DENIED_NETWORKS), or a redirect there, is refused. Apprise's own warnings become the error,
+    with every part of the URL (tokens live there) blotted out."""
     import apprise
 
     from plugins.module_utils._redact import Redactor
@@ -339,7 +341,7 @@ def send_apprise(url: str, event: dict, timeout: float, denied_networks=None) ->
         return
     if refused:
         raise SendError("the receiver's address is in a network cloudcron does not contact "
-                        "(CLOUDCRON_DENIED_NETWORKS)", permanent=True)
+                        "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)", permanent=True)
     redactor = Redactor([p for p in _url_parts(url) if len(p) >= 3])
     text = " ".join(redactor.redact(captured.getvalue()).split()) or "Apprise reported a failure"
     raise SendError(text[:ERROR_CHARS])
@@ -373,9 +375,10 @@ def _text(event: dict) -> tuple[str, str]:
 def send(target: dict, event: dict, config, delivery_id: str) -> None:
     """One attempt to a channel's sealed target {"kind", "url", "secret"?}; SendError when it fails."""
     if target["kind"] == "webhook":
-        send_webhook(target["url"], target["secret"], event, config.notify_timeout, config.denied_networks, delivery_id)
+        send_webhook(target["url"], target["secret"], event, config.notify_timeout, config.notify_denied_networks,
+                     delivery_id)
     else:
-        send_apprise(target["url"], event, config.notify_timeout, config.denied_networks)
+        send_apprise(target["url"], event, config.notify_timeout, config.notify_denied_networks)
 
 
 def with_link(event: dict, public_url: str) -> dict:

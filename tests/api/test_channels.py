@@ -5,6 +5,8 @@ import sqlite3
 
 import pytest
 
+from tests.harness.receiver import LOOPBACK_ALLOWED
+
 HOOK = {"name": "ops-hook", "kind": "webhook", "url": "https://hooks.example.com/cron/T0KEN-in-path",
         "secret": "s3cret-s3cret-s3cret"}
 SLACK = {"name": "ops-slack", "kind": "apprise",
@@ -44,7 +46,7 @@ def test_an_apprise_channel_shows_only_its_scheme(api):
     ({"kind": "email"}, "kind: must be one of 'apprise' or 'webhook'"),
     ({"url": "ftp://hooks.example.com/x"}, "url: a webhook URL must be http:// or https:// with a host"),
     ({"url": "http://169.254.169.254/latest"}, "url: 169.254.169.254 is in a network cloudcron does not contact "
-                                               "(CLOUDCRON_DENIED_NETWORKS)"),
+                                               "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)"),
     ({"secret": None}, "secret: is required for a webhook"),
     ({"secret": "short"}, "secret: must be at least 16 characters"),
     ({"name": ""}, "name: is required"),
@@ -133,20 +135,98 @@ def test_a_run_shows_its_deliveries(api, schedule):
     assert status == 200 and body["deliveries"] == []
 
 
-def test_a_webhook_whose_host_resolves_into_a_denied_network_gets_nothing(api, receiver):
+PRIVATE = [
+    "127.0.0.1", "127.1.2.3", "[::1]", "10.1.2.3", "172.16.0.1", "172.31.255.254", "192.168.1.10", "100.64.0.1",
+    "0.0.0.0", "[::]", "169.254.169.254", "[fe80::1]", "[fc00::1]", "[fd00:ec2::254]", "224.0.0.1", "[ff02::1]",
+    # IPv6 forms of denied IPv4 addresses: IPv4-mapped (127.0.0.1, 10.0.0.1), IPv4-compatible, NAT64, 6to4
+    "[::ffff:7f00:1]", "[::ffff:a00:1]", "[::7f00:1]", "[64:ff9b::a00:1]", "[2002:c0a8:101::]",
+]
+
+
+@pytest.mark.parametrize("kind, address", [("webhook", a) for a in PRIVATE] + [("apprise", a) for a in PRIVATE] + [
+    # Apprise does not read an IPv6 address written with a dotted IPv4 tail; a webhook URL may have one.
+    ("webhook", "[::ffff:127.0.0.1]"), ("webhook", "[::ffff:10.0.0.1]"), ("webhook", "[::127.0.0.1]")])
+def test_a_receiver_on_a_private_or_loopback_address_is_refused_by_default(api, kind, address):
+    url = f"http://{address}:8080/hook" if kind == "webhook" else f"json://{address}:8080/hook"
+    status, body = api.post("channels", {**HOOK, "kind": kind, "url": url,
+                                         **({} if kind == "webhook" else {"secret": None})})
+    assert status == 400, body
+    assert body["error"].startswith("url: ") and body["error"].endswith(
+        " is in a network cloudcron does not contact (CLOUDCRON_NOTIFY_DENIED_NETWORKS)"), body
+
+
+def test_an_edit_or_apply_to_a_loopback_receiver_is_refused_by_default(api):
+    _, hook = api.post("channels", HOOK)
+    status, body = api.patch(f"channels/{hook['id']}", {"url": "http://127.0.0.1:8080/admin"})
+    assert status == 400 and "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)" in body["error"], body
+    status, body = api.put("channels/by-name/ops-hook?update_secrets=true",
+                           {"kind": "webhook", "url": "http://[::1]:6379/", "secret": HOOK["secret"]})
+    assert status == 400 and "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)" in body["error"], body
+    assert api.get(f"channels/{hook['id']}")[1]["url"] == "https://hooks.example.com/…"
+
+
+def test_provider_endpoints_keep_their_own_list(api):
+    # A private cloud on 10.x or on this host is legitimate: only CLOUDCRON_DENIED_NETWORKS applies to it.
+    for host in ("10.1.2.3", "127.0.0.1"):
+        status, body = api.post("clouds", {"title": f"private {host}", "provider": "ec2",
+                                           "credentials": {"key": "AKIDEXAMPLE", "secret": "x" * 20},
+                                           "options": {"host": host, "port": 5000}})
+        assert status == 200, body
+    assert api.post("channels", {**HOOK, "url": "http://10.1.2.3:5000/hook"})[0] == 400
+
+
+# 2130706433 is 127.0.0.1 as one decimal number: not an address literal to the check when written, the resolver
+# reads it as one.
+@pytest.mark.parametrize("kind, host", [("webhook", "localhost"), ("apprise", "localhost"), ("webhook", "2130706433")])
+def test_a_host_name_that_resolves_to_loopback_is_refused_when_sent_by_default(api, receiver, kind, host):
     hook = receiver()
     port = hook.url.rsplit(":", 1)[1]
     # A host name passes when written (it may resolve anywhere); the address it resolves to is checked at send.
-    _, channel = api.post("channels", {**HOOK, "url": f"http://localhost:{port}/hook"})
-    api.state.config.denied_networks = ("127.0.0.0/8", "::1/128")
+    url = f"http://{host}:{port}/hook" if kind == "webhook" else f"json://{host}:{port}/hook"
+    status, channel = api.post("channels", {**HOOK, "kind": kind, "url": url,
+                                            **({} if kind == "webhook" else {"secret": None})})
+    assert status == 200, channel
     status, delivery = api.post(f"channels/{channel['id']}/test")
     assert status == 200, delivery
     assert delivery["status"] == "failed" and hook.requests == []
     assert delivery["attempts"][0]["error"] == ("the receiver's address is in a network cloudcron does not contact "
-                                                "(CLOUDCRON_DENIED_NETWORKS)")
+                                                "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)")
+
+
+@pytest.mark.parametrize("kind", ["webhook", "apprise"])
+def test_an_operator_list_without_loopback_lets_loopback_receivers_be_reached(api, receiver, kind):
+    api.state.config.notify_denied_networks = LOOPBACK_ALLOWED
+    hook = receiver()
+    port = hook.url.rsplit(":", 1)[1]
+    url = f"http://localhost:{port}/hook" if kind == "webhook" else f"json://127.0.0.1:{port}/hook"
+    status, channel = api.post("channels", {**HOOK, "kind": kind, "url": url,
+                                            **({} if kind == "webhook" else {"secret": None})})
+    assert status == 200, channel
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200 and delivery["status"] == "delivered", delivery
+    assert len(hook.requests) == 1
+    # What the operator's list still names stays refused.
+    status, body = api.post("channels", {**HOOK, "name": "private", "url": "http://10.0.0.1/hook"})
+    assert status == 400 and "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)" in body["error"], body
+
+
+def test_an_apprise_redirect_into_a_denied_network_is_not_followed(api, receiver):
+    # 127.0.0.1 allowed, 127.0.0.2 denied: the first receiver answers with a redirect to the second.
+    api.state.config.notify_denied_networks = (*LOOPBACK_ALLOWED, "127.0.0.2/32")
+    target = receiver(host="127.0.0.2")
+    bouncer = receiver(statuses=(307,), headers={"Location": f"{target.url}/inside"})
+    port = bouncer.url.rsplit(":", 1)[1]
+    status, channel = api.post("channels", {"name": "j", "kind": "apprise", "url": f"json://127.0.0.1:{port}/x"})
+    assert status == 200, channel
+    status, delivery = api.post(f"channels/{channel['id']}/test")
+    assert status == 200, delivery
+    assert len(bouncer.requests) == 1 and target.requests == []
+    assert delivery["status"] == "failed"
+    assert "CLOUDCRON_NOTIFY_DENIED_NETWORKS" in delivery["attempts"][0]["error"], delivery
 
 
 def test_an_apprise_failure_is_recorded_without_the_urls_credentials(api, receiver):
+    api.state.config.notify_denied_networks = LOOPBACK_ALLOWED
     target = receiver(statuses=(500,))
     port = target.url.rsplit(":", 1)[1]
     _, channel = api.post("channels", {"name": "j", "kind": "apprise", "url": f"json://bob:p4ssw0rd@127.0.0.1:{port}/T0KEN"})
@@ -163,18 +243,6 @@ def test_an_apprise_service_that_acts_on_the_worker_machine_is_refused(api, url)
     status, body = api.post("channels", {"name": "local", "kind": "apprise", "url": url})
     assert status == 400, body
     assert body["error"].startswith("url: cloudcron sends Apprise notifications only over HTTP(S) services")
-
-
-def test_an_apprise_host_name_that_resolves_into_a_denied_network_is_not_contacted(api, receiver):
-    target = receiver(statuses=(200,))
-    port = target.url.rsplit(":", 1)[1]
-    status, channel = api.post("channels", {"name": "j", "kind": "apprise", "url": f"json://localhost:{port}/x"})
-    assert status == 200, channel
-    api.state.config.denied_networks = ("127.0.0.0/8", "::1/128")
-    status, delivery = api.post(f"channels/{channel['id']}/test")
-    assert status == 200, delivery
-    assert delivery["status"] == "failed" and target.requests == []
-    assert "CLOUDCRON_DENIED_NETWORKS" in delivery["attempts"][0]["error"]
 
 
 
@@ -224,7 +292,7 @@ def trickler():
 def test_a_receiver_answering_a_byte_at_a_time_cannot_hold_the_sender_past_the_timeout(api, trickler, kind):
     import time
 
-    api.state.config.denied_networks, api.state.config.notify_timeout = (), 1.0
+    api.state.config.notify_denied_networks, api.state.config.notify_timeout = LOOPBACK_ALLOWED, 1.0
     url = f"http://{trickler}/hook" if kind == "webhook" else f"json://{trickler}/hook"
     _, channel = api.post("channels", {**HOOK, "kind": kind, "url": url, **({} if kind == "webhook" else {"secret": None})})
     started = time.monotonic()
@@ -277,7 +345,7 @@ def test_an_apprise_option_naming_a_file_on_the_worker_is_refused(api, url, opti
 def test_an_org_sends_one_test_at_a_time_and_other_orgs_are_not_held(api, other_api, trickler, receiver):
     import threading
 
-    api.state.config.denied_networks, api.state.config.notify_timeout = (), 5.0
+    api.state.config.notify_denied_networks, api.state.config.notify_timeout = LOOPBACK_ALLOWED, 5.0
     _, slow = api.post("channels", {**HOOK, "url": f"http://{trickler}/hook"})
     _, second = api.post("channels", {**HOOK, "name": "second", "url": f"http://{trickler}/hook"})
     answers = []

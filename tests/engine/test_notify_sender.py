@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from tests.harness.receiver import LOOPBACK_ALLOWED
 from web.crypto import new_id
 from web.models import Channel, Delivery
 from web.notify import Sender, next_wait
@@ -21,10 +22,13 @@ class Clock:
         return self.now
 
 
-def _setup(env, url):
-    """A webhook channel to `url` and one pending delivery due at T0; the delivery's id."""
+def _setup(env, url, allow_loopback=True):
+    """A webhook channel to `url` and one pending delivery due at T0; the delivery's id. allow_loopback: the
+    receivers' list is the operator's LOOPBACK_ALLOWED, not the default (which refuses loopback)."""
     config = env.state.config
-    config.notify_backoff, config.notify_retry_for, config.denied_networks = 5.0, 60.0, ()
+    config.notify_backoff, config.notify_retry_for = 5.0, 60.0
+    if allow_loopback:
+        config.notify_denied_networks = LOOPBACK_ALLOWED
     with env.state.db.transaction() as s:
         channel = Channel(id=new_id(), org_id=env.org_id, name="hook", kind="webhook", url_shown="http://127.0.0.1/…",
                           target_enc=env.state.box.seal({"kind": "webhook", "url": url, "secret": "s" * 16}),
@@ -77,6 +81,16 @@ def test_a_4xx_is_permanent(env, receiver):
     assert d.status == "failed" and len(d.attempts) == 1 and d.attempts[0]["error"] == "HTTP 404 Not Found"
 
 
+def test_a_delivery_to_a_loopback_receiver_is_refused_by_default_and_not_retried(env, receiver):
+    hook = receiver()
+    delivery_id = _setup(env, hook.url.replace("127.0.0.1", "localhost"), allow_loopback=False)
+    assert Sender(env.state, Clock(T0)).tick() is True
+    d = _delivery(env, delivery_id)
+    assert hook.requests == [] and d.status == "failed" and d.next_attempt_at is None and len(d.attempts) == 1
+    assert d.attempts[0]["error"] == ("the receiver's address is in a network cloudcron does not contact "
+                                      "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)")
+
+
 def test_a_claimed_delivery_is_not_sent_by_a_second_sender_until_its_claim_lapses(env, receiver):
     hook = receiver()
     delivery_id = _setup(env, hook.url)
@@ -117,7 +131,7 @@ def _org_deliveries(env, org_id, url, name, due, count):
 def test_an_org_with_a_backlog_does_not_keep_other_orgs_waiting(env, receiver):
     from web.auth import ensure_org
 
-    env.state.config.denied_networks = ()
+    env.state.config.notify_denied_networks = LOOPBACK_ALLOWED
     with env.state.db.transaction() as s:
         other_org = ensure_org(s, "globex").id
     slow = receiver(statuses=(503,))

@@ -97,9 +97,11 @@ def test_a_schedule_line_in_json_carries_the_schedule_id(tmp_path):
 
 
 def test_a_run_line_in_json_carries_the_run_id(tmp_path):
+    from tests.harness.receiver import LOOPBACK_ALLOWED_ENV
     from tests.harness.service import free_port
 
-    svc = start_service(tmp_path / "data", env={"CLOUDCRON_LOG_FORMAT": "json", "CLOUDCRON_NOTIFY_BACKOFF": "30"})
+    svc = start_service(tmp_path / "data", env={"CLOUDCRON_LOG_FORMAT": "json", "CLOUDCRON_NOTIFY_BACKOFF": "30",
+                                                **LOOPBACK_ALLOWED_ENV})
     try:
         closed = free_port()  # nothing listens there: the delivery's first attempt fails and is logged
         status, channel = svc.api("POST", "channels", {"name": "hook", "kind": "webhook", "default": True,

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.harness.receiver import LOOPBACK_ALLOWED_ENV
 from tests.harness.service import start_service, wait_until
 
 SECRET = "whsec-0123456789abcdef"
@@ -16,8 +17,10 @@ SECRET = "whsec-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
+    # The receivers are on loopback, which the default CLOUDCRON_NOTIFY_DENIED_NETWORKS refuses.
     service = start_service(tmp_path_factory.mktemp("notify") / "data",
-                            env={"CLOUDCRON_NOTIFY_BACKOFF": "0.2", "CLOUDCRON_PUBLIC_URL": "https://cron.example.com"})
+                            env={"CLOUDCRON_NOTIFY_BACKOFF": "0.2", "CLOUDCRON_PUBLIC_URL": "https://cron.example.com",
+                                 **LOOPBACK_ALLOWED_ENV})
     try:
         yield service
     finally:
@@ -132,3 +135,30 @@ def test_a_test_to_a_receiver_that_refuses_records_the_failure_without_the_url(s
     assert status == 200, delivery
     assert delivery["status"] == "failed" and delivery["attempts"][0]["error"] == "HTTP 403 Forbidden"
     assert "T0KEN" not in svc.log()
+
+
+def test_a_webhook_aimed_at_the_service_itself_is_refused_by_default(service):
+    # `service` runs with the default CLOUDCRON_NOTIFY_DENIED_NETWORKS; a tenant's receiver on the workers' own
+    # loopback would be the API itself (or Redis, PostgreSQL) seen from inside.
+    status, body = service.api("POST", "channels", {"name": "inside", "kind": "webhook", "secret": SECRET,
+                                                    "url": service.url + "/api/v1/tokens"})
+    assert status == 400, body
+    assert body["error"].startswith("url: 127.0.0.1 is in a network cloudcron does not contact "
+                                    "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)"), body
+    port = service.url.rsplit(":", 1)[1]
+    channel = _channel(service, name="inside-by-name", kind="webhook", secret=SECRET,
+                       url=f"http://localhost:{port}/api/v1/tokens")
+    try:
+        status, delivery = service.api("POST", f"channels/{channel['id']}/test")
+        assert status == 200 and delivery["status"] == "failed", delivery
+        assert delivery["attempts"][0]["error"] == ("the receiver's address is in a network cloudcron does not "
+                                                    "contact (CLOUDCRON_NOTIFY_DENIED_NETWORKS)")
+    finally:
+        service.api("DELETE", f"channels/{channel['id']}")
+
+
+def test_an_operators_list_is_the_whole_list(svc):
+    # svc's list leaves loopback out (its receivers are there); the private ranges it names stay refused.
+    for url in ("http://10.0.0.1/hook", "http://[fd00:ec2::254]/hook", "http://192.168.1.1/hook"):
+        status, body = svc.api("POST", "channels", {"name": "private", "kind": "webhook", "secret": SECRET, "url": url})
+        assert status == 400 and "(CLOUDCRON_NOTIFY_DENIED_NETWORKS)" in body["error"], (url, body)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.harness.receiver import LOOPBACK_ALLOWED_ENV
 from tests.harness.service import start_service, wait_until
 
 # The machine module asks a 5xx call again twice itself (RETRY_DELAYS): three refusals fail attempt 1.
@@ -15,7 +16,8 @@ REFUSALS_PER_ATTEMPT = 3
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    service = start_service(tmp_path_factory.mktemp("retries") / "data", env={"CLOUDCRON_NOTIFY_BACKOFF": "0.2"})
+    service = start_service(tmp_path_factory.mktemp("retries") / "data",
+                            env={"CLOUDCRON_NOTIFY_BACKOFF": "0.2", **LOOPBACK_ALLOWED_ENV})  # a loopback receiver
     try:
         yield service
     finally:

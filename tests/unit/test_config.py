@@ -84,6 +84,38 @@ def test_provider_listing_and_drain_settings_are_read_from_the_environment(tmp_p
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_DENIED_NETWORKS": "none"}).denied_networks == ()
 
 
+def test_notification_receivers_are_refused_every_non_public_range_by_default(tmp_path):
+    import ipaddress
+
+    config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)})
+    denied = [ipaddress.ip_network(n) for n in config.notify_denied_networks]
+    # Loopback, this host, RFC 1918, CGNAT, link-local, ULA, EC2's IPv6 metadata address, multicast.
+    for address in ("127.0.0.1", "127.255.255.254", "::1", "0.0.0.0", "0.1.2.3", "::", "10.0.0.1", "172.16.0.1",
+                    "172.31.255.255", "192.168.0.1", "100.64.0.1", "100.127.255.254", "169.254.169.254", "fe80::1",
+                    "fc00::1", "fdff::1", "fd00:ec2::254", "224.0.0.251", "239.255.255.250", "ff02::1"):
+        ip = ipaddress.ip_address(address)
+        assert any(ip in net for net in denied if net.version == ip.version), address
+    for address in ("8.8.8.8", "172.32.0.1", "100.128.0.1", "192.169.0.1", "2001:4860:4860::8888"):
+        ip = ipaddress.ip_address(address)
+        assert not any(ip in net for net in denied if net.version == ip.version), address
+    # Providers keep their own, shorter list: private clouds on 10.x or this host are legitimate.
+    assert config.denied_networks == ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+
+
+def test_the_receivers_default_adds_the_provider_list_and_an_explicit_list_replaces_it(tmp_path):
+    base = {"CLOUDCRON_DATA_DIR": str(tmp_path)}
+    default = load_config(base).notify_denied_networks
+    widened = load_config({**base, "CLOUDCRON_DENIED_NETWORKS": "169.254.0.0/16 203.0.113.0/24"})
+    assert widened.notify_denied_networks == (*default, "203.0.113.0/24")
+    # Opening providers to everything does not open receivers.
+    assert load_config({**base, "CLOUDCRON_DENIED_NETWORKS": "none"}).notify_denied_networks == default
+    explicit = load_config({**base, "CLOUDCRON_NOTIFY_DENIED_NETWORKS": "10.0.0.0/8, ::ffff:0:0/96 192.168.1.1",
+                            "CLOUDCRON_DENIED_NETWORKS": "203.0.113.0/24"})
+    assert explicit.notify_denied_networks == ("10.0.0.0/8", "::ffff:0:0/96", "192.168.1.1/32")
+    assert load_config({**base, "CLOUDCRON_NOTIFY_DENIED_NETWORKS": "none"}).notify_denied_networks == ()
+    assert load_config({**base, "CLOUDCRON_NOTIFY_DENIED_NETWORKS": " "}).notify_denied_networks == default
+
+
 def test_batch_and_grace_settings_have_defaults_and_are_read_from_the_environment(tmp_path):
     config = load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)})
     assert (config.batching, config.batch_max_runs, config.batch_max_machines) == (True, 500, 5000)
@@ -149,6 +181,8 @@ def bad_values(tmp_path):
         ("CLOUDCRON_MAX_MACHINES_PER_CLOUD", "1e4"),
         ("CLOUDCRON_DENIED_NETWORKS", "169.254.0.0/16, metadata"),
         ("CLOUDCRON_DENIED_NETWORKS", "10.0.0.0/33"),
+        ("CLOUDCRON_NOTIFY_DENIED_NETWORKS", "127.0.0.0/8, loopback"),
+        ("CLOUDCRON_NOTIFY_DENIED_NETWORKS", "::1/129"),
         ("CLOUDCRON_LISTING_SLOTS", "0"),
         ("CLOUDCRON_LISTINGS_PER_ORG", "two"),
         ("CLOUDCRON_DRAIN_SECONDS", "-5"),

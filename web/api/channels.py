@@ -49,7 +49,8 @@ def list_channels():
 @bp.post("/channels")
 def create_channel():
     values = body(channels.ChannelIn, READ_ONLY)
-    channel = channels.store(db(), state().box, org_id(), values, None, utcnow(), state().config.denied_networks)
+    channel = channels.store(db(), state().box, org_id(), values, None, utcnow(),
+                             state().config.notify_denied_networks)
     return with_etag(jsonify(channels.channel_json(channel)), channel)
 
 
@@ -64,7 +65,7 @@ def edit_channel(id_):
     channel = get_owned(Channel, id_, "channel")
     check_if_match(channel)
     values = body(channels.ChannelIn, READ_ONLY)
-    channels.store(db(), state().box, org_id(), values, channel, utcnow(), state().config.denied_networks)
+    channels.store(db(), state().box, org_id(), values, channel, utcnow(), state().config.notify_denied_networks)
     return with_etag(jsonify(channels.channel_json(channel)), channel)
 
 
@@ -96,8 +97,8 @@ def apply_channel(name):
     def store(values, cur, dry):
         if not dry:
             check_if_match(cur)  # again: the trial's rollback ended the first check's transaction
-        return channels.store(db(), state().box, org_id(), values, cur, now, state().config.denied_networks,
-                              dry_run=dry)
+        return channels.store(db(), state().box, org_id(), values, cur, now,
+                              state().config.notify_denied_networks, dry_run=dry)
 
     kind_changes = current is not None and desired.get("kind") not in (None, current.kind)
     applied = apply.apply(db(), CHANNEL, current, desired, store, dry_run=query_flag("dry_run"),
