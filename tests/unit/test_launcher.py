@@ -26,7 +26,8 @@ def _launch(tmp_path: Path, items, cap=4096):
     path = tmp_path / "launcher"
     path.write_text(rendered.files[f"files/{hostvars['cloudcron_script_cmd']}"][0])
     path.chmod(0o700)
-    proc = subprocess.run([str(path)], capture_output=True, timeout=60, cwd=tmp_path)
+    # A session of its own, as over SSH: a script signalling its group must not reach pytest.
+    proc = subprocess.run([str(path)], capture_output=True, timeout=60, cwd=tmp_path, start_new_session=True)
     recorder = Recorder(rendered, cap)
     recorder.on_event({"event": "runner_on_ok", "event_data": {
         "host": host, "task": "cloudcron result", "duration": 1.0,
@@ -93,6 +94,14 @@ def test_jobs_run_side_by_side_and_a_time_limit_stops_only_its_run(tmp_path):
     assert set(recorder.run_timeouts) == {"limited"}
     for rid in ("a", "b"):
         assert (results[(rid, "m1")].status, results[(rid, "m1")].stdout) == ("succeeded", "met\n")
+
+
+def test_a_script_signalling_its_process_group_stops_only_its_own_job(tmp_path):
+    results, _, proc = _launch(tmp_path, [_item("killer", "#!/bin/sh\necho going\nkill -TERM 0\necho survived\n"),
+                                          _item("bystander", "#!/bin/sh\nsleep 1\necho still here\n")])
+    assert proc.returncode == 0
+    assert results[("killer", "m1")].status == "failed" and results[("killer", "m1")].stdout == "going\n"
+    assert (results[("bystander", "m1")].status, results[("bystander", "m1")].stdout) == ("succeeded", "still here\n")
 
 
 def test_output_is_capped_per_job_and_bytes_that_are_not_utf8_survive_as_replacements(tmp_path):
