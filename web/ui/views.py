@@ -16,14 +16,14 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import false, func, or_, select
 from werkzeug.exceptions import HTTPException
 
-from .. import audit, calendars, db, resources, runs, schedules, state, utcnow
+from .. import audit, calendars, channels, db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
 from ..auth import set_actor
 from ..cadence import describe
 from ..crypto import hash_token
 from ..errors import APIError
-from ..models import AuditEntry, Cloud, Event, Key, Machine, Org, Run, Schedule, Script
-from ..notify import deliveries_json
+from ..models import AuditEntry, Channel, Cloud, Delivery, Event, Key, Machine, Org, Run, Schedule, Script
+from ..notify import deliveries_json, delivery_json, send_test
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
 from ..validation import loads
@@ -43,6 +43,7 @@ EVENT_TYPES = ("schedule_started", "schedule_finished", "machine_action_succeede
 STATUS_FILTERS = {"enabled": "enabled", "disabled": "disabled", "paused": "paused", "active": "with a next run",
                   "inactive": "without a next run", "failing": "last run did not succeed"}
 PAUSE_FORM = ("until", "note", "skip_next")  # the pause form's fields: the API's pause body
+CHANNEL_FORM = ("name", "kind", "url", "secret")
 
 
 # ---------------------------------------------------------------- request plumbing
@@ -727,6 +728,80 @@ def key_list():
     return render_template("keys.html", keys=[resources.key_json(k) for k in rows], error=error,
                            error_field=error.split(":", 1)[0].split(",")[0] if error else None,
                            values=values), (400 if error else 200)
+
+
+# ---------------------------------------------------------------- notification channels
+
+def _channel_page(error: str | None = None, values: dict | None = None, status: int = 200, tested=None):
+    """The org's channels (URLs masked as the API masks them, secrets never), the add form, a test's outcome."""
+    rows = db().scalars(channels.channels_query(g.org_id).order_by(Channel.created_at.desc(), Channel.id.desc())).all()
+    field = error.split(":", 1)[0].split(",")[0].strip() if error else None
+    return render_template("channels.html", channels=[channels.channel_json(c) for c in rows], error=error,
+                           error_field=field if field in (*CHANNEL_FORM, "default") else None,
+                           values=values or {"kind": "webhook"}, kinds=channels.KINDS, tested=tested), status
+
+
+@bp.route("/channels", methods=["GET", "POST"])
+def channel_list():
+    """List the org's channels; POST adds one through channels.store (the API's rules, audit entry included).
+
+    The URL and the secret a refused form carried are not sent back: either may hold credentials."""
+    if request.method == "GET":
+        return _channel_page(tested=_tested(request.args.get("tested")))
+    s = db()
+    values = {k: (request.form.get(k) or "").strip() for k in CHANNEL_FORM}
+    values["secret"] = request.form.get("secret") or ""  # a secret is what was typed, blanks included (as the API's)
+    values["default"] = "on" if request.form.get("default") else ""
+    shown = {"name": values["name"], "kind": values["kind"], "default": values["default"]}
+    try:
+        forms.check_text(values)
+        body = {k: values[k] or None for k in CHANNEL_FORM}
+        body["default"] = values["default"] == "on"
+        channels.store(s, state().box, g.org_id, resources.fields(channels.ChannelIn, body, resources.STAMPS),
+                       None, utcnow(), state().config.denied_networks)
+    except APIError as exc:
+        s.rollback()
+        return _channel_page(exc.message, shown, exc.status)
+    return redirect(url_for("ui.channel_list"))
+
+
+def _tested(delivery_id: str | None):
+    """The org's test delivery `delivery_id` (delivery_json), or None for anything else."""
+    if not delivery_id:  # a NUL in the query string was refused before any view (check_request_text)
+        return None
+    row = db().scalar(select(Delivery).where(Delivery.id == delivery_id, Delivery.org_id == g.org_id,
+                                             Delivery.kind == "test"))
+    return None if row is None else delivery_json(row)
+
+
+@bp.post("/channels/<id_>/test")
+def channel_test(id_):
+    """Send a channel a test event now, as POST /channels/<id>/test (one test at a time per org in a
+    process; another while one is under way is refused with Retry-After), and show the delivery."""
+    channel = get_owned(Channel, id_, "channel")
+    try:
+        with channels.one_test_at_a_time(channel.org_id, state().config.notify_timeout):
+            # send_test commits the delivery before it sends: no transaction is open while it waits.
+            delivery = send_test(state(), db(), channel, utcnow())
+    except APIError as exc:
+        page, status = _channel_page(exc.message, status=exc.status)
+        return page, status, exc.headers
+    return redirect(url_for("ui.channel_list", tested=delivery["id"]))
+
+
+@bp.route("/channels/<id_>/delete", methods=["GET", "POST"])
+def channel_delete(id_):
+    channel = get_owned(Channel, id_, "channel")
+    if request.method == "GET":
+        return render_template("confirm_delete.html", what="channel", name=channel.name,
+                               note="Deliveries already recorded stay on their runs' pages.",
+                               action=url_for("ui.channel_delete", id_=id_), cancel=url_for("ui.channel_list"))
+    try:
+        channels.delete(db(), channel)
+    except APIError as exc:  # a schedule's notify names it: the API's 409, on the list
+        db().rollback()
+        return _channel_page(exc.message, status=exc.status)
+    return redirect(url_for("ui.channel_list"))
 
 
 # ---------------------------------------------------------------- logs
