@@ -791,6 +791,7 @@ def channel_test(id_):
 
 @bp.route("/channels/<id_>/delete", methods=["GET", "POST"])
 def channel_delete(id_):
+    """Confirm (GET), then delete a channel through channels.delete (POST): a 409 while a schedule's notify names it."""
     channel = get_owned(Channel, id_, "channel")
     if request.method == "GET":
         return render_template("confirm_delete.html", what="channel", name=channel.name,
