@@ -7,6 +7,8 @@ BadRequest naming the field.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 from . import audit
 from .config import DEFAULT_NOTIFY_DENIED_NETWORKS
 from .crypto import Box, new_id
-from .errors import BadRequest, Conflict
+from .errors import BadRequest, Conflict, TooManyRequests
 from .models import Channel, Schedule
 from .timemath import format_instant
 
@@ -240,6 +242,30 @@ def delete(session: Session, channel: Channel) -> None:
     audit.record(session, channel, "delete")
     session.delete(channel)
     session.commit()
+
+
+# Orgs with a test send under way in this process. A test holds its request's thread for up to
+# CLOUDCRON_NOTIFY_TIMEOUT; one at a time per org keeps an org's slow receiver from holding them all.
+_TESTING: set[str] = set()
+_TESTING_LOCK = threading.Lock()
+
+
+@contextmanager
+def one_test_at_a_time(org: str, timeout: float):
+    """Hold the org's test slot in this process for the block (a test send by the API or the console).
+
+    TooManyRequests (Retry-After: the attempt's bound, `timeout` seconds) when another test of the org holds it."""
+    with _TESTING_LOCK:
+        if org in _TESTING:
+            raise TooManyRequests("a test of one of this org's channels is being sent; send the next when it has "
+                                  f"been answered (at most {timeout:g} s, CLOUDCRON_NOTIFY_TIMEOUT)",
+                                  retry_after=max(1, round(timeout)))
+        _TESTING.add(org)
+    try:
+        yield
+    finally:
+        with _TESTING_LOCK:
+            _TESTING.discard(org)
 
 
 def target(box: Box, channel: Channel) -> dict:

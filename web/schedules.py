@@ -23,7 +23,7 @@ from .errors import BadRequest, Conflict
 from .models import Calendar, Cloud, Machine, Schedule, ScheduleCalendar, Script
 from .notify import parse_notify
 from .retries import parse_retries
-from .schemas import ScheduleIn
+from .schemas import PauseIn, ScheduleIn
 from .timemath import TimeSpecError, Timing, Window, format_instant
 from .validation import check_fields, loads, validate
 
@@ -388,6 +388,23 @@ def set_pause(state, session: Session, rows: list, now: datetime, until=None, no
     session.commit()
     state.schedule_changed(min((s.next_run_at for s in rows if s.next_run_at is not None), default=None))
     return rows
+
+
+def pause_values(body: dict, tz: str, now: datetime) -> dict:
+    """{"until", "note", "skip_next"} of a pause request (the API's JSON body or the console's form), for set_pause.
+
+    `until` is read in `tz` (a date without an offset is the schedule's local time) and must be after `now`;
+    it and skip_next exclude each other. BadRequest naming the field and the rule (PauseIn's types and bounds).
+    """
+    values = validate(PauseIn, {k: v for k, v in body.items() if k in PauseIn.model_fields and v not in (None, "")})
+    until = values.get("until")
+    if until is not None:
+        until = checked(timemath.parse_instant, until, tz, field="until")
+        if until <= now:
+            raise BadRequest(f"until: {format_instant(until)} is not in the future")
+        if values.get("skip_next"):
+            raise BadRequest("until, skip_next: give one of them (a pause until an instant, or a number of fires to skip)")
+    return {"until": until, "note": values.get("note"), "skip_next": values.get("skip_next")}
 
 
 def matching(session: Session, org_id: str, name_prefix: str | None, tags: dict | None) -> list:

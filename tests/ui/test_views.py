@@ -357,3 +357,48 @@ def test_a_runs_page_shows_its_notifications_and_their_last_error(console, sched
 def test_a_runs_page_without_notifications_has_no_such_section(console, schedule, state):
     run_id = _running_run(state, schedule["id"], ["done"])
     assert "Notifications" not in text(console.get(f"/ui/runs/{run_id}"))
+
+
+def test_a_retried_machine_shows_each_attempt_as_the_api_lists_them(console, api, schedule, state):
+    from sqlalchemy import update
+
+    from web.models import RunMachine
+
+    run_id = _running_run(state, schedule["id"], ["done", "also done"])
+    first_error = "Failed to connect to the host via ssh: ssh: connect to host 10.0.0.5 port 22: Connection timed out"
+    with state.db.transaction() as s:
+        s.execute(update(RunMachine).where(RunMachine.run_id == run_id, RunMachine.machine_key == "k0").values(
+            duration=1.5, attempts=[{"attempt": 1, "status": "unreachable", "error": first_error, "duration": 30.0}]))
+    status, body = api.get(f"runs/{run_id}")
+    assert status == 200
+    retried, once = body["machines"] if body["machines"][0]["machine_key"] == "k0" else body["machines"][::-1]
+    page = text(console.get(f"/ui/runs/{run_id}"))
+    shown = page[page.index('<details id="attempts-1-2"'):]
+    shown = shown[:shown.index("</details>")]
+    assert f"<summary>{len(retried['attempts'])} attempts</summary>" in shown
+    items = shown.split("<li>")[1:]
+    assert len(items) == 2 and "unreachable" in items[0] and first_error in items[0] and "30.0 s" in items[0]
+    assert "succeeded" in items[1] and "1.5 s" in items[1]
+    assert len(once["attempts"]) == 1 and 'id="attempts-2-' not in page  # a machine tried once lists none
+
+
+def test_a_runs_page_lists_each_delivery_attempt(console, schedule, state):
+    from datetime import datetime, timezone
+
+    from web.models import Delivery, Run
+
+    run_id = _running_run(state, schedule["id"], ["done"])
+    now = datetime.now(timezone.utc)
+    with state.db.transaction() as s:
+        s.add(Delivery(id="f" * 32, org_id=s.get(Run, run_id).org_id, run_id=run_id, channel_id="c" * 32,
+                       channel_name="ops-hook", kind="run", event={}, status="delivered", created_at=now,
+                       next_attempt_at=None, finished_at=now,
+                       attempts=[{"at": "2026-11-30T02:00:07Z", "ok": False, "error": "HTTP 503 Service Unavailable",
+                                  "duration": 0.25},
+                                 {"at": "2026-11-30T02:00:37Z", "ok": True, "error": None, "duration": 0.05}]))
+    page = text(console.get(f"/ui/runs/{run_id}"))
+    shown = page[page.index(f'<details id="delivery-{"f" * 32}-2"'):]
+    items = shown[:shown.index("</details>")].split("<li>")[1:]
+    assert len(items) == 2
+    assert "2026-11-30T02:00:07Z: failed" in items[0] and "HTTP 503 Service Unavailable" in items[0]
+    assert "2026-11-30T02:00:37Z: delivered" in items[1] and "0.05 s" in items[1]

@@ -1,13 +1,9 @@
 """Notification channels (/api/v1/channels): where an org's run events go, and a test send."""
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
-
 from flask import Blueprint, jsonify, request
 
 from .. import apply, channels, db, state, utcnow
-from ..errors import TooManyRequests
 from ..models import Channel
 from ..notify import send_test
 from ..resources import STAMPS
@@ -17,27 +13,6 @@ from . import apply_response, body, check_if_match, get_by_name, get_owned, list
 bp = Blueprint("channels", __name__)  # registered under /api/v1 by the app factory (web.api.blueprint)
 
 READ_ONLY = STAMPS | {"has_secret"}
-
-# Orgs with a test send under way in this process. A test holds its request's thread for up to
-# CLOUDCRON_NOTIFY_TIMEOUT; one at a time per org keeps an org's slow receiver from holding them all.
-_TESTING: set[str] = set()
-_TESTING_LOCK = threading.Lock()
-
-
-@contextmanager
-def _one_test_per_org(org: str, timeout: float):
-    """Hold the org's test slot for the block; TooManyRequests (Retry-After: the attempt's bound) when it is taken."""
-    with _TESTING_LOCK:
-        if org in _TESTING:
-            raise TooManyRequests("a test of one of this org's channels is being sent; send the next when it has "
-                                  f"been answered (at most {timeout:g} s, CLOUDCRON_NOTIFY_TIMEOUT)",
-                                  retry_after=max(1, round(timeout)))
-        _TESTING.add(org)
-    try:
-        yield
-    finally:
-        with _TESTING_LOCK:
-            _TESTING.discard(org)
 
 
 @bp.get("/channels")
@@ -112,5 +87,5 @@ def test_channel(id_):
 
     One test at a time per org in a process: another while one is under way is a 429 with Retry-After."""
     channel = get_owned(Channel, id_, "channel")
-    with _one_test_per_org(channel.org_id, state().config.notify_timeout):
+    with channels.one_test_at_a_time(channel.org_id, state().config.notify_timeout):
         return jsonify(send_test(state(), db(), channel, utcnow()))

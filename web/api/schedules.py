@@ -7,7 +7,6 @@ from .. import apply, db, schedules, state, timemath, utcnow
 from ..errors import BadRequest
 from ..models import Schedule
 from ..schemas import BulkPauseIn, BulkResumeIn, PauseIn, PreviewIn
-from ..timemath import format_instant
 from ..validation import json_body, query_int, validate
 from . import apply_response, check_if_match, get_by_name, get_owned, list_response, org_id, query_flag, with_etag
 
@@ -103,26 +102,13 @@ def preview_stored_schedule(id_):
     return jsonify(preview.to_json())
 
 
-def _pause_values(body: dict, tz: str, now) -> dict:
-    """until (parsed in `tz`, in the future), note and skip_next of a pause body; 400 naming the field."""
-    values = validate(PauseIn, {k: v for k, v in body.items() if k in PauseIn.model_fields and v not in (None, "")})
-    until = values.get("until")
-    if until is not None:
-        until = schedules.checked(timemath.parse_instant, until, tz, field="until")
-        if until <= now:
-            raise BadRequest(f"until: {format_instant(until)} is not in the future")
-        if values.get("skip_next"):
-            raise BadRequest("until, skip_next: give one of them (a pause until an instant, or a number of fires to skip)")
-    return {"until": until, "note": values.get("note"), "skip_next": values.get("skip_next")}
-
-
 @bp.post("/schedules/<id_>/pause")
 def pause_schedule(id_):
     schedule = get_owned(Schedule, id_, "schedule")
     body = json_body()
     validate(PauseIn, {k: v for k, v in body.items() if v not in (None, "")})  # unknown fields named
     now = utcnow()
-    schedules.set_pause(state(), db(), [schedule], now, **_pause_values(body, schedule.timezone, now))
+    schedules.set_pause(state(), db(), [schedule], now, **schedules.pause_values(body, schedule.timezone, now))
     return jsonify(schedules.to_json(schedule, now))
 
 
@@ -146,13 +132,13 @@ def pause_schedules():
     body = json_body()
     match = validate(BulkPauseIn, {k: v for k, v in body.items() if v not in (None, "")})
     now = utcnow()
-    values = _pause_values(body, "UTC", now)  # refuse a bad body even when nothing matches
+    values = schedules.pause_values(body, "UTC", now)  # refuse a bad body even when nothing matches
     rows = _matching(match)
     by_zone: dict = {}
 
     def until_of(schedule):  # a date without an offset is read in each schedule's own timezone
         if schedule.timezone not in by_zone:
-            by_zone[schedule.timezone] = _pause_values(body, schedule.timezone, now)["until"]
+            by_zone[schedule.timezone] = schedules.pause_values(body, schedule.timezone, now)["until"]
         return by_zone[schedule.timezone]
 
     schedules.set_pause(state(), db(), rows, now, until_of, values["note"], values["skip_next"])

@@ -13,17 +13,17 @@ from zoneinfo import available_timezones
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import false, func, select
+from sqlalchemy import false, func, or_, select
 from werkzeug.exceptions import HTTPException
 
-from .. import audit, calendars, db, resources, runs, schedules, state, utcnow
+from .. import audit, calendars, channels, db, resources, runs, schedules, state, utcnow
 from ..api import get_owned
 from ..auth import set_actor
 from ..cadence import describe
 from ..crypto import hash_token
 from ..errors import APIError
-from ..models import AuditEntry, Cloud, Event, Key, Machine, Org, Run, Schedule, Script
-from ..notify import deliveries_json
+from ..models import AuditEntry, Channel, Cloud, Delivery, Event, Key, Machine, Org, Run, Schedule, Script
+from ..notify import deliveries_json, delivery_json, send_test
 from ..schemas import CloudIn, KeyIn, MachineIn, ScriptIn
 from ..timemath import TimeSpecError, format_instant, parse_instant
 from ..validation import loads
@@ -40,11 +40,10 @@ PUBLIC = {"ui.signin", "ui.static"}
 ACTIVE = ("queued", "running")
 EVENT_TYPES = ("schedule_started", "schedule_finished", "machine_action_succeeded", "machine_action_failed",
                "script_finished", "schedule_missed", "schedule_skipped", "schedule_interrupted", "machine_retried")
-STATUS_FILTERS = {"enabled": "enabled", "disabled": "disabled", "active": "with a next run",
+STATUS_FILTERS = {"enabled": "enabled", "disabled": "disabled", "paused": "paused", "active": "with a next run",
                   "inactive": "without a next run", "failing": "last run did not succeed"}
-# Room for pause/resume (a paused schedule and its note) once schedules carry them: a "paused"
-# filter here, a badge beside "enabled" in schedules.html and schedule.html, and a pause form
-# where schedule.html marks it.
+PAUSE_FORM = ("until", "note", "skip_next")  # the pause form's fields: the API's pause body
+CHANNEL_FORM = ("name", "kind", "url", "secret")
 
 
 # ---------------------------------------------------------------- request plumbing
@@ -135,7 +134,7 @@ def _org_name():
 
 @bp.errorhandler(APIError)
 def _api_error(exc: APIError):
-    return render_template("error.html", status=exc.status, message=exc.message), exc.status
+    return render_template("error.html", status=exc.status, message=exc.message), exc.status, exc.headers
 
 
 @bp.errorhandler(CSRFError)
@@ -305,6 +304,9 @@ def schedule_list():
         query = query.where(Schedule.enabled.is_(True))
     elif status == "disabled":
         query = query.where(Schedule.enabled.is_(False))
+    elif status == "paused":  # as schedules.is_paused: a pause whose until has passed has ended on its own
+        query = query.where(Schedule.paused_at.is_not(None),
+                            or_(Schedule.paused_until.is_(None), Schedule.paused_until > utcnow()))
     elif status == "active":
         query = query.where(Schedule.next_run_at.is_not(None))
     elif status == "inactive":
@@ -321,7 +323,7 @@ def schedule_list():
     for r in rows:
         cadence, _next, error = _timing(r, now, 1)
         items.append({"s": r, "cadence": cadence, "error": error, "targets": _targets_text(r, names),
-                      "strip": strips.get(r.id, [])})
+                      "strip": strips.get(r.id, []), "paused": schedules.is_paused(r, now)})
 
     def page(at):
         return url_for("ui.schedule_list") + "?" + urlencode({"q": q, "status": status, "offset": at})
@@ -459,24 +461,63 @@ def _skip_note(reason: dict) -> str:
     return ("paused" if reason["reason"] == "paused" else "skipped (skip_next)") + note
 
 
-@bp.get("/schedules/<id_>")
-def schedule_page(id_):
-    s, org = db(), g.org_id
-    sch = get_owned(Schedule, id_, "schedule")
+def _schedule_page(sch: Schedule, pause_error: str | None = None, pause_values: dict | None = None,
+                   status: int = 200):
+    """A schedule's page; a refused pause form comes back filled in, with the API's error by its field."""
+    s, org, id_ = db(), g.org_id, sch.id
     offset = _offset()
     query = runs.runs_query(org, id_)
     total = s.scalar(select(func.count()).select_from(query.subquery()))
     run_rows = s.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(PAGE).offset(offset)).all()
+    now = utcnow()
     # Each fire as {"at", "note"}: a fire a calendar excludes, a pause holds or skip_next skips has its reason.
-    cadence, timeline, timing_error = _timing(sch, utcnow(), 10, schedules.load_calendars(s, sch))
+    cadence, timeline, timing_error = _timing(sch, now, 10, schedules.load_calendars(s, sch))
     script = s.get(Script, sch.script_id) if sch.script_id else None
     # Who changed it lately (the audit log, newest first): the page answers "who changed this, and when".
     changes = s.scalars(audit.query(org, resource="schedule", resource_id=id_)
                         .order_by(AuditEntry.time.desc(), AuditEntry.id.desc()).limit(CHANGES_SHOWN)).all()
-    return render_template("schedule.html", s=sch, data=schedules.to_json(sch), script=script,
+    return render_template("schedule.html", s=sch, data=schedules.to_json(sch, now), script=script,
                            cadence=cadence, timing_error=timing_error,
                            targets=_targets_text(sch, _machine_names(s, org)), timeline=timeline, runs=run_rows,
-                           total=total, offset=offset, page=PAGE, changes=changes)
+                           total=total, offset=offset, page=PAGE, changes=changes,
+                           paused=schedules.is_paused(sch, now), pause_error=pause_error,
+                           pause_field=_pause_field(pause_error), pause_values=pause_values or {}), status
+
+
+def _pause_field(error: str | None) -> str | None:
+    """The pause form's field an API error names ("until: ... is not in the future"), or None."""
+    first = (error or "").split(":", 1)[0].split(",")[0].strip()
+    return first if first in PAUSE_FORM else None
+
+
+@bp.get("/schedules/<id_>")
+def schedule_page(id_):
+    return _schedule_page(get_owned(Schedule, id_, "schedule"))
+
+
+@bp.post("/schedules/<id_>/pause")
+def schedule_pause(id_):
+    """Pause a schedule until an instant (its own timezone's local time) or until resumed, or skip its next
+    fires: the API's pause body, read and stored by the same functions (audit entry included)."""
+    sch = get_owned(Schedule, id_, "schedule")
+    values = {k: (request.form.get(k) or "").strip() for k in PAUSE_FORM}
+    try:
+        forms.check_text(values)
+        now = utcnow()
+        body = {**values, "skip_next": forms._number(values["skip_next"]) if values["skip_next"] else None}
+        schedules.set_pause(state(), db(), [sch], now, **schedules.pause_values(body, sch.timezone, now))
+    except APIError as exc:
+        db().rollback()
+        return _schedule_page(get_owned(Schedule, id_, "schedule"), exc.message, values, exc.status)
+    return _back(url_for("ui.schedule_page", id_=id_))
+
+
+@bp.post("/schedules/<id_>/resume")
+def schedule_resume(id_):
+    """End a schedule's pause and forget the fires it had left to skip (as POST /schedules/<id>/resume)."""
+    sch = get_owned(Schedule, id_, "schedule")
+    schedules.set_pause(state(), db(), [sch], utcnow(), resume_them=True)
+    return _back(url_for("ui.schedule_page", id_=id_))
 
 
 @bp.post("/schedules/<id_>/run")
@@ -498,6 +539,7 @@ def schedule_delete(id_):
     sch = get_owned(Schedule, id_, "schedule")
     if request.method == "GET":
         return render_template("confirm_delete.html", what="schedule", name=sch.name,
+                               note="Its runs and logs stay readable; it will not fire again.",
                                action=url_for("ui.schedule_delete", id_=id_),
                                cancel=url_for("ui.schedule_page", id_=id_))
     schedules.delete(db(), sch)
@@ -686,6 +728,81 @@ def key_list():
     return render_template("keys.html", keys=[resources.key_json(k) for k in rows], error=error,
                            error_field=error.split(":", 1)[0].split(",")[0] if error else None,
                            values=values), (400 if error else 200)
+
+
+# ---------------------------------------------------------------- notification channels
+
+def _channel_page(error: str | None = None, values: dict | None = None, status: int = 200, tested=None):
+    """The org's channels (URLs masked as the API masks them, secrets never), the add form, a test's outcome."""
+    rows = db().scalars(channels.channels_query(g.org_id).order_by(Channel.created_at.desc(), Channel.id.desc())).all()
+    field = error.split(":", 1)[0].split(",")[0].strip() if error else None
+    return render_template("channels.html", channels=[channels.channel_json(c) for c in rows], error=error,
+                           error_field=field if field in (*CHANNEL_FORM, "default") else None,
+                           values=values or {"kind": "webhook"}, kinds=channels.KINDS, tested=tested), status
+
+
+@bp.route("/channels", methods=["GET", "POST"])
+def channel_list():
+    """List the org's channels; POST adds one through channels.store (the API's rules, audit entry included).
+
+    The URL and the secret a refused form carried are not sent back: either may hold credentials."""
+    if request.method == "GET":
+        return _channel_page(tested=_tested(request.args.get("tested")))
+    s = db()
+    values = {k: (request.form.get(k) or "").strip() for k in CHANNEL_FORM}
+    values["secret"] = request.form.get("secret") or ""  # a secret is what was typed, blanks included (as the API's)
+    values["default"] = "on" if request.form.get("default") else ""
+    shown = {"name": values["name"], "kind": values["kind"], "default": values["default"]}
+    try:
+        forms.check_text(values)
+        body = {k: values[k] or None for k in CHANNEL_FORM}
+        body["default"] = values["default"] == "on"
+        channels.store(s, state().box, g.org_id, resources.fields(channels.ChannelIn, body, resources.STAMPS),
+                       None, utcnow(), state().config.notify_denied_networks)
+    except APIError as exc:
+        s.rollback()
+        return _channel_page(exc.message, shown, exc.status)
+    return redirect(url_for("ui.channel_list"))
+
+
+def _tested(delivery_id: str | None):
+    """The org's test delivery `delivery_id` (delivery_json), or None for anything else."""
+    if not delivery_id:  # a NUL in the query string was refused before any view (check_request_text)
+        return None
+    row = db().scalar(select(Delivery).where(Delivery.id == delivery_id, Delivery.org_id == g.org_id,
+                                             Delivery.kind == "test"))
+    return None if row is None else delivery_json(row)
+
+
+@bp.post("/channels/<id_>/test")
+def channel_test(id_):
+    """Send a channel a test event now, as POST /channels/<id>/test (one test at a time per org in a
+    process; another while one is under way is refused with Retry-After), and show the delivery."""
+    channel = get_owned(Channel, id_, "channel")
+    try:
+        with channels.one_test_at_a_time(channel.org_id, state().config.notify_timeout):
+            # send_test commits the delivery before it sends: no transaction is open while it waits.
+            delivery = send_test(state(), db(), channel, utcnow())
+    except APIError as exc:
+        page, status = _channel_page(exc.message, status=exc.status)
+        return page, status, exc.headers
+    return redirect(url_for("ui.channel_list", tested=delivery["id"]))
+
+
+@bp.route("/channels/<id_>/delete", methods=["GET", "POST"])
+def channel_delete(id_):
+    """Confirm (GET), then delete a channel through channels.delete (POST): a 409 while a schedule's notify names it."""
+    channel = get_owned(Channel, id_, "channel")
+    if request.method == "GET":
+        return render_template("confirm_delete.html", what="channel", name=channel.name,
+                               note="Deliveries already recorded stay on their runs' pages.",
+                               action=url_for("ui.channel_delete", id_=id_), cancel=url_for("ui.channel_list"))
+    try:
+        channels.delete(db(), channel)
+    except APIError as exc:  # a schedule's notify names it: the API's 409, on the list
+        db().rollback()
+        return _channel_page(exc.message, status=exc.status)
+    return redirect(url_for("ui.channel_list"))
 
 
 # ---------------------------------------------------------------- logs
