@@ -58,13 +58,14 @@ class Box:
     def seal(self, value) -> str:
         return self._fernet.encrypt(json.dumps(value).encode()).decode()
 
-    def open(self, token: str):
-        """The secret sealed in `token`; while a run executes, it is also kept out of what the run stores."""
+    def open(self, token: str, org_id: str | None = None):
+        """The secret sealed in `token`; while a batch of runs executes, it is also kept out of what the runs
+        of org_id store (of every run's, when org_id is None; see web/scrub.py)."""
         try:
             value = json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken:
             raise ValueError("a stored secret cannot be decrypted with this secret key") from None
-        remember_secret(value)
+        remember_secret(value, org_id)
         return value
 
 

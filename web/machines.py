@@ -69,7 +69,8 @@ class ProviderLimits:
 def cloud_spec(box: Box, cloud: Cloud) -> CloudSpec:
     """A cloud's provider, decrypted credentials and options, detached from the session."""
     return CloudSpec(cloud.id, cloud.org_id, cloud.provider,
-                     box.open(cloud.credentials_enc) if cloud.credentials_enc else {}, dict(cloud.options or {}))
+                     box.open(cloud.credentials_enc, cloud.org_id) if cloud.credentials_enc else {},
+                     dict(cloud.options or {}))
 
 
 def fetch_nodes(spec: CloudSpec, limits: ProviderLimits) -> Listing:
@@ -224,4 +225,4 @@ def private_key(session: Session, box: Box, machine: Machine) -> str | None:
     if machine.key_id is None:
         return None
     key = session.get(Key, machine.key_id)
-    return box.open(key.private_enc) if key else None
+    return box.open(key.private_enc, key.org_id) if key else None

@@ -34,6 +34,7 @@ import yaml
 from . import rundirs
 from .rundirs import PRIVATE_PREFIX, purge_leftovers  # noqa: F401 - the service and tests use them from here
 from .results import MachineResult, Recorder as _Recorder, cap_text, inventory_hosts as _inventory_hosts  # noqa: F401 - cap_text is used by callers
+from .scrub import everywhere
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
             else:
                 outcome = ExecResult("error", recorder.output_tail()
                                      or f"ansible-playbook ended with status {rc} ({status})")
+        # Text of the whole playbook (its output tail) may quote any host's variables: masked of every
+        # secret of the batch before it reaches any run's machines (web/scrub.py).
+        outcome.error = everywhere(outcome.error)
         if outcome.status == "finished":
             recorder.fail_rest("no result was reported for this machine")
         elif outcome.status == "cancelled":

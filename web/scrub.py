@@ -6,12 +6,17 @@ they hold whichever code path writes the row:
 - Every string in a run, run machine, event or machine row is valid UTF-8 without NUL (both are
   refused by PostgreSQL, and lone surrogates by SQLite too). Text that is not is repaired with
   clean_text(), which keeps the readable part and replaces the rest with U+FFFD.
-- While a run executes (inside run_secrets()), every secret decrypted by the Box (cloud
-  credentials, SSH private keys) is remembered, and run, run machine and event rows written in
-  that time have each of those values, in any common encoding, replaced by ******** (see
-  plugins/module_utils/_redact.py for the rules). This is the last line of defence: messages are
-  redacted where they are made too, but a tool that quotes its input (Ansible showing a line of
-  the extra-variables file) must never put a secret in run.error or /logs.
+- While a batch of runs executes (inside run_secrets()), every secret decrypted by the Box (cloud
+  credentials, SSH private keys) is remembered with the org it belongs to, and run, run machine
+  and event rows written in that time have each of their org's values, in any common encoding,
+  replaced by ******** (see plugins/module_utils/_redact.py for the rules). This is the last line
+  of defence: messages are redacted where they are made too, but a tool that quotes its input
+  (Ansible showing a line of the extra-variables file) must never put a secret in run.error or /logs.
+
+Runs of several orgs share a batch. A row is masked of its own org's secrets only (and of those
+decrypted for no org in particular): masked of every org's, a run's output would tell its org
+whether a value it printed is another org's secret. Text that the whole batch's playbook produced,
+which may quote any host's variables, is masked of every secret where it is made (everywhere()).
 """
 from __future__ import annotations
 
@@ -30,7 +35,35 @@ _BAD = re.compile("[\x00\ud800-\udfff]")
 # 0x80..0xFF that were not UTF-8. Other lone surrogates stand for nothing.
 _NOT_ESCAPES = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
-_current: ContextVar[Redactor | None] = ContextVar("cloudcron_run_secrets", default=None)
+_current: ContextVar["BatchSecrets | None"] = ContextVar("cloudcron_run_secrets", default=None)
+
+
+class BatchSecrets:
+    """The secrets decrypted while a batch executes, by the org they belong to, and the org of each run."""
+
+    def __init__(self):
+        self.every = Redactor()  # all of them: for text of the whole batch (see everywhere())
+        self.unowned = Redactor()  # decrypted for no org in particular: masked in every run's rows
+        self.by_org: dict[str, Redactor] = {}
+        self.run_orgs: dict[str, str] = {}
+
+    def add(self, value, org_id: str | None = None) -> None:
+        """Remember `value` (a string, or dicts and lists of them) as a secret of org_id (None: of no org)."""
+        self.every.add(value)
+        (self.by_org.setdefault(org_id, Redactor()) if org_id else self.unowned).add(value)
+
+    def redactors(self, org_id: str | None) -> list[Redactor]:
+        """What masks a row of org_id: its org's secrets and unowned ones; every secret when the org is unknown."""
+        if org_id is None:
+            return [self.every]
+        return [r for r in (self.unowned, self.by_org.get(org_id)) if r]
+
+    def row_org(self, obj) -> str | None:
+        """The org of a run, run machine or event row (a run machine's through its run, see note_run)."""
+        org_id = getattr(obj, "org_id", None)
+        if org_id is None and getattr(obj, "run_id", None) is not None:
+            org_id = self.run_orgs.get(obj.run_id)
+        return org_id
 
 
 def clean_text(text):
@@ -57,25 +90,36 @@ def clean_data(data):
 
 @contextmanager
 def run_secrets():
-    """Within this block (one run, on one thread), secrets the Box decrypts are kept out of stored run rows."""
-    redactor = Redactor()
-    token = _current.set(redactor)
+    """Within this block (one batch of runs, on this thread and copies of its context), secrets the Box
+    decrypts are kept out of stored run rows: yields the BatchSecrets."""
+    batch = BatchSecrets()
+    token = _current.set(batch)
     try:
-        yield redactor
+        yield batch
     finally:
         _current.reset(token)
 
 
-def remember_secret(value) -> None:
-    """Called by Box.open with each decrypted secret: inside run_secrets() it is redacted from then on."""
-    redactor = _current.get()
-    if redactor is not None:
-        redactor.add(value)
+def remember_secret(value, org_id: str | None = None) -> None:
+    """Called by Box.open with each decrypted secret and the org it is opened for: inside run_secrets() it is
+    redacted from then on, from that org's rows (from every run's rows when org_id is None)."""
+    batch = _current.get()
+    if batch is not None:
+        batch.add(value, org_id)
 
 
-def current_redactor() -> Redactor | None:
-    """The redactor of the run executing on this thread, if any."""
-    return _current.get()
+def note_run(run_id: str, org_id: str) -> None:
+    """Inside run_secrets(): run_id belongs to org_id, so that its run machine rows are masked of that org's secrets."""
+    batch = _current.get()
+    if batch is not None:
+        batch.run_orgs[run_id] = org_id
+
+
+def everywhere(text):
+    """`text` masked of every secret of the current batch: for text its whole playbook produced (an error tail
+    that may quote any host's variables), before it is given to runs of any org. Outside a batch: unchanged."""
+    batch = _current.get()
+    return batch.every.redact(text) if batch is not None else text
 
 
 # Tables whose rows are cleaned, and whether their text is also redacted during a run.
@@ -84,12 +128,12 @@ _CLEANED = _REDACTED | {"machines"}
 
 
 def _before_flush(session, _flush_context, _instances) -> None:
-    redactor = _current.get()
+    batch = _current.get()
     for obj in list(session.new) + list(session.dirty):
         table = getattr(obj, "__tablename__", None)
         if table not in _CLEANED:
             continue
-        redact = redactor if redactor and table in _REDACTED else None
+        redactors = batch.redactors(batch.row_org(obj)) if batch is not None and table in _REDACTED else ()
         state = inspect(obj)
         for attr in state.mapper.column_attrs:
             key = attr.key
@@ -99,8 +143,8 @@ def _before_flush(session, _flush_context, _instances) -> None:
             if not isinstance(value, (str, dict, list)):
                 continue
             fixed = clean_data(value)
-            if redact is not None:
-                fixed = redact.redact_data(fixed)
+            for redactor in redactors:
+                fixed = redactor.redact_data(fixed)
             if fixed != value:
                 setattr(obj, key, fixed)
 

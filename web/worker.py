@@ -23,7 +23,7 @@ from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list
                        resolve, ssh_address, store_nodes)
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
 from .runs import SHUTDOWN, WORKER_LOST, add_event, claim_ready, end_run, interrupt, record_result
-from .scrub import run_secrets
+from .scrub import everywhere, note_run, run_secrets
 from .validation import SSH_USER_RULE, is_ssh_user
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ def _read_plan_in(session, state, run_id: str, now: datetime):
     run = session.get(Run, run_id)
     if run is None or run.status != "running":
         return None, "the run is no longer running"
+    note_run(run.id, run.org_id)  # its machines' rows are masked of its org's secrets (web/scrub.py)
     schedule = session.get(Schedule, run.schedule_id)
     if schedule is None:
         return None, "the schedule was deleted before its run started"
@@ -257,7 +258,7 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
         if groups:
             part = Part(run.id, "power", schedule.timeout, retries=schedule.retries, clouds=[
                 CloudTargets(run_id=run.id, provider=clouds[cid].provider,
-                             credentials=box.open(clouds[cid].credentials_enc) if clouds[cid].credentials_enc else {},
+                             credentials=box.open(clouds[cid].credentials_enc, run.org_id) if clouds[cid].credentials_enc else {},
                              options=clouds[cid].options or {}, machines=machines, cloud_id=cid,
                              state=ACTION_STATE[schedule.action])
                 for cid, machines in groups.items()])
@@ -333,8 +334,23 @@ def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | N
                         out[rid] = _write_plan_in(session, state, rid, now, specs_of[rid], listings)
                 except Exception as exc:
                     log.exception("run %s failed", rid)
-                    out[rid] = (None, f"internal error: {exc.__class__.__name__}: {exc}")
+                    out[rid] = (None, internal_error(exc))
     return out
+
+
+def internal_error(exc: BaseException) -> str:
+    """What a run records of an unexpected error: its class, and a database driver's first line.
+
+    Never the whole message: a batch holds runs of several orgs, and a database error's text quotes the
+    statement's parameters (another run's output, another org's), which would reach every run it is
+    recorded for. The worker's log has the traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        first = str(exc.orig).strip().splitlines()[:1]
+        detail = f"{exc.orig.__class__.__name__}: {first[0][:200]}" if first else exc.orig.__class__.__name__
+        return f"internal error: {detail} (see the worker's log)"
+    return f"internal error: {exc.__class__.__name__} (see the worker's log)"
 
 
 def _chunks(items: list, size: int | None = None) -> list[list]:
@@ -557,8 +573,10 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
                 playbooks = _render(state, parts, limits)
             except RenderError as exc:  # each part rendered alone; together they must too
                 playbooks = []
+                log.warning("the batch of run %s could not be rendered: %s", execution.run_id, exc)
                 for p in parts:
-                    outcomes[p.run_id] = ("error", f"the batch could not be rendered: {exc}")
+                    # The reason may name another run's machine, of another org: it stays in the log.
+                    outcomes[p.run_id] = ("error", "the batch could not be rendered together; see the worker's log")
             # Each thread runs in a copy of this context: the batch's secrets (scrub.run_secrets) are
             # masked in what its playbook's results store, as in this thread.
             threads = [threading.Thread(target=contextvars.copy_context().run, daemon=True, name=f"playbook-{i}",
@@ -584,7 +602,7 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
         return statuses
     except Exception as exc:
         log.exception("batch of run %s failed", execution.run_id)
-        error = f"internal error: {exc.__class__.__name__}: {exc}"
+        error = internal_error(exc)
         stop.set()
         return finish_many(state, {rid: ("error", error) for rid in run_ids}, execution)
     finally:
@@ -643,7 +661,7 @@ def _retry_runs(state, execution: Execution, parts: list[Part], outcomes: dict, 
             outcome = _retry_run(state, execution, part, outcomes[part.run_id], execute, limits)
         except Exception as exc:
             log.exception("retrying run %s failed", part.run_id)
-            outcome = ("error", f"internal error: {exc.__class__.__name__}: {exc}")
+            outcome = ("error", internal_error(exc))
         with ids_lock:  # out of the heartbeat's runs before it ends, so it does not read as taken away
             execution.run_ids = [rid for rid in execution.run_ids if rid != part.run_id]
         statuses[part.run_id] = finish(state, part.run_id, *outcome, execution=execution)
@@ -741,7 +759,7 @@ def _execute_playbook(state, execution: Execution, rendered, group: list[Part], 
     except Exception as exc:
         log.exception("a playbook of the batch of run %s failed", execution.run_id)
         for p in group:
-            outcomes[p.run_id] = ("error", f"internal error: {exc.__class__.__name__}: {exc}")
+            outcomes[p.run_id] = ("error", internal_error(exc))
         return
     for p in group:
         if p.run_id in result.run_timeouts and result.status in ("finished", "timed_out"):

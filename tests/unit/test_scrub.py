@@ -11,7 +11,7 @@ from web.config import load_config
 from web.crypto import new_id
 from web.migrate import upgrade
 from web.models import Cloud, Event, Machine, Run, RunMachine, Schedule
-from web.scrub import clean_text, run_secrets
+from web.scrub import clean_text, everywhere, note_run, run_secrets
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -94,3 +94,63 @@ def test_outside_a_run_rows_are_cleaned_but_nothing_is_redacted(state):
     run, machine, _, _ = _write(state, sealed, "ok\x00")
     assert run.error == f"ok\ufffd failed with {secret}"
     assert machine.stderr == secret
+
+
+def _print(state, org_name: str, text: str):
+    """A run of org_name whose machine printed `text`: (run error, machine stdout, event data) as stored."""
+    with state.db.transaction() as session:
+        org_id = ensure_org(session, org_name).id
+        run = _run(session, org_id)
+        note_run(run.id, org_id)
+        run.error = f"failed: {text}"
+        session.add(RunMachine(run_id=run.id, machine_key="k", status="failed", stdout=text))
+        session.add(Event(org_id=org_id, time=NOW, type="machine_action_failed", schedule_id=run.schedule_id,
+                          run_id=run.id, data={"error": text}))
+        run_id = run.id
+    with state.db.session() as session:
+        return (session.get(Run, run_id).error, session.query(RunMachine).filter_by(run_id=run_id).one().stdout,
+                session.query(Event).filter_by(run_id=run_id).one().data["error"])
+
+
+def test_a_run_is_masked_of_its_own_orgs_secrets_and_never_tells_another_org_which_values_are_secrets(state):
+    with state.db.transaction() as session:
+        victim, attacker = ensure_org(session, "victim").id, ensure_org(session, "attacker").id
+    theirs, unowned = "victim-password-" + new_id(), "unowned-value-" + new_id()
+    with run_secrets():
+        state.box.open(state.box.seal({"secret": theirs}), victim)
+        state.box.open(state.box.seal({"secret": unowned}))  # opened for no org: masked in every run
+        # The victim's own run is masked of its secret wherever it shows.
+        assert _print(state, "victim", theirs) == ("failed: ********", "********", "********")
+        # An attacker printing guesses learns nothing: the victim's secret is not masked in the attacker's rows.
+        assert _print(state, "attacker", f"{theirs} {unowned}") == (
+            f"failed: {theirs} ********", f"{theirs} ********", f"{theirs} ********")
+        # Text the whole batch produced is masked of every secret before any run gets it.
+        assert everywhere(f"tail: {theirs} {unowned}") == "tail: ******** ********"
+    assert everywhere(theirs) == theirs  # outside a batch nothing is known
+
+
+def test_a_run_machine_row_of_a_run_not_noted_is_masked_of_every_secret(state):
+    secret = "some-org-secret-" + new_id()
+    with state.db.transaction() as session:
+        org_id = ensure_org(session, "acme").id
+        run = _run(session, org_id)
+    with run_secrets():
+        state.box.open(state.box.seal({"secret": secret}), "another-org")
+        with state.db.transaction() as session:
+            session.add(RunMachine(run_id=run.id, machine_key="k", status="failed", stdout=secret))
+    with state.db.session() as session:
+        assert session.query(RunMachine).filter_by(run_id=run.id).one().stdout == "********"
+
+
+def test_an_internal_error_names_the_database_error_but_never_quotes_its_parameters():
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from web.worker import internal_error
+
+    exc = OperationalError("UPDATE run_machines SET stdout=? WHERE id=?", ("another org's output", 3),
+                           sqlite3.OperationalError("database is locked"))
+    assert "another org's output" in str(exc)  # what SQLAlchemy would have put in every run's error
+    assert internal_error(exc) == "internal error: OperationalError: database is locked (see the worker's log)"
+    assert internal_error(KeyError("another-org-machine")) == "internal error: KeyError (see the worker's log)"
