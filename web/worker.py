@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 
@@ -665,12 +665,12 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
 
     n = 0
     while n < part.retries["max"]:
-        keys = _retryable(state, part.run_id) & part.keys  # machines failed at planning are not retried
+        wait = delay_before(part.retries, n + 1)
+        keys = _attempt_failed(state, part, n + 1, wait)
         narrowed = part.only(keys) if keys else None
         if narrowed is None:
             break
         n += 1
-        wait = delay_before(part.retries, n)
         if execution.cancel.wait(wait):  # stopped with attempts still to make: the run ends interrupted
             return "cancelled", execution.error
         if not _begin_attempt(state, part.run_id, keys, n + 1, wait):
@@ -691,12 +691,32 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
 
 def _retryable(state, run_id: str) -> set[str]:
     """The keys of a run's machines whose last attempt failed for a transient reason."""
+    with state.db.transaction() as session:
+        return _retryable_in(session, run_id)
+
+
+def _retryable_in(session, run_id: str) -> set[str]:
     from .retries import is_transient
 
+    rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id,
+                                                    RunMachine.status.in_(("failed", "unreachable"))))
+    return {r.machine_key for r in rows if is_transient(r.status, r.error)}
+
+
+def _attempt_failed(state, part: Part, attempt: int, wait: float) -> set[str]:
+    """After attempt `attempt` of a run: the keys of its machines to try again (failed for a transient reason, and
+    not at planning), and, when there are some, the failed attempt's notifications (web.notify.on_retry, for
+    schedules with notify.after_retries false) queued in the same short transaction, the retry due `wait` seconds
+    from now."""
+    from .notify import on_retry
+
+    now = utcnow()
     with state.db.transaction() as session:
-        rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id,
-                                                        RunMachine.status.in_(("failed", "unreachable"))))
-        return {r.machine_key for r in rows if is_transient(r.status, r.error)}
+        keys = _retryable_in(session, part.run_id) & part.keys  # machines failed at planning are not retried
+        run = session.get(Run, part.run_id) if keys else None
+        if run is not None and run.status == "running":
+            on_retry(session, run, attempt, part.retries["max"] + 1, now + timedelta(seconds=wait), keys, now)
+        return keys
 
 
 def _begin_attempt(state, run_id: str, keys: set[str], attempt: int, waited: float) -> bool:

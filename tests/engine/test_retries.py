@@ -2,16 +2,23 @@
 ends its wait. Retries through real playbooks against moto are in tests/integration/test_retries_e2e.py."""
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from web import worker
+from web.crypto import new_id
 from web.dispatcher import Dispatcher
 from web.machines import ProviderLimits
-from web.models import Run, RunMachine
+from web.models import Channel, Delivery, Run, RunMachine
+from web.notify import Sender
+from web.results import MachineResult
+from web.runner import ExecResult
 from web.runs import interrupt
+from web.timemath import parse_instant
 from web.worker import Execution, claim, finish, plan
 
 from .conftest import T0
@@ -19,13 +26,13 @@ from .conftest import T0
 RETRIES = {"max": 3, "delay": 3600, "backoff": 1}
 
 
-def _planned_run(env, error: str):
+def _planned_run(env, error: str, retries=RETRIES, **fields):
     """A claimed power run on machine i-1 whose first attempt failed with `error`: (run_id, Part)."""
-    env.add(now=T0 - timedelta(minutes=1), misfire_grace=86400 * 366, retries=RETRIES)
+    env.add(now=T0 - timedelta(minutes=1), misfire_grace=86400 * 366, retries=retries, **fields)
     [run_id] = Dispatcher(env.state, lambda ids: None, clock=lambda: T0).claim(T0)
     assert claim(env.state, run_id, T0)
     part, err = plan(env.state, run_id, T0)
-    assert err is None and part is not None and part.retries == RETRIES
+    assert err is None and part is not None and part.retries == retries
     with env.state.db.transaction() as s:
         row = s.scalars(select(RunMachine).where(RunMachine.run_id == run_id)).one()
         row.status, row.error = "failed", error
@@ -150,3 +157,100 @@ def test_no_run_is_detached_while_the_process_drains(env):
         assert env.state.executions.active() == []
     finally:
         env.state.executions.draining.clear()
+
+
+# ---------------------------------------------------------------- notify.after_retries
+
+REFUSED = "could not stop machine i-1: HTTP 503 Service Unavailable"
+
+
+def _hook(env, url) -> None:
+    """A webhook channel named 'hook' to `url` (a loopback receiver), reachable from the sender."""
+    env.state.config.denied_networks = ()
+    with env.state.db.transaction() as s:
+        s.add(Channel(id=new_id(), org_id=env.org_id, name="hook", kind="webhook", url_shown="http://127.0.0.1/…",
+                      target_enc=env.state.box.seal({"kind": "webhook", "url": url, "secret": "s" * 16}),
+                      is_default=False, created_at=T0, updated_at=T0))
+
+
+def _attempts_then(env, outcomes: list):
+    """An executor standing in for ansible-playbook: call n reports outcomes[n] (a MachineResult's status and
+    error) for every machine still running, through on_results as the runner does, and ends `finished`."""
+    calls = []
+
+    def execute(rendered, *, on_results, **kwargs):
+        status, error = outcomes[len(calls)]
+        calls.append(rendered)
+        on_results([(run_id, key, MachineResult(status=status, error=error, duration=0.1))
+                    for run_id, key in _running(env)])
+        return ExecResult("finished", None)
+
+    return execute, calls
+
+
+def _running(env):
+    with env.state.db.session() as s:
+        return [(r.run_id, r.machine_key) for r in s.scalars(select(RunMachine).where(RunMachine.status == "running"))]
+
+
+def _deliveries_of(env, run_id):
+    with env.state.db.session() as s:
+        return s.scalars(select(Delivery).where(Delivery.run_id == run_id)
+                         .order_by(Delivery.created_at, Delivery.id)).all()
+
+
+def _retry_then_finish(env, outcomes, retries, notify):
+    """A run whose attempt 1 was refused (503), retried by the worker's loop with `outcomes` for its later
+    attempts, then ended: (run_id, final status, how many attempts the executor made)."""
+    run_id, part = _planned_run(env, REFUSED, retries=retries, notify=notify)
+    execute, calls = _attempts_then(env, outcomes)
+    execution = Execution(run_id)
+    outcome = worker._retry_run(env.state, execution, part, ("finished", None), execute,
+                                ProviderLimits.of(env.state.config))
+    return run_id, finish(env.state, run_id, *outcome, execution=execution), len(calls)
+
+
+@pytest.mark.parametrize("notify, final, kinds", [
+    # after_retries false: attempts 1 and 2 (of 3) each heard before their retry; attempt 3 is the run's end.
+    ({"on": ["failed"], "channels": ["hook"], "after_retries": False}, "failed", ["retry", "retry", "run"]),
+    # true (the default): one notification, after the last attempt.
+    ({"on": ["failed"], "channels": ["hook"]}, "failed", ["run"]),
+    ({"on": ["failed"], "channels": ["hook"], "after_retries": True}, "failed", ["run"]),
+    # a failed attempt's status (failed) must be one the schedule asked to hear about.
+    ({"on": ["succeeded"], "channels": ["hook"], "after_retries": False}, "succeeded", ["run"]),
+])
+def test_after_retries_decides_whether_each_failed_attempt_is_notified(env, receiver, notify, final, kinds):
+    _hook(env, receiver().url)
+    outcomes = [("failed", REFUSED), ("failed", REFUSED)] if final == "failed" \
+        else [("failed", REFUSED), ("succeeded", None)]
+    run_id, status, made = _retry_then_finish(env, outcomes, {"max": 2, "delay": 0, "backoff": 1}, notify)
+    assert (status, made) == (final, 2)
+    assert [d.kind for d in _deliveries_of(env, run_id)] == kinds
+
+
+def test_a_failed_attempt_reaches_the_webhook_with_its_number_and_when_the_retry_is_due(env, receiver):
+    hook = receiver()
+    _hook(env, hook.url)
+    retries = {"max": 2, "delay": 0.2, "backoff": 2}
+    run_id, status, _ = _retry_then_finish(env, [("succeeded", None)], retries,
+                                           {"on": ["failed", "succeeded"], "channels": ["hook"],
+                                            "after_retries": False})
+    assert status == "succeeded"
+    sender = Sender(env.state)
+    while sender.tick():  # the real sender, claiming and posting each due delivery
+        pass
+    assert all(d.status == "delivered" for d in _deliveries_of(env, run_id))
+    sent = [(headers["x-cloudcron-event"], json.loads(body)) for headers, body in hook.requests]
+    assert [kind for kind, _ in sent] == ["run.retrying", "run.finished"]
+    (_, retrying), (_, finished) = sent
+    assert retrying["type"] == "run.retrying" and retrying["run"]["id"] == run_id
+    assert retrying["run"]["status"] == "running" and retrying["run"]["finished_at"] is None
+    assert {k: retrying["attempt"][k] for k in ("number", "of", "status")} == {"number": 1, "of": 3,
+                                                                               "status": "failed"}
+    # The wait before retry 1 is delay * backoff ** 0 = 0.2 s after the failed attempt was recorded.
+    due = parse_instant(retrying["attempt"]["retry_at"]) - parse_instant(retrying["time"])
+    assert due == timedelta(seconds=0.2)
+    [machine] = retrying["machines_not_succeeded"]
+    assert (machine["machine_id"], machine["error"], machine["retry"]) == ("i-1", REFUSED, True)
+    assert finished["run"]["status"] == "succeeded" and "attempt" not in finished
+    assert retrying["delivery_id"] != finished["delivery_id"]

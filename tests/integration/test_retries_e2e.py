@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -126,3 +127,39 @@ def test_retries_stop_after_max_and_the_run_ends_with_the_last_attempts_error(sv
     assert all("HTTP 503" in a["error"] for a in row["attempts"])
     assert proxy.refused == 2 * REFUSALS_PER_ATTEMPT
     assert moto_server.state(machine) == "running"
+
+
+def test_with_after_retries_false_the_refused_attempt_is_notified_before_its_retry(svc, moto_server, refusing_proxy,
+                                                                                   receiver):
+    [machine] = moto_server.create_machines(1)
+    proxy = refusing_proxy(moto_server.url, "StopInstances", refuse=REFUSALS_PER_ATTEMPT)
+    cloud = _cloud_behind(svc, moto_server, proxy)
+    hook = receiver()
+    status, channel = svc.api("POST", "channels", {"name": "hook-each", "kind": "webhook", "url": hook.url + "/",
+                                                   "secret": "whsec-0123456789abcdef"})
+    assert status == 200, channel
+    status, schedule = svc.api("POST", "schedules", {
+        "name": "stop-each-attempt", "action": "stop", "machines_per_cloud": [[cloud["id"], machine]],
+        "schedule_type": "interval", "schedule_entry": {"every": 1, "period": "days"}, "run_immediately": True,
+        "retries": {"max": 2, "delay": 1, "backoff": 1},
+        "notify": {"on": ["failed", "succeeded"], "channels": ["hook-each"], "after_retries": False}})
+    assert status == 200, schedule
+
+    run = _finished_run(svc, schedule["id"])
+    assert run["status"] == "succeeded", run
+    wait_until(lambda: len(hook.requests) >= 2, 60, what=f"the run's two notifications\n{svc.log()}")
+    time.sleep(1.0)  # a third would have been queued by now
+    sent = [(headers["x-cloudcron-event"], json.loads(body)) for headers, body in hook.requests]
+    assert [kind for kind, _ in sent] == ["run.retrying", "run.finished"]
+    (_, retrying), (_, finished) = sent
+    assert retrying["run"]["id"] == finished["run"]["id"] == run["id"]
+    assert retrying["attempt"]["number"] == 1 and retrying["attempt"]["of"] == 3
+    assert retrying["attempt"]["status"] == "failed"
+    # The wait before retry 1 is delay * backoff ** 0 = 1 s after the failed attempt was recorded.
+    due = datetime.fromisoformat(retrying["attempt"]["retry_at"]) - datetime.fromisoformat(retrying["time"])
+    assert due == timedelta(seconds=1)
+    [refused] = retrying["machines_not_succeeded"]
+    assert refused["machine_id"] == machine and refused["retry"] is True and "HTTP 503" in refused["error"]
+    assert finished["run"]["status"] == "succeeded" and finished["machines_not_succeeded"] == []
+    kinds = [d["kind"] for d in svc.api("GET", f"runs/{run['id']}")[1]["deliveries"]]
+    assert kinds == ["retry", "run"]
