@@ -585,11 +585,6 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
         stop.set()
 
 
-# Retry attempts' playbooks running at once in this process, all orgs together: retries happen outside the
-# queue's worker slots (their waits must not hold a slot), so they get a bound of their own.
-RETRY_SLOTS = threading.BoundedSemaphore(2)
-
-
 def _detach_retries(state, execution: Execution, parts: list, outcomes: dict, execute, limits) -> bool:
     """Hand the runs that wait to retry to a thread of their own, under an Execution of their own; True when done.
 
@@ -681,7 +676,9 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
         except RenderError as exc:  # it rendered for attempt 1; a subset renders too, but never crash
             return "error", f"attempt {n + 1} could not be rendered: {exc}"
         out: dict = {}
-        with RETRY_SLOTS:
+        # Retries happen outside the queue's worker slots (their waits must not hold one), so their playbooks
+        # have a bound of their own: CLOUDCRON_RETRY_SLOTS at once per process, all orgs together.
+        with state.retry_slots:
             _execute_playbook(state, execution, rendered, group, execute, out)
         outcome = out.get(part.run_id, ("cancelled", execution.error))
         if outcome[0] != "finished":

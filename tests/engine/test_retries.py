@@ -254,3 +254,45 @@ def test_a_failed_attempt_reaches_the_webhook_with_its_number_and_when_the_retry
     assert (machine["machine_id"], machine["error"], machine["retry"]) == ("i-1", REFUSED, True)
     assert finished["run"]["status"] == "succeeded" and "attempt" not in finished
     assert retrying["delivery_id"] != finished["delivery_id"]
+
+
+# ---------------------------------------------------------------- CLOUDCRON_RETRY_SLOTS
+
+
+def _overlap_counter(meet: int, patience: float):
+    """An executor that counts how many playbooks run at once (peak); each waits up to `patience` seconds for
+    `meet` of them to be running together, so any bound below `meet` is reached and shown, not raced."""
+    lock = threading.Condition()
+    seen = {"active": 0, "peak": 0, "calls": 0}
+
+    def execute(rendered, **kwargs):
+        with lock:
+            seen["active"] += 1
+            seen["calls"] += 1
+            seen["peak"] = max(seen["peak"], seen["active"])
+            lock.notify_all()
+            lock.wait_for(lambda: seen["active"] >= meet, timeout=patience)
+            seen["active"] -= 1
+        return ExecResult("finished", None)
+
+    return execute, seen
+
+
+@pytest.mark.parametrize("setting, worker_slots, peak", [
+    (None, 2, 2),  # unset: as many as the process's worker slots
+    (None, 1, 1),
+    (1, 3, 1),     # CLOUDCRON_RETRY_SLOTS below the worker slots
+    (3, 1, 3),     # and above them
+])
+def test_retry_attempts_run_at_most_retry_slots_at_once(env, setting, worker_slots, peak):
+    env.state.config.retry_slots, env.state.worker_slots = setting, worker_slots
+    planned = [_planned_run(env, REFUSED, retries={"max": 1, "delay": 0, "backoff": 1}) for _ in range(3)]
+    execution = Execution(planned[0][0])
+    execution.run_ids = [run_id for run_id, _ in planned]
+    execute, seen = _overlap_counter(meet=3, patience=1.0)
+    statuses = worker._retry_runs(env.state, execution, [part for _, part in planned],
+                                  {run_id: ("finished", None) for run_id, _ in planned}, execute,
+                                  ProviderLimits.of(env.state.config))
+    assert seen["calls"] == 3 and seen["peak"] == peak
+    # Nothing came back from the stand-in playbook: each run ends failed after its one retry, none is left running.
+    assert set(statuses.values()) == {"failed"}
