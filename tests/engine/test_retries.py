@@ -13,7 +13,7 @@ from web import worker
 from web.crypto import new_id
 from web.dispatcher import Dispatcher
 from web.machines import ProviderLimits
-from web.models import Channel, Delivery, Run, RunMachine
+from web.models import Channel, Delivery, Event, Run, RunMachine
 from web.notify import Sender
 from web.results import MachineResult
 from web.runner import ExecResult
@@ -296,3 +296,90 @@ def test_retry_attempts_run_at_most_retry_slots_at_once(env, setting, worker_slo
     assert seen["calls"] == 3 and seen["peak"] == peak
     # Nothing came back from the stand-in playbook: each run ends failed after its one retry, none is left running.
     assert set(statuses.values()) == {"failed"}
+
+
+# ---------------------------------------------------------------- durable retry waits
+
+
+def _waiting_run(env, due_in: float):
+    """A run whose attempt 1 was refused and which waits to retry (max 2), due `due_in` seconds from now, its
+    heartbeat last written at T0 (long ago): (run_id, Part, the Execution that waited)."""
+    run_id, part = _planned_run(env, REFUSED, retries={"max": 2, "delay": 3600, "backoff": 1})
+    waiter = Execution(run_id)
+    assert worker._attempt_failed(env.state, part, 1, due_in, waiter.token) == part.keys
+    return run_id, part, waiter
+
+
+def _sweep(env, seconds_after_the_due_time=60):
+    sent = []
+    with env.state.db.session() as s:
+        due = s.get(Run, s.scalars(select(Run.id).where(Run.retry_at.is_not(None))).first()).retry_at
+    counts = Dispatcher(env.state, sent.extend).sweep(due + timedelta(seconds=seconds_after_the_due_time))
+    return counts, sent
+
+
+def _run(env, run_id) -> Run:
+    with env.state.db.session() as s:
+        return s.get(Run, run_id)
+
+
+def _event_types(env, run_id) -> list[str]:
+    with env.state.db.session() as s:
+        return list(s.scalars(select(Event.type).where(Event.run_id == run_id).order_by(Event.id)))
+
+
+def test_the_sweep_hands_on_a_run_whose_worker_died_while_it_waited_to_retry(env):
+    run_id, _, waiter = _waiting_run(env, due_in=30)
+    run = _run(env, run_id)
+    assert run.status == "running" and run.retry_owner == waiter.token
+    due = run.retry_at
+    # A run whose worker died during an attempt (no retry_at) is still interrupted.
+    busy_id, _ = _planned_run(env, REFUSED)
+    (requeued, ended), sent = _sweep(env)
+    assert (requeued, ended, sent) == (1, 1, [run_id])
+    run = _run(env, run_id)
+    assert (run.status, run.retry_at, run.retry_owner) == ("queued", due, None)
+    assert _event_types(env, run_id)[-1] == "retry_handed_on"
+    assert _run(env, busy_id).status == "interrupted"
+    # Handed on, it is no ordinary queued run: a batch's claim leaves it to resume_retry.
+    claimed, missed = worker.claim_batch(env.state, run_id, T0)
+    assert (claimed, missed) == ([], []) and _run(env, run_id).status == "queued"
+
+
+def test_a_handed_on_run_is_taken_over_and_retried_when_due_and_its_first_worker_stays_out(env):
+    run_id, part, waiter = _waiting_run(env, due_in=1.0)
+    _sweep(env)
+    due = _run(env, run_id).retry_at
+    execute, calls = _attempts_then(env, [("succeeded", None)])
+    taker = env.state.executions.begin(run_id)
+    try:
+        assert worker.resume_retry(env.state, taker, run_id, execute) == "running"
+    finally:
+        env.state.executions.end(taker)
+    assert env.state.executions.wait_idle(60)  # the taken-over wait runs detached, then the attempt
+    run = _run(env, run_id)
+    assert run.status == "succeeded" and (run.retry_at, run.retry_owner) == (None, None)
+    assert len(calls) == 1
+    row = _row(env, run_id)
+    assert [(a["attempt"], a["status"]) for a in row.attempts] == [(1, "failed")] and row.status == "succeeded"
+    types = _event_types(env, run_id)
+    assert types.index("retry_handed_on") < types.index("retry_resumed") < types.index("machine_retried")
+    with env.state.db.session() as s:  # the new worker waited until the attempt was due
+        began = s.scalars(select(Event.time).where(Event.run_id == run_id, Event.type == "machine_retried")).one()
+    assert began >= due
+    # The worker that waited first, were it alive, makes no attempt and does not end the run.
+    assert worker._begin_attempt(env.state, run_id, part.keys, 2, 0.0, waiter.token) is None
+    assert worker.resume_retry(env.state, Execution(run_id), run_id, never) is None  # a duplicate message
+
+
+def test_the_first_worker_leaves_a_run_taken_over_while_it_waited(env):
+    run_id, part, waiter = _waiting_run(env, due_in=3600)
+    _sweep(env)
+    with env.state.db.transaction() as s:  # what resume_retry's claim writes
+        run = s.get(Run, run_id)
+        run.status, run.retry_owner = "running", "another-workers-token"
+    assert worker._begin_attempt(env.state, run_id, part.keys, 2, 0.0, waiter.token) is None
+    assert finish(env.state, run_id, "cancelled", "stopped", execution=waiter) == "running"
+    run = _run(env, run_id)
+    assert (run.status, run.retry_owner) == ("running", "another-workers-token")
+    assert _row(env, run_id).attempts is None
