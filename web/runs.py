@@ -2,8 +2,9 @@
 
     queued       created: the dispatcher at a fire (create_run), run_immediately and "run now" (start_now)
     running      claimed by a worker: claim_ready (a batch, one conditional UPDATE ... RETURNING)
-    queued again hand_on(): the sweep, for a run whose worker stopped answering while it waited to retry
-                 (retry_at set); web.worker.resume_retry claims it back to running (claim_ready skips it)
+    queued again hand_on(): for a run waiting to retry (retry_at set), the sweep when its worker stopped
+                 answering, or its worker when stopped (drain); web.worker.resume_retry claims it back to
+                 running (claim_ready skips it)
     missed       the dispatcher, for fires older than misfire_grace at fire time (create_run); claim_ready,
                  for runs that waited in the queue past their grace (nothing is done to their machines)
     skipped      the dispatcher: skip_next, and concurrency forbid while a run is active (create_run)
@@ -66,18 +67,18 @@ def interrupt(session: Session, run: Run, now: datetime, reason: str, error: str
     metrics.run_ended(run)
 
 
-def hand_on(session: Session, run: Run, now: datetime) -> None:
-    """Put a run back to `queued` whose worker stopped answering while the run waited to retry (run.retry_at set);
-    the caller enqueues its id after the commit, and a worker takes it over (web.worker.resume_retry).
+def hand_on(session: Session, run: Run, now: datetime, reason: str = WORKER_LOST) -> None:
+    """Put a run that waits to retry (run.retry_at set) back to `queued`; the caller enqueues its id after the
+    commit, and a worker takes it over (web.worker.resume_retry).
 
-    Called by the dispatcher's sweep instead of interrupt(): a wait is no work in progress, so nothing is lost by
-    carrying it on elsewhere. retry_at is kept (when the next attempt is due); retry_owner is cleared, so the
-    worker that waited, should it still be alive, makes no attempt of its own."""
+    Instead of interrupt(), for a wait is no work in progress and nothing is lost by carrying it on elsewhere:
+    the sweep's, when the worker stopped answering (WORKER_LOST), and the worker's own when it is stopped during
+    the wait (SHUTDOWN: a drain). retry_at is kept (when the next attempt is due); retry_owner is cleared, so
+    the worker that waited, should it still be alive, makes no attempt of its own."""
     run.status = "queued"
     run.enqueued_at = now
     run.retry_owner = None
-    add_event(session, run, "retry_handed_on", now, {"reason": WORKER_LOST,
-                                                     "retry_at": format_instant(run.retry_at)})
+    add_event(session, run, "retry_handed_on", now, {"reason": reason, "retry_at": format_instant(run.retry_at)})
 
 
 def lose(session: Session, run: Run, now: datetime, error: str) -> None:

@@ -744,7 +744,7 @@ def _retry_runs(state, execution: Execution, parts: list[Part], outcomes: dict, 
         with ids_lock:  # out of the heartbeat's runs before it ends, so it does not read as taken away
             execution.run_ids = [rid for rid in execution.run_ids if rid != part.run_id]
         if outcome[0] == TAKEN:  # another worker has the run now: this one writes nothing more for it
-            log.warning("run %s was taken over by another worker while this one waited to retry it", part.run_id)
+            log.info("run %s waiting to retry is left to another worker", part.run_id)
             return
         statuses[part.run_id] = finish(state, part.run_id, *outcome, execution=execution)
 
@@ -767,8 +767,9 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
     open; when it is due is on the run (Run.retry_at, with this execution's token in Run.retry_owner), so a
     worker that dies meanwhile leaves a run the sweep hands to another (resume_retry: part.done retries made,
     the next due at part.due). Each attempt's rows keep the earlier attempts' outcomes (RunMachine.attempts).
-    A stop (drain, lost heartbeat) with an attempt still to make ends the wait: ("cancelled", why), so the run
-    ends interrupted; (TAKEN, None) when another worker took the run over meanwhile."""
+    A stop (drain, lost heartbeat) with an attempt still to make ends the wait and gives the run back to the
+    queue for another worker (_hand_on): (TAKEN, None), as when another worker took it over meanwhile; only a
+    run no longer this execution's to give ends interrupted: ("cancelled", why)."""
     from .playbooks import RenderError
     from .retries import delay_before
 
@@ -784,7 +785,9 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
         if narrowed is None:
             break
         n += 1
-        if execution.cancel.wait(wait):  # stopped with attempts still to make: the run ends interrupted
+        if execution.cancel.wait(wait):  # stopped (a drain) with attempts still to make: another worker goes on
+            if _hand_on(state, part.run_id, execution):
+                return TAKEN, None
             return "cancelled", execution.error
         began = _begin_attempt(state, part.run_id, keys, n + 1, wait, execution.token)
         if began is None:
@@ -836,6 +839,25 @@ def _attempt_failed(state, part: Part, attempt: int, wait: float, owner: str | N
             run.retry_at, run.retry_owner = now + timedelta(seconds=wait), owner
             on_retry(session, run, attempt, part.retries["max"] + 1, run.retry_at, keys, now)
         return keys
+
+
+def _hand_on(state, run_id: str, execution: Execution) -> bool:
+    """Give a run this execution waits to retry back to the queue (web.runs.hand_on) when it is stopped; True when
+    it did. False when the run is not, or no longer, this execution's to give (the caller ends it interrupted, or
+    leaves it to the worker that has it). The message is sent after the commit; should that fail, the sweep
+    re-enqueues the queued run (web.dispatcher, REQUEUE_AFTER)."""
+    from .runs import hand_on
+
+    with state.db.transaction() as session:
+        run = session.get(Run, run_id)
+        if run is None or run.status != "running" or run.retry_at is None or run.retry_owner != execution.token:
+            return False
+        hand_on(session, run, utcnow(), execution.reason or SHUTDOWN)
+    try:
+        state.enqueue([run_id])
+    except Exception:  # noqa: BLE001 - the run is queued: the sweep sends it again
+        log.exception("enqueueing run %s, handed on while it waited to retry, failed", run_id)
+    return True
 
 
 def _begin_attempt(state, run_id: str, keys: set[str], attempt: int, waited: float,
@@ -896,8 +918,9 @@ def drain(state, grace: float, stop_taking=None, settle: float = 15.0) -> int:
 
     stop_taking() is called first (the queue consumer stops pulling messages). Runs still executing
     after the grace period are stopped (their playbooks end, their private directories go) and
-    recorded `interrupted` with the reason `shutdown`; any not ended `settle` seconds later are
-    marked so directly. Returns how many runs were interrupted."""
+    recorded `interrupted` with the reason `shutdown`, except runs waiting to retry, which go back on
+    the queue (_hand_on); any not ended `settle` seconds later are marked so directly. Returns how many
+    executions were stopped."""
     executions = state.executions
     executions.draining.set()
     if stop_taking is not None:

@@ -48,18 +48,55 @@ def never(*args, **kwargs):
     raise AssertionError("nothing should have been executed")
 
 
-def test_a_stop_during_the_wait_ends_the_retry_and_the_run_is_interrupted(env):
-    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+def _stopped_during_the_wait(env, run_id, part, meanwhile=lambda: None):
+    """_retry_run of the run, stopped (a drain) while it waits for retry 1; meanwhile() runs before the stop."""
     execution = Execution(run_id)
     out = {}
     thread = threading.Thread(target=lambda: out.update(outcome=worker._retry_run(
         env.state, execution, part, ("finished", None), never, ProviderLimits.of(env.state.config))))
     thread.start()
+    for _ in range(500):  # until the wait is recorded on the run
+        if _run_retry_at(env, run_id) is not None:
+            break
+        threading.Event().wait(0.01)
+    meanwhile()
     execution.stop("shutdown", "shutdown: the worker was stopped")
     thread.join(timeout=60)
-    assert not thread.is_alive() and out["outcome"] == ("cancelled", "shutdown: the worker was stopped")
+    assert not thread.is_alive()
+    return execution, out["outcome"]
+
+
+def _run_retry_at(env, run_id):
+    with env.state.db.session() as s:
+        return s.get(Run, run_id).retry_at
+
+
+def test_a_stop_during_the_wait_gives_the_run_back_to_the_queue_for_another_worker(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    execution, outcome = _stopped_during_the_wait(env, run_id, part)
+    assert outcome == (worker.TAKEN, None)
     assert _row(env, run_id).attempts is None  # no attempt began
-    assert finish(env.state, run_id, *out["outcome"], execution=execution) == "interrupted"
+    with env.state.db.session() as s:
+        run = s.get(Run, run_id)
+        assert (run.status, run.retry_owner) == ("queued", None) and run.retry_at is not None
+        event = s.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.id.desc())).first()
+        assert (event.type, event.data["reason"]) == ("retry_handed_on", "shutdown")
+    assert env.state.huey.pending_count() == 1  # its message, for the next worker (resume_retry)
+    assert finish(env.state, run_id, *outcome, execution=execution) == "queued"  # and nothing ends it here
+
+
+def test_a_stop_during_the_wait_of_a_run_no_longer_its_own_leaves_it_as_it_is(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+
+    def interrupted_meanwhile():  # by anything else (here directly): it is no longer running, nor this worker's
+        with env.state.db.transaction() as s:
+            interrupt(s, s.get(Run, run_id), T0, "worker_lost", "the worker stopped answering")
+
+    execution, outcome = _stopped_during_the_wait(env, run_id, part, interrupted_meanwhile)
+    assert outcome == ("cancelled", "shutdown: the worker was stopped")
+    assert env.state.huey.pending_count() == 0  # not handed on
+    assert finish(env.state, run_id, *outcome, execution=execution) == "interrupted"
+    assert _run(env, run_id).error == "the worker stopped answering"
 
 
 def test_a_final_failure_is_not_retried(env):
@@ -116,18 +153,14 @@ def test_a_retried_run_ending_does_not_stop_another_still_waiting(env, monkeypat
     finally:
         execution.stop("shutdown", "shutdown: the worker was stopped")
         thread.join(timeout=60)
-    assert out["statuses"] == {done_id: "failed", waiting_id: "interrupted"}
-    assert _run_error(env, waiting_id) == "shutdown: the worker was stopped"
-
-
-def _run_error(env, run_id):
+    assert out["statuses"] == {done_id: "failed"}  # the one still waiting went back to the queue
     with env.state.db.session() as s:
-        return s.get(Run, run_id).error
+        assert s.get(Run, waiting_id).status == "queued"
 
 
 def test_a_run_waiting_to_retry_does_not_hold_the_queue_slot_that_ran_its_batch(env):
     """The batch's call returns while the run waits (an hour here); the wait is an Execution of its own that a
-    drain still sees and stops, ending the run interrupted."""
+    drain still sees and stops, giving the run back to the queue."""
     run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
     batch = env.state.executions.begin(run_id)
     batch.run_ids = [run_id]
@@ -143,9 +176,8 @@ def test_a_run_waiting_to_retry_does_not_hold_the_queue_slot_that_ran_its_batch(
         assert s.get(Run, run_id).status == "running"
     waiting.stop("shutdown", "shutdown: the worker was stopped")
     assert env.state.executions.wait_idle(60)
-    assert _run_error(env, run_id) == "shutdown: the worker was stopped"
     with env.state.db.session() as s:
-        assert s.get(Run, run_id).status == "interrupted"
+        assert s.get(Run, run_id).status == "queued"
 
 
 def test_no_run_is_detached_while_the_process_drains(env):

@@ -175,11 +175,13 @@ def _start_worker(server, log):
 
 
 @pytest.mark.timeout(400)
-def test_a_worker_killed_while_a_run_waits_to_retry_leaves_the_retry_to_the_next_worker(tmp_path, moto_server,
-                                                                                         refusing_proxy):
-    """serve without a worker, and a `python -m web worker` SIGKILLed during a run's wait before attempt 2: the
-    sweep hands the run on (not interrupted), the next worker makes attempt 2 when it is due, the run succeeds."""
-    server = start_service(tmp_path / "data", serve_args=("--no-worker",))
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "sigterm"])
+def test_a_worker_stopped_while_a_run_waits_to_retry_leaves_the_retry_to_the_next_worker(tmp_path, moto_server,
+                                                                                          refusing_proxy, stop):
+    """serve without a worker, and a `python -m web worker` stopped during a run's wait before attempt 2: killed,
+    the sweep hands the run on once its heartbeat is 30 s old; SIGTERM, the drain does (after its 2 s). Either
+    way the run is not interrupted: the next worker makes attempt 2 when it is due, and the run succeeds."""
+    server = start_service(tmp_path / "data", serve_args=("--no-worker",), env={"CLOUDCRON_DRAIN_SECONDS": "2"})
     log = open(tmp_path / "worker.log", "wb")
     worker = _start_worker(server, log)
     try:
@@ -198,8 +200,8 @@ def test_a_worker_killed_while_a_run_waits_to_retry_leaves_the_retry_to_the_next
 
         run = wait_until(waiting, 120, what=f"attempt 1 to fail\n{server.log()}")
         due = datetime.fromisoformat(run["retry_at"])
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait()
+        os.kill(worker.pid, stop)
+        assert worker.wait(timeout=60) == (0 if stop == signal.SIGTERM else -signal.SIGKILL)
         worker = _start_worker(server, log)
 
         ended = _finished_run(server, schedule["id"], timeout=180)
@@ -210,9 +212,11 @@ def test_a_worker_killed_while_a_run_waits_to_retry_leaves_the_retry_to_the_next
         assert ended["retry_at"] is None
         events = _events(server, run["id"])
         types = [e["type"] for e in events]
-        # Attempt 2 began no earlier than it was due (here the hand-on came later: the sweep waits 30 s).
+        # Attempt 2 began no earlier than it was due (after a SIGTERM the next worker waits for it).
         [retried] = [e for e in events if e["type"] == "machine_retried"]
         assert datetime.fromisoformat(retried["time"]) >= due
+        [handed_on] = [e for e in events if e["type"] == "retry_handed_on"]
+        assert handed_on["reason"] == ("shutdown" if stop == signal.SIGTERM else "worker_lost")
         assert "schedule_interrupted" not in types
         assert "retry_handed_on" in types and "retry_resumed" in types and "machine_retried" in types
         assert types.count("schedule_finished") == 1
