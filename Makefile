@@ -68,6 +68,7 @@ bench: install-test
 	$(BIN)/python bench/bench_dispatch.py
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_collection.py
+	$(BIN)/python bench/bench_burst.py
 
 clean:
 	rm -rf $(VENV) build

@@ -36,6 +36,10 @@ class State:
     _sandbox: object = None
     _listings: object = None
     _executions: object = None
+    _retry_slots: object = None
+    # Runs the queue consumer of this process executes at once (`serve`: 2; `worker --workers N`), set when the
+    # consumer starts; the default bound of retry attempts (retry_slots).
+    worker_slots: int = 2
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def schedule_changed(self, when):
@@ -85,6 +89,15 @@ class State:
 
                 self._executions = Executions()
             return self._executions
+
+    @property
+    def retry_slots(self) -> threading.BoundedSemaphore:
+        """The bound on retry attempts' playbooks running at once in this process, all orgs together
+        (web.worker._retry_run): CLOUDCRON_RETRY_SLOTS, or the process's worker slots when it is unset."""
+        with self._lock:
+            if self._retry_slots is None:
+                self._retry_slots = threading.BoundedSemaphore(self.config.retry_slots or self.worker_slots)
+            return self._retry_slots
 
     def execute_run(self, run_id: str) -> None:
         """Execute one run taken from the queue (the queue's handler)."""

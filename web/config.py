@@ -88,6 +88,9 @@ class Config:
     # CLOUDCRON_VERIFY_SECONDS: a power action succeeds only once the provider reports the machine in its
     # end state within this many seconds (0: the accepted API call is enough).
     verify_seconds: float = 120.0
+    # CLOUDCRON_RETRY_SLOTS: retry attempts' playbooks a worker process runs at once, all orgs together (retries
+    # run outside the queue's worker slots, web.worker); None: as many as the process's worker slots.
+    retry_slots: int | None = None
     ui_session_lifetime: timedelta = timedelta(hours=12)
     # CLOUDCRON_AUDIT_RETENTION_DAYS: audit entries older than this are pruned (web.audit.prune).
     audit_retention_days: int = 365
@@ -342,6 +345,7 @@ def load_config(env=None, **overrides) -> Config:
         batch_max_machines=_count(env, "CLOUDCRON_BATCH_MAX_MACHINES", 5000),
         provider_concurrency=_count(env, "CLOUDCRON_PROVIDER_CONCURRENCY", 8),
         verify_seconds=_seconds(env, "CLOUDCRON_VERIFY_SECONDS", 120.0),
+        retry_slots=_count(env, "CLOUDCRON_RETRY_SLOTS", None),
         ui_session_lifetime=timedelta(hours=session_hours),
         # At most a century: a longer span reaches before year 1, where no date can be computed.
         audit_retention_days=_count(env, "CLOUDCRON_AUDIT_RETENTION_DAYS", 365, maximum=36_500),

@@ -22,7 +22,7 @@ from .crypto import new_id
 from .db import sqlite_statement
 from .heartbeats import DISPATCHER, Heartbeat, forget_dead
 from .models import Event, Run, Schedule
-from .runs import WORKER_LOST, create_run, interrupt, lose
+from .runs import WORKER_LOST, create_run, hand_on, interrupt, lose
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,9 @@ class Dispatcher:
 
     def sweep(self, now: datetime) -> tuple[int, int]:
         """Re-enqueue queued runs whose message may be lost (once each); give up on those lost again; mark runs
-        of dead workers interrupted; forget heartbeat rows of long-dead processes. Returns (re-enqueued, ended).
+        of dead workers interrupted, except those that were waiting to retry (retry_at set), which go back to
+        the queue for another worker (web.runs.hand_on); forget heartbeat rows of long-dead processes. Returns
+        (re-enqueued, ended).
 
         A run still queued REQUEUE_AFTER after it was enqueued may only be waiting in a long backlog, so it is
         re-enqueued once (a duplicate message finds nothing to claim). Still queued REQUEUE_AFTER after that,
@@ -300,19 +302,27 @@ class Dispatcher:
             dead = session.scalars(
                 select(Run).where(Run.status == "running", Run.heartbeat_at < now - STALE_HEARTBEAT).limit(BATCH)
             ).all()
+            resumed = [run.id for run in dead if run.retry_at is not None]
             for run in dead:
-                interrupt(session, run, now, WORKER_LOST,
-                          "the worker running this stopped answering (killed, crashed or unable to write)")
+                if run.retry_at is not None:
+                    hand_on(session, run, now)
+                else:
+                    interrupt(session, run, now, WORKER_LOST,
+                              "the worker running this stopped answering (killed, crashed or unable to write)")
+            dead = [run for run in dead if run.retry_at is None]
             forget_dead(session, now)
         if lost:
             log.info("re-enqueueing %d queued run(s)", len(lost))
             self.enqueue(lost)
+        if resumed:
+            log.warning("handing %d run(s) waiting to retry to another worker: theirs stopped answering", len(resumed))
+            self.enqueue(resumed)
         if given_up:
             log.warning("marked %d run(s) failed: their queue message was lost after a re-enqueue", len(given_up))
         if dead:
             log.warning("marked %d run(s) interrupted", len(dead))
         audit.prune(self.state, now)  # audit entries past CLOUDCRON_AUDIT_RETENTION_DAYS, in short batches
-        return len(lost), len(given_up) + len(dead)
+        return len(lost) + len(resumed), len(given_up) + len(dead)
 
     def _queue_drained(self) -> bool:
         """True when the queue holds no message; False when it holds some or cannot be asked."""

@@ -21,6 +21,7 @@ class Embedded:
         self.dispatcher = self.consumer = self.heartbeat = None
         self._threads: list[threading.Thread] = []
         if worker:
+            state.worker_slots = workers
             start_worker_side(state)
             self.consumer = consumer(state.huey, workers=workers, embedded=True)
             self.consumer.start()
@@ -120,8 +121,10 @@ def run_worker(state, workers: int = 2) -> int:
     prepare(state.db)
     check_queue(state)
     state.sandbox.announce()
+    state.worker_slots = workers
     start_worker_side(state)
-    log.info("worker started with %d slot(s) on %s", workers, state.config.queue_url.split("@")[-1])
+    log.info("worker started with %d slot(s) and %d retry slot(s) on %s", workers,
+             state.config.retry_slots or workers, state.config.queue_url.split("@")[-1])
     # Huey's own run() would stop at SIGTERM without waiting for runs: the signals are ours.
     stop = threading.Event()
     stop_on_signals(stop)

@@ -251,6 +251,11 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # How many times the sweep re-enqueued it because its queue message seemed lost (at most once).
     requeues: Mapped[int] = mapped_column(Integer, server_default="0")  # no Python default: the claim's INSERT leaves it out
+    # A run waiting to retry (web.worker._retry_run): when its next attempt is due, and the id of the execution
+    # that waits for it; both NULL otherwise. Kept in the database so that when the worker dies during the wait,
+    # the sweep hands the run to another worker (status back to queued) rather than interrupting it.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_owner: Mapped[str | None] = mapped_column(ID)
 
 
 class RunMachine(Base):

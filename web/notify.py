@@ -15,7 +15,9 @@ The lifecycle, in three steps that never mix database and network:
 Who is notified (a schedule's `notify`, validated by parse_notify()): `on` lists the final statuses
 (default DEFAULT_ON), `channels` the org's channel ids or names (stored as ids; omitted: the org's
 default channels, `[]`: none). A schedule without `notify` tells the org's default channels about the
-DEFAULT_ON statuses. `after_retries` is kept for run retries: a run is notified once, at its final status.
+DEFAULT_ON statuses. `after_retries` (default true) is about runs with retries (web.retries): true, a run is
+notified once, at its final status; false, each failed attempt that will be retried is notified too (on_retry,
+written by the worker before it waits), when the status the run would have had were it to end then is in `on`.
 """
 from __future__ import annotations
 
@@ -100,27 +102,65 @@ def on_event(session: Session, run: Run, type_: str, now: datetime) -> None:
     one Delivery per channel to notify. No network I/O."""
     if type_ not in ENDING_EVENTS or run.status not in STATUSES:
         return
+    found = _recipients(session, run, run.status)
+    if found is None:
+        return
+    schedule_name, channels = found
+    _queue(session, run, "run", run_event(session, run, schedule_name, now), channels, now)
+
+
+def on_retry(session: Session, run: Run, attempt: int, attempts: int, retry_at: datetime, retrying: set[str],
+             now: datetime) -> int:
+    """Queue the notifications of a failed attempt that will be retried; returns how many deliveries were written.
+
+    Called by the worker (web.worker._attempt_failed) in a short transaction of its own, after attempt `attempt`
+    (1-based) of at most `attempts` (retries.max + 1) of a running run, before it waits until `retry_at` (UTC) to
+    try the machines whose keys are in `retrying` again. Only schedules whose notify.after_retries is false hear
+    of it, and only when the status the run would end with now (failed, or partial when a machine succeeded) is
+    in their `on`. Deliveries are of kind "retry" and carry a "run.retrying" event (retrying_event). No network
+    I/O."""
+    rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run.id).order_by(RunMachine.id)).all()
+    so_far = "partial" if any(r.status == "succeeded" for r in rows) else "failed"
+    found = _recipients(session, run, so_far, retry=True)
+    if found is None:
+        return 0
+    schedule_name, channels = found
+    event = retrying_event(run, schedule_name, rows, so_far, attempt, attempts, retry_at, retrying, now)
+    _queue(session, run, "retry", event, channels, now)
+    return len(channels)
+
+
+def _recipients(session: Session, run: Run, status: str, retry: bool = False):
+    """(schedule name, channels [(id, name)]) to tell that `run` came to `status`; None when nobody is.
+
+    retry: the status is a failed attempt's (on_retry), heard only by schedules with after_retries false."""
     row = session.execute(select(Schedule.name, Schedule.notify).where(Schedule.id == run.schedule_id)).first()
     if row is None:  # the schedule was deleted: nobody asked to hear about it any more
-        return
+        return None
     setting = row.notify or {}
-    if run.status not in setting.get("on", DEFAULT_ON):
-        return
+    if retry and setting.get("after_retries", True):
+        return None
+    if status not in setting.get("on", DEFAULT_ON):
+        return None
     query = select(Channel.id, Channel.name).where(Channel.org_id == run.org_id)
     if "channels" in setting:
         if not setting["channels"]:
-            return
+            return None
         query = query.where(Channel.id.in_(setting["channels"]))
     else:
         query = query.where(Channel.is_default.is_(True))
     channels = session.execute(query).all()
     if not channels:
-        return
-    event = run_event(session, run, row.name, now)
+        return None
+    return row.name, channels
+
+
+def _queue(session: Session, run: Run, kind: str, event: dict, channels, now: datetime) -> None:
+    """One pending Delivery per channel, due now, each event carrying its own delivery id."""
     for channel in channels:
         delivery_id = new_id()
         session.add(Delivery(id=delivery_id, org_id=run.org_id, run_id=run.id, channel_id=channel.id,
-                             channel_name=channel.name, kind="run", event={**event, "delivery_id": delivery_id},
+                             channel_name=channel.name, kind=kind, event={**event, "delivery_id": delivery_id},
                              status="pending", attempts=[], next_attempt_at=now, created_at=now))
 
 
@@ -140,6 +180,27 @@ def run_event(session: Session, run: Run, schedule_name: str, now: datetime) -> 
         "machines_total": len(machines),
         "machines_not_succeeded": [{"machine_key": m.machine_key, "cloud_id": m.cloud_id, "machine_id": m.machine_id,
                                     "status": m.status, "error": m.error} for m in bad],
+    }
+
+
+def retrying_event(run: Run, schedule_name: str, rows: list, so_far: str, attempt: int, attempts: int,
+                   retry_at: datetime, retrying: set[str], now: datetime) -> dict:
+    """The JSON event for a failed attempt that will be retried: as run_event's, with the run still `running`
+    (no finished_at), and `attempt` {"number", "of", "status" (failed | partial), "retry_at"}; each machine
+    that did not succeed says whether it is tried again (`retry`)."""
+    bad = [m for m in rows if m.status != "succeeded"]
+    return {
+        "type": "run.retrying",
+        "time": format_instant(now),
+        "schedule": {"id": run.schedule_id, "name": schedule_name},
+        "run": {"id": run.id, "status": run.status, "trigger": run.trigger,
+                "scheduled_for": format_instant(run.scheduled_for), "started_at": format_instant(run.started_at),
+                "finished_at": None, "error": None, "url": None},
+        "attempt": {"number": attempt, "of": attempts, "status": so_far, "retry_at": format_instant(retry_at)},
+        "machines_total": len(rows),
+        "machines_not_succeeded": [{"machine_key": m.machine_key, "cloud_id": m.cloud_id, "machine_id": m.machine_id,
+                                    "status": m.status, "error": m.error, "retry": m.machine_key in retrying}
+                                   for m in bad],
     }
 
 
@@ -358,18 +419,25 @@ def _text(event: dict) -> tuple[str, str]:
     """A human title and body for chat and mail services."""
     if event.get("type") == "test":
         return "cloudcron: test notification", f"A test notification for channel '{event['channel']['name']}'."
-    run, schedule = event["run"], event["schedule"]
-    lines = [f"Schedule '{schedule['name']}': run {run['id']} ended {run['status']} at {run['finished_at']}."]
+    run, schedule, attempt = event["run"], event["schedule"], event.get("attempt")
+    if attempt:  # run.retrying: a failed attempt, another to come
+        title = f"cloudcron: {schedule['name']} attempt {attempt['number']} of {attempt['of']} {attempt['status']}"
+        lines = [f"Schedule '{schedule['name']}': run {run['id']}, attempt {attempt['number']} of {attempt['of']} "
+                 f"{attempt['status']}; the next attempt is due at {attempt['retry_at']}."]
+    else:
+        title = f"cloudcron: {schedule['name']} {run['status']}"
+        lines = [f"Schedule '{schedule['name']}': run {run['id']} ended {run['status']} at {run['finished_at']}."]
     if run.get("error"):
         lines.append(run["error"])
     for m in event.get("machines_not_succeeded", [])[:20]:
-        lines.append(f"- {m['machine_id'] or m['machine_key']}: {m['status']}" + (f": {m['error']}" if m.get("error") else ""))
+        lines.append(f"- {m['machine_id'] or m['machine_key']}: {m['status']}" + (f": {m['error']}" if m.get("error") else "")
+                     + (" (to be tried again)" if m.get("retry") else ""))
     more = len(event.get("machines_not_succeeded", [])) - 20
     if more > 0:
         lines.append(f"... and {more} more")
     if run.get("url"):
         lines.append(run["url"])
-    return f"cloudcron: {schedule['name']} {run['status']}", "\n".join(lines)
+    return title, "\n".join(lines)
 
 
 def send(target: dict, event: dict, config, delivery_id: str) -> None:

@@ -2,6 +2,9 @@
 
     queued       created: the dispatcher at a fire (create_run), run_immediately and "run now" (start_now)
     running      claimed by a worker: claim_ready (a batch, one conditional UPDATE ... RETURNING)
+    queued again hand_on(): for a run waiting to retry (retry_at set), the sweep when its worker stopped
+                 answering, or its worker when stopped (drain); web.worker.resume_retry claims it back to
+                 running (claim_ready skips it)
     missed       the dispatcher, for fires older than misfire_grace at fire time (create_run); claim_ready,
                  for runs that waited in the queue past their grace (nothing is done to their machines)
     skipped      the dispatcher: skip_next, and concurrency forbid while a run is active (create_run)
@@ -62,6 +65,20 @@ def interrupt(session: Session, run: Run, now: datetime, reason: str, error: str
                     .values(status="interrupted", error=error))
     add_event(session, run, "schedule_interrupted", now, {"reason": reason, "error": error})
     metrics.run_ended(run)
+
+
+def hand_on(session: Session, run: Run, now: datetime, reason: str = WORKER_LOST) -> None:
+    """Put a run that waits to retry (run.retry_at set) back to `queued`; the caller enqueues its id after the
+    commit, and a worker takes it over (web.worker.resume_retry).
+
+    Instead of interrupt(), for a wait is no work in progress and nothing is lost by carrying it on elsewhere:
+    the sweep's, when the worker stopped answering (WORKER_LOST), and the worker's own when it is stopped during
+    the wait (SHUTDOWN: a drain). retry_at is kept (when the next attempt is due); retry_owner is cleared, so
+    the worker that waited, should it still be alive, makes no attempt of its own."""
+    run.status = "queued"
+    run.enqueued_at = now
+    run.retry_owner = None
+    add_event(session, run, "retry_handed_on", now, {"reason": reason, "retry_at": format_instant(run.retry_at)})
 
 
 def lose(session: Session, run: Run, now: datetime, error: str) -> None:
@@ -270,6 +287,8 @@ def run_json(run: Run, machines=None) -> dict:
         "scheduled_for": format_instant(run.scheduled_for), "created_at": format_instant(run.created_at),
         "started_at": format_instant(run.started_at), "finished_at": format_instant(run.finished_at),
         "status": run.status, "error": run.error,
+        # When a run waiting to retry is due its next attempt; null when it is not waiting (web.worker._retry_run).
+        "retry_at": format_instant(run.retry_at) if run.status in ("queued", "running") else None,
     }
     if machines is not None:
         out["machines"] = [{
@@ -314,7 +333,8 @@ def claim_ready(session: Session, first_id: str, now: datetime, *, batching: boo
     chosen = [first_id]
     if batching and max_runs > 1:
         rank = func.row_number().over(partition_by=Run.org_id, order_by=(Run.created_at, Run.id)).label("rank")
-        ready = (select(Run.id, Run.schedule_id, rank).where(Run.status == "queued", Run.id != first_id)
+        ready = (select(Run.id, Run.schedule_id, rank).where(Run.status == "queued", Run.id != first_id,
+                                                             Run.retry_at.is_(None))
                  .subquery())
         rows = session.execute(select(ready.c.id, Schedule.machines_per_cloud, Schedule.selectors)
                                .join(Schedule, Schedule.id == ready.c.schedule_id)
@@ -328,7 +348,8 @@ def claim_ready(session: Session, first_id: str, now: datetime, *, batching: boo
                 break
             machines += named
             chosen.append(run_id)
-    won = set(session.scalars(update(Run).where(Run.id.in_(chosen), Run.status == "queued")
+    # A queued run with retry_at is one handed on while it waited to retry: web.worker.resume_retry takes it.
+    won = set(session.scalars(update(Run).where(Run.id.in_(chosen), Run.status == "queued", Run.retry_at.is_(None))
                               .values(status="running", started_at=now, heartbeat_at=now)
                               .returning(Run.id).execution_options(synchronize_session=False)).all())
     if not won:

@@ -13,17 +13,19 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 
 from .backoff import Backoff
+from .crypto import new_id
 from .listings import fetch_for_run
 from .machines import (ProviderError, ProviderLimits, cloud_spec, clouds_to_list, private_key,
                        resolve, ssh_address, store_nodes)
 from .models import Cloud, Machine, Run, RunMachine, Schedule, Script
 from .runs import SHUTDOWN, WORKER_LOST, add_event, claim_ready, end_run, interrupt, record_result
 from .scrub import everywhere, note_run, run_secrets
+from .timemath import format_instant
 from .validation import SSH_USER_RULE, is_ssh_user
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,9 @@ class Execution:
     def __init__(self, run_id: str):
         self.run_id = run_id
         self.run_ids: list[str] = [run_id]  # every run of the batch, once claimed
+        # Written on the runs it waits to retry (Run.retry_owner): a run another worker took over meanwhile
+        # (web.dispatcher's sweep, then resume_retry) is left alone by this one.
+        self.token = new_id()
         self.cancel = threading.Event()
         self.reason: str | None = None
         self.error: str | None = None
@@ -124,6 +129,9 @@ class Part:
     script: str = field(default="", repr=False)
     params: str = ""
     retries: dict | None = None  # the schedule's retries setting (web.retries), None: none
+    # A run taken over while it waited to retry (resume_retry): the retries already made, and when the next is due.
+    done: int = 0
+    due: datetime | None = None
 
     @property
     def keys(self) -> set[str]:
@@ -212,7 +220,7 @@ def plan(state, run_id: str, now: datetime, execution: Execution | None = None,
 
 def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: Listings):
     """Step two of planning, in the caller's transaction: store listings, resolve targets, make the Part."""
-    from .playbooks import CloudTargets, RenderError, SshTarget, remote_time_limit
+    from .playbooks import RenderError
 
     box = state.box
     limits = listings.limits
@@ -256,12 +264,8 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
             else:
                 groups.setdefault(m.cloud_id, {})[m.machine_id] = m.id
         if groups:
-            part = Part(run.id, "power", schedule.timeout, retries=schedule.retries, clouds=[
-                CloudTargets(run_id=run.id, provider=clouds[cid].provider,
-                             credentials=box.open(clouds[cid].credentials_enc, run.org_id) if clouds[cid].credentials_enc else {},
-                             options=clouds[cid].options or {}, machines=machines, cloud_id=cid,
-                             state=ACTION_STATE[schedule.action])
-                for cid, machines in groups.items()])
+            part = Part(run.id, "power", schedule.timeout, retries=schedule.retries,
+                        clouds=_cloud_targets(box, run.id, clouds, groups, schedule.action))
     else:
         ssh: list = []
         for m in targets.machines:
@@ -272,9 +276,7 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
                        else f"ssh_user {m.ssh_user!r} {SSH_USER_RULE}")
                 failed.append((m.id, m.cloud_id, m.machine_id, why))
                 continue
-            ssh.append(SshTarget(run_id=run.id, key=m.id, host=address, port=m.port or 22,
-                                 user=m.ssh_user or "root", private_key=key, org_id=run.org_id,
-                                 time_limit=remote_time_limit(schedule.timeout) if schedule.timeout else None))
+            ssh.append(_ssh_target(run.id, m, address, key, schedule.timeout))
         if ssh:
             part = Part(run.id, script.exec_type, schedule.timeout, targets=ssh, script_id=script.id,
                         script=script.script, params=schedule.params or "", retries=schedule.retries)
@@ -292,6 +294,25 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
                                status="failed", error=why))
         add_event(session, run, "machine_action_failed", now, {"error": why}, cloud_id or None, machine_id)
     return part, None
+
+
+def _cloud_targets(box, run_id: str, clouds: dict, groups: dict[str, dict[str, str]], action: str) -> list:
+    """A power part's CloudTargets: groups {cloud id: {provider machine id: our key}}, clouds {id: Cloud}."""
+    from .playbooks import CloudTargets
+
+    return [CloudTargets(run_id=run_id, provider=clouds[cid].provider,
+                         credentials=(box.open(clouds[cid].credentials_enc, clouds[cid].org_id)
+                                      if clouds[cid].credentials_enc else {}),
+                         options=clouds[cid].options or {}, machines=machines, cloud_id=cid, state=ACTION_STATE[action])
+            for cid, machines in groups.items()]
+
+
+def _ssh_target(run_id: str, m, address: str, key: str, timeout):
+    """A script part's SshTarget for the Machine row `m`, reached at `address` with the private key `key`."""
+    from .playbooks import SshTarget, remote_time_limit
+
+    return SshTarget(run_id=run_id, key=m.id, host=address, port=m.port or 22, user=m.ssh_user or "root",
+                     private_key=key, time_limit=remote_time_limit(timeout) if timeout else None, org_id=m.org_id)
 
 
 def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | None,
@@ -502,8 +523,13 @@ def finish_many(state, outcomes: dict[str, tuple[str | None, str | None]],
 
 
 def _finish_one(session, run, rows, exec_status, error, execution, now) -> str:
+    if execution is not None and run.retry_owner not in (None, execution.token):
+        return run.status  # another worker took it over while this one waited to retry it: it ends it
     stopped = (execution.reason or SHUTDOWN, execution.error) if execution is not None and execution.stopped else None
-    return end_run(session, run, rows, exec_status, error, now, stopped)
+    status = end_run(session, run, rows, exec_status, error, now, stopped)
+    if status not in ("queued", "running"):  # queued: the sweep handed it on; the next worker needs retry_at
+        run.retry_at = run.retry_owner = None
+    return status
 
 
 def claim_batch(state, run_id: str, now: datetime) -> tuple[list[str], list[str]]:
@@ -535,7 +561,7 @@ def execute_run(state, run_id: str) -> str | None:
         if run_id in missed:
             status = "missed"
         elif not claimed:
-            return None
+            return resume_retry(state, execution, run_id, execute)
         execution.run_ids = list(claimed)
         if not claimed:
             return status
@@ -544,6 +570,85 @@ def execute_run(state, run_id: str) -> str | None:
         return "missed" if run_id in missed else statuses.get(run_id)
     finally:
         executions.end(execution)
+
+
+def resume_retry(state, execution: Execution, run_id: str, execute) -> str | None:
+    """Take over a run whose worker died while it waited to retry (the sweep put it back to `queued` with its
+    retry_at kept) and go on with its retries from there: "running" while it waits again, None when the message
+    was not for such a run (a duplicate, or one another worker took).
+
+    Claimed with a conditional UPDATE (queued -> running, retry_owner: this execution's token, so the worker
+    that waited first, should it still be alive, leaves it alone); its part is rebuilt from what the run
+    recorded (its machines, their clouds or SSH addresses) and the schedule as it is now (action, script,
+    retries), with no provider listing. The wait goes on under an execution of its own, as _detach_retries."""
+    with state.db.session() as read:  # most messages that claim nothing are a batch's others: a read, no write lock
+        if read.scalar(select(Run.id).where(Run.id == run_id, Run.status == "queued",
+                                            Run.retry_at.is_not(None))) is None:
+            return None
+    now = utcnow()
+    with run_secrets():  # the credentials and keys decrypted for the part are kept out of what the run stores
+        with state.db.transaction() as session:
+            won = session.execute(update(Run).where(Run.id == run_id, Run.status == "queued",
+                                                    Run.retry_at.is_not(None))
+                                  .values(status="running", heartbeat_at=now, retry_owner=execution.token)).rowcount
+            if won != 1:
+                return None
+            run = session.get(Run, run_id)
+            note_run(run.id, run.org_id)
+            part, error = _resumed_part(session, state, run)
+            add_event(session, run, "retry_resumed", now, {"retry_at": format_instant(run.retry_at)})
+        if part is None:  # nothing left to try (the schedule's retries were removed, no machine to retry ...)
+            return finish(state, run_id, "error" if error else "finished", error, execution)
+        execution.run_ids = [run_id]
+        limits = ProviderLimits.of(state.config)
+        outcomes = {run_id: ("finished", None)}
+        if not _detach_retries(state, execution, [part], outcomes, execute, limits):
+            return _retry_runs(state, execution, [part], outcomes, execute, limits).get(run_id)
+    return "running"
+
+
+def _resumed_part(session, state, run: Run):
+    """(Part of the machines a taken-over run still has to retry, or None; error or None), in the caller's
+    transaction: see resume_retry."""
+    schedule = session.get(Schedule, run.schedule_id)
+    if schedule is None:
+        return None, "the schedule was deleted while the run waited to retry"
+    if not schedule.retries:
+        return None, None
+    keys = _retryable_in(session, run.id)
+    rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run.id,
+                                                    RunMachine.machine_key.in_(keys))).all() if keys else []
+    done = max((len(r.attempts or []) for r in rows), default=0)  # retries already made
+    if not rows or done >= schedule.retries["max"]:
+        return None, None
+    script = session.get(Script, schedule.script_id) if schedule.script_id else None
+    if schedule.script_id and script is None:
+        return None, f"script '{schedule.script_id}' no longer exists"
+    common = {"retries": schedule.retries, "done": done, "due": run.retry_at}
+    if script is None:
+        clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
+        groups: dict[str, dict[str, str]] = {}
+        for r in rows:
+            if r.cloud_id in clouds and clouds[r.cloud_id].provider != "other":
+                groups.setdefault(r.cloud_id, {})[r.machine_id] = r.machine_key
+        if not groups:
+            return None, None
+        return Part(run.id, "power", schedule.timeout, clouds=_cloud_targets(state.box, run.id, clouds, groups,
+                                                                              schedule.action), **common), None
+    if script.exec_type == "ansible":
+        refusal = state.sandbox.ansible_refusal()
+        if refusal:
+            return None, refusal
+    machines = session.scalars(select(Machine).where(Machine.id.in_([r.machine_key for r in rows]))).all()
+    targets = []
+    for m in machines:
+        address, key = ssh_address(m), private_key(session, state.box, m)
+        if address and key and is_ssh_user(m.ssh_user or "root"):
+            targets.append(_ssh_target(run.id, m, address, key, schedule.timeout))
+    if not targets:
+        return None, None
+    return Part(run.id, script.exec_type, schedule.timeout, targets=targets, script_id=script.id,
+                script=script.script, params=schedule.params or "", **common), None
 
 
 def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[str, str]:
@@ -609,9 +714,8 @@ def _execute_batch(state, execution: Execution, now: datetime, execute) -> dict[
         stop.set()
 
 
-# Retry attempts' playbooks running at once in this process, all orgs together: retries happen outside the
-# queue's worker slots (their waits must not hold a slot), so they get a bound of their own.
-RETRY_SLOTS = threading.BoundedSemaphore(2)
+# _retry_run's outcome for a run another worker took over while this one waited: nothing more is written for it.
+TAKEN = "taken"
 
 
 def _detach_retries(state, execution: Execution, parts: list, outcomes: dict, execute, limits) -> bool:
@@ -625,6 +729,7 @@ def _detach_retries(state, execution: Execution, parts: list, outcomes: dict, ex
     if detached is None:
         return False
     detached.run_ids = [p.run_id for p in parts]
+    detached.token = execution.token  # a run taken over by resume_retry is owned under the claim's token
     moved = set(detached.run_ids)
     execution.run_ids = [rid for rid in execution.run_ids if rid not in moved]
 
@@ -664,6 +769,9 @@ def _retry_runs(state, execution: Execution, parts: list[Part], outcomes: dict, 
             outcome = ("error", internal_error(exc))
         with ids_lock:  # out of the heartbeat's runs before it ends, so it does not read as taken away
             execution.run_ids = [rid for rid in execution.run_ids if rid != part.run_id]
+        if outcome[0] == TAKEN:  # another worker has the run now: this one writes nothing more for it
+            log.info("run %s waiting to retry is left to another worker", part.run_id)
+            return
         statuses[part.run_id] = finish(state, part.run_id, *outcome, execution=execution)
 
     try:
@@ -682,29 +790,44 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
     """Attempts 2, 3 ... of one run: (how its last playbook ended, error) for end_run.
 
     Before retry n the run waits delay * backoff^(n-1) seconds (web.retries.delay_before) with no transaction
-    open; each attempt's rows keep the earlier attempts' outcomes (RunMachine.attempts). A stop (drain, lost
-    heartbeat) with an attempt still to make ends the wait: ("cancelled", why), so the run ends interrupted."""
+    open; when it is due is on the run (Run.retry_at, with this execution's token in Run.retry_owner), so a
+    worker that dies meanwhile leaves a run the sweep hands to another (resume_retry: part.done retries made,
+    the next due at part.due). Each attempt's rows keep the earlier attempts' outcomes (RunMachine.attempts).
+    A stop (drain, lost heartbeat) with an attempt still to make ends the wait and gives the run back to the
+    queue for another worker (_hand_on): (TAKEN, None), as when another worker took it over meanwhile; only a
+    run no longer this execution's to give ends interrupted: ("cancelled", why)."""
     from .playbooks import RenderError
     from .retries import delay_before
 
-    n = 0
+    n, due = part.done, part.due
     while n < part.retries["max"]:
-        keys = _retryable(state, part.run_id) & part.keys  # machines failed at planning are not retried
+        if due is not None:  # taken over: the failed attempt was recorded, and notified, by the worker that died
+            wait = max(0.0, (due - utcnow()).total_seconds())
+            keys, due = _retryable(state, part.run_id) & part.keys, None
+        else:
+            wait = delay_before(part.retries, n + 1)
+            keys = _attempt_failed(state, part, n + 1, wait, execution.token)
         narrowed = part.only(keys) if keys else None
         if narrowed is None:
             break
         n += 1
-        wait = delay_before(part.retries, n)
-        if execution.cancel.wait(wait):  # stopped with attempts still to make: the run ends interrupted
+        if execution.cancel.wait(wait):  # stopped (a drain) with attempts still to make: another worker goes on
+            if _hand_on(state, part.run_id, execution):
+                return TAKEN, None
             return "cancelled", execution.error
-        if not _begin_attempt(state, part.run_id, keys, n + 1, wait):
+        began = _begin_attempt(state, part.run_id, keys, n + 1, wait, execution.token)
+        if began is None:
+            return TAKEN, None
+        if not began:
             break
         try:
             [(rendered, group)] = _render(state, [narrowed], limits)
         except RenderError as exc:  # it rendered for attempt 1; a subset renders too, but never crash
             return "error", f"attempt {n + 1} could not be rendered: {exc}"
         out: dict = {}
-        with RETRY_SLOTS:
+        # Retries happen outside the queue's worker slots (their waits must not hold one), so their playbooks
+        # have a bound of their own: CLOUDCRON_RETRY_SLOTS at once per process, all orgs together.
+        with state.retry_slots:
             _execute_playbook(state, execution, rendered, group, execute, out)
         outcome = out.get(part.run_id, ("cancelled", execution.error))
         if outcome[0] != "finished":
@@ -714,23 +837,70 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
 
 def _retryable(state, run_id: str) -> set[str]:
     """The keys of a run's machines whose last attempt failed for a transient reason."""
+    with state.db.transaction() as session:
+        return _retryable_in(session, run_id)
+
+
+def _retryable_in(session, run_id: str) -> set[str]:
     from .retries import is_transient
 
+    rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id,
+                                                    RunMachine.status.in_(("failed", "unreachable"))))
+    return {r.machine_key for r in rows if is_transient(r.status, r.error)}
+
+
+def _attempt_failed(state, part: Part, attempt: int, wait: float, owner: str | None = None) -> set[str]:
+    """After attempt `attempt` of a run: the keys of its machines to try again (failed for a transient reason, and
+    not at planning). When there are some, in the same short transaction: the run records that its next attempt
+    is due `wait` seconds from now and that `owner` (an Execution's token) waits for it, and the failed attempt's
+    notifications are queued (web.notify.on_retry, for schedules with notify.after_retries false)."""
+    from .notify import on_retry
+
+    now = utcnow()
     with state.db.transaction() as session:
-        rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id,
-                                                        RunMachine.status.in_(("failed", "unreachable"))))
-        return {r.machine_key for r in rows if is_transient(r.status, r.error)}
+        keys = _retryable_in(session, part.run_id) & part.keys  # machines failed at planning are not retried
+        run = session.get(Run, part.run_id) if keys else None
+        if run is not None and run.status == "running":
+            run.retry_at, run.retry_owner = now + timedelta(seconds=wait), owner
+            on_retry(session, run, attempt, part.retries["max"] + 1, run.retry_at, keys, now)
+        return keys
 
 
-def _begin_attempt(state, run_id: str, keys: set[str], attempt: int, waited: float) -> bool:
+def _hand_on(state, run_id: str, execution: Execution) -> bool:
+    """Give a run this execution waits to retry back to the queue (web.runs.hand_on) when it is stopped; True when
+    it did. False when the run is not, or no longer, this execution's to give (the caller ends it interrupted, or
+    leaves it to the worker that has it). The message is sent after the commit; should that fail, the sweep
+    re-enqueues the queued run (web.dispatcher, REQUEUE_AFTER)."""
+    from .runs import hand_on
+
+    with state.db.transaction() as session:
+        run = session.get(Run, run_id)
+        if run is None or run.status != "running" or run.retry_at is None or run.retry_owner != execution.token:
+            return False
+        hand_on(session, run, utcnow(), execution.reason or SHUTDOWN)
+    try:
+        state.enqueue([run_id])
+    except Exception:  # noqa: BLE001 - the run is queued: the sweep sends it again
+        log.exception("enqueueing run %s, handed on while it waited to retry, failed", run_id)
+    return True
+
+
+def _begin_attempt(state, run_id: str, keys: set[str], attempt: int, waited: float,
+                   owner: str | None = None) -> bool | None:
     """Put the machines `keys` of a run back to running for attempt `attempt`, keeping what the last one came to.
 
-    False when the run is no longer running (interrupted meanwhile): nothing is tried again."""
+    False when the run is no longer running (interrupted meanwhile): nothing is tried again. None when `owner`
+    no longer waits for it (the sweep handed it to another worker): that one makes the attempt. The run is no
+    longer waiting once the attempt begins (retry_at cleared): should this worker die during it, it is
+    interrupted like any run in progress."""
     now = utcnow()
     with state.db.transaction() as session:
         run = session.get(Run, run_id)
+        if run is not None and owner is not None and run.retry_owner != owner:
+            return None
         if run is None or run.status != "running":
             return False
+        run.retry_at = None
         rows = session.scalars(select(RunMachine).where(RunMachine.run_id == run_id,
                                                         RunMachine.machine_key.in_(keys))).all()
         for row in rows:
@@ -773,8 +943,9 @@ def drain(state, grace: float, stop_taking=None, settle: float = 15.0) -> int:
 
     stop_taking() is called first (the queue consumer stops pulling messages). Runs still executing
     after the grace period are stopped (their playbooks end, their private directories go) and
-    recorded `interrupted` with the reason `shutdown`; any not ended `settle` seconds later are
-    marked so directly. Returns how many runs were interrupted."""
+    recorded `interrupted` with the reason `shutdown`, except runs waiting to retry, which go back on
+    the queue (_hand_on); any not ended `settle` seconds later are marked so directly. Returns how many
+    executions were stopped."""
     executions = state.executions
     executions.draining.set()
     if stop_taking is not None:

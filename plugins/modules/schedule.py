@@ -218,7 +218,9 @@ options:
         elements: str
       after_retries:
         description:
-          - Notify once a run's retries are over, with its final status (the service's default, V(true)).
+          - V(true) (the service's default), notify once a run's retries are over, with its final status.
+          - V(false), also notify each failed attempt that will be retried, before its retry (a C(run.retrying)
+            event), when the status the run would have at that point is in O(notify.on).
         type: bool
 seealso:
   - module: cloudcron.scheduler.schedule_info

@@ -2,16 +2,24 @@
 ends its wait. Retries through real playbooks against moto are in tests/integration/test_retries_e2e.py."""
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
+from tests.harness.receiver import LOOPBACK_ALLOWED
 from web import worker
+from web.crypto import new_id
 from web.dispatcher import Dispatcher
 from web.machines import ProviderLimits
-from web.models import Run, RunMachine
+from web.models import Channel, Delivery, Event, Run, RunMachine
+from web.notify import Sender
+from web.results import MachineResult
+from web.runner import ExecResult
 from web.runs import interrupt
+from web.timemath import parse_instant
 from web.worker import Execution, claim, finish, plan
 
 from .conftest import T0
@@ -19,13 +27,13 @@ from .conftest import T0
 RETRIES = {"max": 3, "delay": 3600, "backoff": 1}
 
 
-def _planned_run(env, error: str):
+def _planned_run(env, error: str, retries=RETRIES, **fields):
     """A claimed power run on machine i-1 whose first attempt failed with `error`: (run_id, Part)."""
-    env.add(now=T0 - timedelta(minutes=1), misfire_grace=86400 * 366, retries=RETRIES)
+    env.add(now=T0 - timedelta(minutes=1), misfire_grace=86400 * 366, retries=retries, **fields)
     [run_id] = Dispatcher(env.state, lambda ids: None, clock=lambda: T0).claim(T0)
     assert claim(env.state, run_id, T0)
     part, err = plan(env.state, run_id, T0)
-    assert err is None and part is not None and part.retries == RETRIES
+    assert err is None and part is not None and part.retries == retries
     with env.state.db.transaction() as s:
         row = s.scalars(select(RunMachine).where(RunMachine.run_id == run_id)).one()
         row.status, row.error = "failed", error
@@ -41,18 +49,55 @@ def never(*args, **kwargs):
     raise AssertionError("nothing should have been executed")
 
 
-def test_a_stop_during_the_wait_ends_the_retry_and_the_run_is_interrupted(env):
-    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+def _stopped_during_the_wait(env, run_id, part, meanwhile=lambda: None):
+    """_retry_run of the run, stopped (a drain) while it waits for retry 1; meanwhile() runs before the stop."""
     execution = Execution(run_id)
     out = {}
     thread = threading.Thread(target=lambda: out.update(outcome=worker._retry_run(
         env.state, execution, part, ("finished", None), never, ProviderLimits.of(env.state.config))))
     thread.start()
+    for _ in range(500):  # until the wait is recorded on the run
+        if _run_retry_at(env, run_id) is not None:
+            break
+        threading.Event().wait(0.01)
+    meanwhile()
     execution.stop("shutdown", "shutdown: the worker was stopped")
     thread.join(timeout=60)
-    assert not thread.is_alive() and out["outcome"] == ("cancelled", "shutdown: the worker was stopped")
+    assert not thread.is_alive()
+    return execution, out["outcome"]
+
+
+def _run_retry_at(env, run_id):
+    with env.state.db.session() as s:
+        return s.get(Run, run_id).retry_at
+
+
+def test_a_stop_during_the_wait_gives_the_run_back_to_the_queue_for_another_worker(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+    execution, outcome = _stopped_during_the_wait(env, run_id, part)
+    assert outcome == (worker.TAKEN, None)
     assert _row(env, run_id).attempts is None  # no attempt began
-    assert finish(env.state, run_id, *out["outcome"], execution=execution) == "interrupted"
+    with env.state.db.session() as s:
+        run = s.get(Run, run_id)
+        assert (run.status, run.retry_owner) == ("queued", None) and run.retry_at is not None
+        event = s.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.id.desc())).first()
+        assert (event.type, event.data["reason"]) == ("retry_handed_on", "shutdown")
+    assert env.state.huey.pending_count() == 1  # its message, for the next worker (resume_retry)
+    assert finish(env.state, run_id, *outcome, execution=execution) == "queued"  # and nothing ends it here
+
+
+def test_a_stop_during_the_wait_of_a_run_no_longer_its_own_leaves_it_as_it_is(env):
+    run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
+
+    def interrupted_meanwhile():  # by anything else (here directly): it is no longer running, nor this worker's
+        with env.state.db.transaction() as s:
+            interrupt(s, s.get(Run, run_id), T0, "worker_lost", "the worker stopped answering")
+
+    execution, outcome = _stopped_during_the_wait(env, run_id, part, interrupted_meanwhile)
+    assert outcome == ("cancelled", "shutdown: the worker was stopped")
+    assert env.state.huey.pending_count() == 0  # not handed on
+    assert finish(env.state, run_id, *outcome, execution=execution) == "interrupted"
+    assert _run(env, run_id).error == "the worker stopped answering"
 
 
 def test_a_final_failure_is_not_retried(env):
@@ -109,18 +154,14 @@ def test_a_retried_run_ending_does_not_stop_another_still_waiting(env, monkeypat
     finally:
         execution.stop("shutdown", "shutdown: the worker was stopped")
         thread.join(timeout=60)
-    assert out["statuses"] == {done_id: "failed", waiting_id: "interrupted"}
-    assert _run_error(env, waiting_id) == "shutdown: the worker was stopped"
-
-
-def _run_error(env, run_id):
+    assert out["statuses"] == {done_id: "failed"}  # the one still waiting went back to the queue
     with env.state.db.session() as s:
-        return s.get(Run, run_id).error
+        assert s.get(Run, waiting_id).status == "queued"
 
 
 def test_a_run_waiting_to_retry_does_not_hold_the_queue_slot_that_ran_its_batch(env):
     """The batch's call returns while the run waits (an hour here); the wait is an Execution of its own that a
-    drain still sees and stops, ending the run interrupted."""
+    drain still sees and stops, giving the run back to the queue."""
     run_id, part = _planned_run(env, "could not stop machine i-1: HTTP 503 Service Unavailable")
     batch = env.state.executions.begin(run_id)
     batch.run_ids = [run_id]
@@ -136,9 +177,8 @@ def test_a_run_waiting_to_retry_does_not_hold_the_queue_slot_that_ran_its_batch(
         assert s.get(Run, run_id).status == "running"
     waiting.stop("shutdown", "shutdown: the worker was stopped")
     assert env.state.executions.wait_idle(60)
-    assert _run_error(env, run_id) == "shutdown: the worker was stopped"
     with env.state.db.session() as s:
-        assert s.get(Run, run_id).status == "interrupted"
+        assert s.get(Run, run_id).status == "queued"
 
 
 def test_no_run_is_detached_while_the_process_drains(env):
@@ -150,3 +190,230 @@ def test_no_run_is_detached_while_the_process_drains(env):
         assert env.state.executions.active() == []
     finally:
         env.state.executions.draining.clear()
+
+
+# ---------------------------------------------------------------- notify.after_retries
+
+REFUSED = "could not stop machine i-1: HTTP 503 Service Unavailable"
+
+
+def _hook(env, url) -> None:
+    """A webhook channel named 'hook' to `url` (a loopback receiver), reachable from the sender."""
+    env.state.config.denied_networks = ()
+    with env.state.db.transaction() as s:
+        s.add(Channel(id=new_id(), org_id=env.org_id, name="hook", kind="webhook", url_shown="http://127.0.0.1/…",
+                      target_enc=env.state.box.seal({"kind": "webhook", "url": url, "secret": "s" * 16}),
+                      is_default=False, created_at=T0, updated_at=T0))
+
+
+def _attempts_then(env, outcomes: list):
+    """An executor standing in for ansible-playbook: call n reports outcomes[n] (a MachineResult's status and
+    error) for every machine still running, through on_results as the runner does, and ends `finished`."""
+    calls = []
+
+    def execute(rendered, *, on_results, **kwargs):
+        status, error = outcomes[len(calls)]
+        calls.append(rendered)
+        on_results([(run_id, key, MachineResult(status=status, error=error, duration=0.1))
+                    for run_id, key in _running(env)])
+        return ExecResult("finished", None)
+
+    return execute, calls
+
+
+def _running(env):
+    with env.state.db.session() as s:
+        return [(r.run_id, r.machine_key) for r in s.scalars(select(RunMachine).where(RunMachine.status == "running"))]
+
+
+def _deliveries_of(env, run_id):
+    with env.state.db.session() as s:
+        return s.scalars(select(Delivery).where(Delivery.run_id == run_id)
+                         .order_by(Delivery.created_at, Delivery.id)).all()
+
+
+def _retry_then_finish(env, outcomes, retries, notify):
+    """A run whose attempt 1 was refused (503), retried by the worker's loop with `outcomes` for its later
+    attempts, then ended: (run_id, final status, how many attempts the executor made)."""
+    run_id, part = _planned_run(env, REFUSED, retries=retries, notify=notify)
+    execute, calls = _attempts_then(env, outcomes)
+    execution = Execution(run_id)
+    outcome = worker._retry_run(env.state, execution, part, ("finished", None), execute,
+                                ProviderLimits.of(env.state.config))
+    return run_id, finish(env.state, run_id, *outcome, execution=execution), len(calls)
+
+
+@pytest.mark.parametrize("notify, final, kinds", [
+    # after_retries false: attempts 1 and 2 (of 3) each heard before their retry; attempt 3 is the run's end.
+    ({"on": ["failed"], "channels": ["hook"], "after_retries": False}, "failed", ["retry", "retry", "run"]),
+    # true (the default): one notification, after the last attempt.
+    ({"on": ["failed"], "channels": ["hook"]}, "failed", ["run"]),
+    ({"on": ["failed"], "channels": ["hook"], "after_retries": True}, "failed", ["run"]),
+    # a failed attempt's status (failed) must be one the schedule asked to hear about.
+    ({"on": ["succeeded"], "channels": ["hook"], "after_retries": False}, "succeeded", ["run"]),
+])
+def test_after_retries_decides_whether_each_failed_attempt_is_notified(env, receiver, notify, final, kinds):
+    _hook(env, receiver().url)
+    outcomes = [("failed", REFUSED), ("failed", REFUSED)] if final == "failed" \
+        else [("failed", REFUSED), ("succeeded", None)]
+    run_id, status, made = _retry_then_finish(env, outcomes, {"max": 2, "delay": 0, "backoff": 1}, notify)
+    assert (status, made) == (final, 2)
+    assert [d.kind for d in _deliveries_of(env, run_id)] == kinds
+
+
+def test_a_failed_attempt_reaches_the_webhook_with_its_number_and_when_the_retry_is_due(env, receiver):
+    env.state.config.notify_denied_networks = LOOPBACK_ALLOWED  # the receiver is on loopback
+    hook = receiver()
+    _hook(env, hook.url)
+    retries = {"max": 2, "delay": 0.2, "backoff": 2}
+    run_id, status, _ = _retry_then_finish(env, [("succeeded", None)], retries,
+                                           {"on": ["failed", "succeeded"], "channels": ["hook"],
+                                            "after_retries": False})
+    assert status == "succeeded"
+    sender = Sender(env.state)
+    while sender.tick():  # the real sender, claiming and posting each due delivery
+        pass
+    assert all(d.status == "delivered" for d in _deliveries_of(env, run_id))
+    sent = [(headers["x-cloudcron-event"], json.loads(body)) for headers, body in hook.requests]
+    assert [kind for kind, _ in sent] == ["run.retrying", "run.finished"]
+    (_, retrying), (_, finished) = sent
+    assert retrying["type"] == "run.retrying" and retrying["run"]["id"] == run_id
+    assert retrying["run"]["status"] == "running" and retrying["run"]["finished_at"] is None
+    assert {k: retrying["attempt"][k] for k in ("number", "of", "status")} == {"number": 1, "of": 3,
+                                                                               "status": "failed"}
+    # The wait before retry 1 is delay * backoff ** 0 = 0.2 s after the failed attempt was recorded.
+    due = parse_instant(retrying["attempt"]["retry_at"]) - parse_instant(retrying["time"])
+    assert due == timedelta(seconds=0.2)
+    [machine] = retrying["machines_not_succeeded"]
+    assert (machine["machine_id"], machine["error"], machine["retry"]) == ("i-1", REFUSED, True)
+    assert finished["run"]["status"] == "succeeded" and "attempt" not in finished
+    assert retrying["delivery_id"] != finished["delivery_id"]
+
+
+# ---------------------------------------------------------------- CLOUDCRON_RETRY_SLOTS
+
+
+def _overlap_counter(meet: int, patience: float):
+    """An executor that counts how many playbooks run at once (peak); each waits up to `patience` seconds for
+    `meet` of them to be running together, so any bound below `meet` is reached and shown, not raced."""
+    lock = threading.Condition()
+    seen = {"active": 0, "peak": 0, "calls": 0}
+
+    def execute(rendered, **kwargs):
+        with lock:
+            seen["active"] += 1
+            seen["calls"] += 1
+            seen["peak"] = max(seen["peak"], seen["active"])
+            lock.notify_all()
+            lock.wait_for(lambda: seen["active"] >= meet, timeout=patience)
+            seen["active"] -= 1
+        return ExecResult("finished", None)
+
+    return execute, seen
+
+
+@pytest.mark.parametrize("setting, worker_slots, peak", [
+    (None, 2, 2),  # unset: as many as the process's worker slots
+    (None, 1, 1),
+    (1, 3, 1),     # CLOUDCRON_RETRY_SLOTS below the worker slots
+    (3, 1, 3),     # and above them
+])
+def test_retry_attempts_run_at_most_retry_slots_at_once(env, setting, worker_slots, peak):
+    env.state.config.retry_slots, env.state.worker_slots = setting, worker_slots
+    planned = [_planned_run(env, REFUSED, retries={"max": 1, "delay": 0, "backoff": 1}) for _ in range(3)]
+    execution = Execution(planned[0][0])
+    execution.run_ids = [run_id for run_id, _ in planned]
+    execute, seen = _overlap_counter(meet=3, patience=1.0)
+    statuses = worker._retry_runs(env.state, execution, [part for _, part in planned],
+                                  {run_id: ("finished", None) for run_id, _ in planned}, execute,
+                                  ProviderLimits.of(env.state.config))
+    assert seen["calls"] == 3 and seen["peak"] == peak
+    # Nothing came back from the stand-in playbook: each run ends failed after its one retry, none is left running.
+    assert set(statuses.values()) == {"failed"}
+
+
+# ---------------------------------------------------------------- durable retry waits
+
+
+def _waiting_run(env, due_in: float):
+    """A run whose attempt 1 was refused and which waits to retry (max 2), due `due_in` seconds from now, its
+    heartbeat last written at T0 (long ago): (run_id, Part, the Execution that waited)."""
+    run_id, part = _planned_run(env, REFUSED, retries={"max": 2, "delay": 3600, "backoff": 1})
+    waiter = Execution(run_id)
+    assert worker._attempt_failed(env.state, part, 1, due_in, waiter.token) == part.keys
+    return run_id, part, waiter
+
+
+def _sweep(env, seconds_after_the_due_time=60):
+    sent = []
+    with env.state.db.session() as s:
+        due = s.get(Run, s.scalars(select(Run.id).where(Run.retry_at.is_not(None))).first()).retry_at
+    counts = Dispatcher(env.state, sent.extend).sweep(due + timedelta(seconds=seconds_after_the_due_time))
+    return counts, sent
+
+
+def _run(env, run_id) -> Run:
+    with env.state.db.session() as s:
+        return s.get(Run, run_id)
+
+
+def _event_types(env, run_id) -> list[str]:
+    with env.state.db.session() as s:
+        return list(s.scalars(select(Event.type).where(Event.run_id == run_id).order_by(Event.id)))
+
+
+def test_the_sweep_hands_on_a_run_whose_worker_died_while_it_waited_to_retry(env):
+    run_id, _, waiter = _waiting_run(env, due_in=30)
+    run = _run(env, run_id)
+    assert run.status == "running" and run.retry_owner == waiter.token
+    due = run.retry_at
+    # A run whose worker died during an attempt (no retry_at) is still interrupted.
+    busy_id, _ = _planned_run(env, REFUSED)
+    (requeued, ended), sent = _sweep(env)
+    assert (requeued, ended, sent) == (1, 1, [run_id])
+    run = _run(env, run_id)
+    assert (run.status, run.retry_at, run.retry_owner) == ("queued", due, None)
+    assert _event_types(env, run_id)[-1] == "retry_handed_on"
+    assert _run(env, busy_id).status == "interrupted"
+    # Handed on, it is no ordinary queued run: a batch's claim leaves it to resume_retry.
+    claimed, missed = worker.claim_batch(env.state, run_id, T0)
+    assert (claimed, missed) == ([], []) and _run(env, run_id).status == "queued"
+
+
+def test_a_handed_on_run_is_taken_over_and_retried_when_due_and_its_first_worker_stays_out(env):
+    run_id, part, waiter = _waiting_run(env, due_in=1.0)
+    _sweep(env)
+    due = _run(env, run_id).retry_at
+    execute, calls = _attempts_then(env, [("succeeded", None)])
+    taker = env.state.executions.begin(run_id)
+    try:
+        assert worker.resume_retry(env.state, taker, run_id, execute) == "running"
+    finally:
+        env.state.executions.end(taker)
+    assert env.state.executions.wait_idle(60)  # the taken-over wait runs detached, then the attempt
+    run = _run(env, run_id)
+    assert run.status == "succeeded" and (run.retry_at, run.retry_owner) == (None, None)
+    assert len(calls) == 1
+    row = _row(env, run_id)
+    assert [(a["attempt"], a["status"]) for a in row.attempts] == [(1, "failed")] and row.status == "succeeded"
+    types = _event_types(env, run_id)
+    assert types.index("retry_handed_on") < types.index("retry_resumed") < types.index("machine_retried")
+    with env.state.db.session() as s:  # the new worker waited until the attempt was due
+        began = s.scalars(select(Event.time).where(Event.run_id == run_id, Event.type == "machine_retried")).one()
+    assert began >= due
+    # The worker that waited first, were it alive, makes no attempt and does not end the run.
+    assert worker._begin_attempt(env.state, run_id, part.keys, 2, 0.0, waiter.token) is None
+    assert worker.resume_retry(env.state, Execution(run_id), run_id, never) is None  # a duplicate message
+
+
+def test_the_first_worker_leaves_a_run_taken_over_while_it_waited(env):
+    run_id, part, waiter = _waiting_run(env, due_in=3600)
+    _sweep(env)
+    with env.state.db.transaction() as s:  # what resume_retry's claim writes
+        run = s.get(Run, run_id)
+        run.status, run.retry_owner = "running", "another-workers-token"
+    assert worker._begin_attempt(env.state, run_id, part.keys, 2, 0.0, waiter.token) is None
+    assert finish(env.state, run_id, "cancelled", "stopped", execution=waiter) == "running"
+    run = _run(env, run_id)
+    assert (run.status, run.retry_owner) == ("running", "another-workers-token")
+    assert _row(env, run_id).attempts is None

@@ -135,6 +135,18 @@ def test_a_bad_batch_or_grace_setting_stops_start_up_naming_it(tmp_path, name, v
         load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), name: value})
 
 
+def test_retry_slots_default_to_the_worker_slots_and_are_read(tmp_path):
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).retry_slots is None  # None: the process's worker slots
+    assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_RETRY_SLOTS": "5"}).retry_slots == 5
+
+
+@pytest.mark.parametrize("value, rule", [("0", "must be at least 1"), ("-2", "must be at least 1"),
+                                         ("two", "is not a whole number"), ("1.5", "is not a whole number")])
+def test_a_bad_retry_slots_value_stops_start_up_naming_it_and_the_rule(tmp_path, value, rule):
+    with pytest.raises(ConfigError, match=f"^CLOUDCRON_RETRY_SLOTS: .*{rule}"):
+        load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_RETRY_SLOTS": value})
+
+
 def test_power_verification_waits_120_s_by_default_and_0_turns_it_off(tmp_path):
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path)}).verify_seconds == 120.0
     assert load_config({"CLOUDCRON_DATA_DIR": str(tmp_path), "CLOUDCRON_VERIFY_SECONDS": "0"}).verify_seconds == 0.0
@@ -280,6 +292,7 @@ def run_web(env_extra, *args):
 @pytest.mark.parametrize("name, value", [
     ("CLOUDCRON_MIN_INTERVAL", "fast"),
     ("CLOUDCRON_DATABASE_URL", "mysql://root:hunter2@db/cc"),
+    ("CLOUDCRON_RETRY_SLOTS", "0"),
 ])
 def test_migrate_with_a_bad_value_exits_non_zero_naming_the_variable(tmp_path, name, value):
     result = run_web({"CLOUDCRON_DATA_DIR": str(tmp_path / "data"), name: value}, "migrate")
