@@ -18,8 +18,8 @@ Conventions shared with web/runner.py:
   rescue their own failures).
 - A script host with ``cloudcron_time_limit`` runs its script under coreutils ``timeout`` on
   the machine: a result with rc 124 or 137 that took at least that long was stopped there.
-- A machine that several executable-script runs of a batch reach with the same SSH identity is one
-  host carrying ``cloudcron_jobs`` ([[run id, machine key, time limit or 0], ...]) instead of a run
+- A machine that several executable-script runs of a batch reach with the same SSH identity and time
+  limit is one host carrying ``cloudcron_jobs`` ([[run id, machine key, time limit or 0], ...]) instead of a run
   id and machine key: its script is a launcher (playbooks/launcher.sh.j2) that runs every job's
   script side by side and reports each one (web/results.py, parse_launcher_report). Ansible's
   cost is per inventory host, so a batch of 100 runs on 10 machines costs what 10 hosts cost.
@@ -225,15 +225,15 @@ def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTP
     """One play running each machine's own executable script (runs of a batch may differ in script and params).
 
     Items that reach a machine with the same SSH identity (org, address, port, user and key; see
-    _identity) become one host: alone, the item's script runs there directly; two or more, a launcher
-    runs all of them side by side (see the module docstring). output_cap: bytes of each stream a launcher
+    _identity) and have the same time limit become one host (see _launcher_key): alone, the item's script
+    runs there directly; two or more, a launcher runs all of them side by side (see the module docstring). output_cap: bytes of each stream a launcher
     sends back per job (the runner keeps the same cap of a script run directly)."""
     if not items:
         raise RenderError("a script run needs at least one machine")
     files: dict[str, tuple[str, int]] = {}
     groups: dict[tuple, list[ScriptTarget]] = {}
-    for item in items:
-        groups.setdefault(_identity(item.target), []).append(item)
+    for index, item in enumerate(items):
+        groups.setdefault(_launcher_key(item, index), []).append(item)
     hosts: dict[str, dict] = {}
     identities: dict[tuple, int] = {}
     for group in groups.values():
@@ -256,6 +256,17 @@ def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTP
         hosts[name] = host
     playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
     return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, [(i.target.run_id, i.target.key) for i in items])
+
+
+def _launcher_key(item: ScriptTarget, index: int) -> tuple:
+    """Which items may share a launcher: the same SSH identity and the same time limit.
+
+    A launcher's results arrive together, when its last job ends, so a job may hold its siblings'
+    results until its own end: only with the same limit does every sibling's result come back by its
+    own deadline (the limit is under each run's timeout, remote_time_limit). An item without a limit
+    could hold the others for ever, so it runs alone (index keeps its key unique)."""
+    limit = int(item.target.time_limit or 0)
+    return (_identity(item.target), limit) if limit else (_identity(item.target), 0, index)
 
 
 def _file_name(text: str) -> str:

@@ -14,7 +14,7 @@ KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----
 PRINTS = "#!/bin/sh\necho \"out [$1] [$2]\"\necho \"err $#\" >&2\n"
 
 
-def _item(run_id, script, params="", time_limit=None, host="box.example", org="org-a"):
+def _item(run_id, script, params="", time_limit=60, host="box.example", org="org-a"):
     return ScriptTarget(SshTarget(run_id, "m1", host, 22, "root", KEY, time_limit=time_limit, org_id=org),
                         script, params)
 
@@ -40,7 +40,7 @@ def test_runs_on_one_machine_share_one_host_and_one_upload():
     rendered = render_executables([_item("r1", PRINTS, "a"), _item("r2", PRINTS, "b"),
                                    _item("r3", "#!/bin/sh\nexit 0\n")])
     [hostvars] = rendered.inventory["all"]["hosts"].values()
-    assert hostvars["cloudcron_jobs"] == [["r1", "m1", 0], ["r2", "m1", 0], ["r3", "m1", 0]]
+    assert hostvars["cloudcron_jobs"] == [["r1", "m1", 60], ["r2", "m1", 60], ["r3", "m1", 60]]
     assert "cloudcron_run_id" not in hostvars and "cloudcron_script_executable" not in hostvars
     uploads = [name for name in rendered.files if name.startswith("files/")]
     assert uploads == [f"files/{hostvars['cloudcron_script_cmd']}"]
@@ -52,6 +52,18 @@ def test_runs_of_different_orgs_on_one_machine_never_share_a_host_or_a_connectio
     hosts = list(rendered.inventory["all"]["hosts"].values())
     assert len(hosts) == 2 and all("cloudcron_jobs" not in h for h in hosts)
     assert len({h["ansible_control_path"] for h in hosts}) == 2
+
+
+def test_only_runs_with_the_same_time_limit_share_a_launcher_and_runs_without_one_run_alone():
+    # A launcher reports when its last job ends: a sibling with a longer limit, or none, would hold a
+    # quick run's result past that run's own timeout.
+    rendered = render_executables([_item("a", PRINTS, time_limit=5), _item("b", PRINTS, time_limit=5),
+                                   _item("long", PRINTS, time_limit=3540), _item("c", PRINTS, time_limit=5),
+                                   _item("free1", PRINTS, time_limit=None), _item("free2", PRINTS, time_limit=None)])
+    hosts = list(rendered.inventory["all"]["hosts"].values())
+    assert sorted(h.get("cloudcron_jobs", [[h.get("cloudcron_run_id")]]) for h in hosts) == sorted([
+        [["a", "m1", 5], ["b", "m1", 5], ["c", "m1", 5]], [["long"]], [["free1"]], [["free2"]]])
+    assert len({h["ansible_control_path"] for h in hosts}) == 1  # still one SSH connection to the machine
 
 
 def test_a_machine_with_one_run_runs_its_script_directly():
@@ -87,10 +99,10 @@ def test_one_runs_broken_parameters_end_only_that_run(tmp_path):
 def test_jobs_run_side_by_side_and_a_time_limit_stops_only_its_run(tmp_path):
     # Each waits for the other's file: run one after the other, the first would wait until its time limit.
     meet = "#!/bin/sh\ntouch \"$1\"\nwhile [ ! -e \"$2\" ]; do sleep 0.1; done\necho met\n"
-    results, recorder, _ = _launch(tmp_path, [_item("limited", "#!/bin/sh\nsleep 30\n", time_limit=1),
-                                              _item("a", meet, "a b", time_limit=30), _item("b", meet, "b a", time_limit=30)])
+    results, recorder, _ = _launch(tmp_path, [_item("limited", "#!/bin/sh\nsleep 30\n", time_limit=2),
+                                              _item("a", meet, "a b", time_limit=2), _item("b", meet, "b a", time_limit=2)])
     limited = results[("limited", "m1")]
-    assert limited.status == "timed_out" and limited.rc == 124 and "time limit of 1 s" in limited.error
+    assert limited.status == "timed_out" and limited.rc == 124 and "time limit of 2 s" in limited.error
     assert set(recorder.run_timeouts) == {"limited"}
     for rid in ("a", "b"):
         assert (results[(rid, "m1")].status, results[(rid, "m1")].stdout) == ("succeeded", "met\n")
@@ -157,11 +169,11 @@ def test_whole_second_clocks_are_read_with_a_second_of_slack():
     report = "cloudcron-job 0\n124 100 109\nstdout\nsize 0\nstderr\nsize 0\ncloudcron-end\n"
     [job] = parse_launcher_report(report, 100).values()
     assert (job.rc, job.duration, job.precise) == (124, 9.0, False)
-    rendered = render_executables([_item("r1", PRINTS, time_limit=10), _item("r2", PRINTS)])
+    rendered = render_executables([_item("r1", PRINTS, time_limit=10), _item("r2", PRINTS, time_limit=10)])
     [host] = rendered.inventory["all"]["hosts"]
     recorder = Recorder(rendered, 1024)
     recorder.on_event({"event": "runner_on_ok", "event_data": {"host": host, "task": "cloudcron result", "res": {
         "rc": 0, "stdout": report.replace("cloudcron-end", "cloudcron-job 1\n124 100 104.5\nstdout\nsize 0\n"
                                                            "stderr\nsize 0\ncloudcron-end")}}})
     assert recorder.results[("r1", "m1")].status == "timed_out"  # 9 whole seconds may be 9.99
-    assert recorder.results[("r2", "m1")].status == "failed"  # no limit: exit status 124 is the script's
+    assert recorder.results[("r2", "m1")].status == "failed"  # 124 after 4.5 s of 10: the script's own status
