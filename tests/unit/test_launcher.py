@@ -3,6 +3,7 @@ on this machine, its report fed to the Recorder as the script task's result: no 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,18 @@ def test_jobs_run_side_by_side_and_a_time_limit_stops_only_its_run(tmp_path):
     assert set(recorder.run_timeouts) == {"limited"}
     for rid in ("a", "b"):
         assert (results[(rid, "m1")].status, results[(rid, "m1")].stdout) == ("succeeded", "met\n")
+
+
+def test_commands_in_the_parameters_are_held_to_the_runs_time_limit_too(tmp_path):
+    # Run after the script, outside its limit, the sleep would hold every run's result on this machine.
+    started = time.monotonic()
+    results, _, _ = _launch(tmp_path, [_item("escapes", "#!/bin/sh\necho script\n", "x; sleep 40; echo after",
+                                             time_limit=2),
+                                       _item("bystander", "#!/bin/sh\necho here\n", time_limit=2)])
+    assert time.monotonic() - started < 20
+    escapes = results[("escapes", "m1")]
+    assert (escapes.status, escapes.rc, escapes.stdout) == ("timed_out", 124, "script\n")
+    assert (results[("bystander", "m1")].status, results[("bystander", "m1")].stdout) == ("succeeded", "here\n")
 
 
 def test_a_script_signalling_its_process_group_stops_only_its_own_job(tmp_path):
