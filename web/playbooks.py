@@ -64,6 +64,9 @@ DEFAULT_OUTPUT_CAP = 256 * 1024
 # Jobs a launcher runs at once on one machine; the rest wait for a lane. Ansible's own forks bound
 # how many machines are worked on at once, this bounds how many scripts start on one of them.
 LAUNCHER_LANES = 20
+# Characters of a task result above which ansible-runner hands the runner an empty result (its
+# MAX_EVENT_RES, which web/runner.py sets to this). A launcher's result carries every job's report.
+EVENT_RESULT_LIMIT = 64 * 1024 * 1024
 _SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _env = jinja2.Environment(
@@ -236,7 +239,9 @@ def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTP
         groups.setdefault(_launcher_key(item, index), []).append(item)
     hosts: dict[str, dict] = {}
     identities: dict[tuple, int] = {}
-    for group in groups.values():
+    per_launcher = launcher_jobs_max(output_cap)
+    chunks = [group[i:i + per_launcher] for group in groups.values() for i in range(0, len(group), per_launcher)]
+    for group in chunks:
         name, host = _ssh_host(group[0].target, len(hosts), hosts, files, identities)
         if len(group) == 1:
             item = group[0]
@@ -256,6 +261,17 @@ def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTP
         hosts[name] = host
     playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
     return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, [(i.target.run_id, i.target.key) for i in items])
+
+
+def launcher_jobs_max(output_cap: int) -> int:
+    """Jobs one launcher may carry so that its result stays under EVENT_RESULT_LIMIT with every job at the cap.
+
+    output_cap: bytes kept per stream per job. The script module's result holds the launcher's report
+    twice (stdout and stdout_lines, each line quoted), and od writes 16 bytes per line of 49 characters;
+    a quarter of the limit is left for od formats that pad more. Runs past this many on one machine get
+    several launchers, which run at the same time."""
+    per_stream = (max(int(output_cap), 2) // 16 + 1) * (49 * 2 + 4) + 64
+    return max(1, (EVENT_RESULT_LIMIT * 3 // 4) // (2 * per_stream + 256))
 
 
 def _launcher_key(item: ScriptTarget, index: int) -> tuple:

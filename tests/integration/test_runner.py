@@ -149,6 +149,27 @@ def test_a_quick_run_on_a_machine_ends_at_its_own_time_beside_a_long_run_with_a_
     _assert_nothing_left(base)
 
 
+def test_many_runs_on_one_machine_all_printing_past_the_cap_each_get_their_output(sshd_hosts, tmp_path):
+    # Each job reports up to the cap per stream, as hex: all of them in one result would pass the size
+    # above which ansible-runner hands the runner an empty result, and every run would lose its own.
+    base = tmp_path / "runs"
+    host = sshd_hosts[0]
+    flood = "#!/bin/sh\nyes \"$1\" | head -c 400000\nyes \"$1\" | head -c 400000 >&2\n"
+    runs = [f"r{i}" for i in range(24)]
+    items = [ScriptTarget(SshTarget(rid, "m1", host.host, host.port, host.user, host.private_key, time_limit=90),
+                          flood, rid) for rid in runs]
+    result = execute(render_executables(items), base_dir=base, timeout=240, run_timeouts={rid: 120 for rid in runs})
+
+    assert result.status == "finished", result.error
+    for rid in runs:
+        got = result.results[(rid, "m1")]
+        assert got.status == "succeeded", (rid, got.error)
+        for stream in (got.stdout, got.stderr):
+            assert stream.startswith(f"{rid}\n{rid}\n") and "bytes of output truncated" in stream
+            assert len(stream.encode()) <= 256 * 1024
+    _assert_nothing_left(base)
+
+
 def test_an_ansible_task_list_runs_on_every_machine(sshd_hosts, tmp_path, monkeypatch, sandbox):
     base = tmp_path / "runs"
     # A worker secret in the environment must not reach the playbook.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from web.playbooks import LAUNCHER_LANES, ScriptTarget, SshTarget, render_executables
+from web.playbooks import (EVENT_RESULT_LIMIT, LAUNCHER_LANES, ScriptTarget, SshTarget, launcher_jobs_max,
+                           render_executables)
 from web.results import Recorder, parse_launcher_report
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -65,6 +66,18 @@ def test_only_runs_with_the_same_time_limit_share_a_launcher_and_runs_without_on
     assert sorted(h.get("cloudcron_jobs", [[h.get("cloudcron_run_id")]]) for h in hosts) == sorted([
         [["a", "m1", 5], ["b", "m1", 5], ["c", "m1", 5]], [["long"]], [["free1"]], [["free2"]]])
     assert len({h["ansible_control_path"] for h in hosts}) == 1  # still one SSH connection to the machine
+
+
+def test_a_launcher_carries_only_as_many_jobs_as_fit_in_one_result_at_the_output_cap():
+    items = [_item(f"r{i}", PRINTS) for i in range(40)]
+    per = launcher_jobs_max(256 * 1024)
+    # Every job at the cap on both streams, as od hex, twice over (stdout and stdout_lines): under the limit.
+    assert 2 * 2 * (256 * 1024 // 16 + 1) * 52 * per < EVENT_RESULT_LIMIT and per > 1
+    hosts = list(render_executables(items, output_cap=256 * 1024).inventory["all"]["hosts"].values())
+    assert [len(h["cloudcron_jobs"]) for h in hosts] == [per] * (40 // per) + ([40 % per] if 40 % per else [])
+    assert [job[0] for h in hosts for job in h["cloudcron_jobs"]] == [f"r{i}" for i in range(40)]
+    [host] = render_executables(items, output_cap=4096).inventory["all"]["hosts"].values()
+    assert len(host["cloudcron_jobs"]) == 40
 
 
 def test_a_machine_with_one_run_runs_its_script_directly():
