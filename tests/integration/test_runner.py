@@ -122,6 +122,7 @@ def test_runs_sharing_a_machine_run_side_by_side_through_one_launcher(sshd_hosts
     assert (got["r-alone"].status, got["r-alone"].rc) == ("failed", 3)  # its own machine, its own port
     launched = Path(got["r-where"].stdout.strip()).parent
     assert got["r-where"].status == "succeeded" and launched.name.startswith("cloudcron.")
+    assert launched.parent.name.startswith("ansible-tmp-")  # Ansible's directory for the launcher, not /tmp
     assert not launched.exists()  # the launcher removed its scripts and output from the machine
     _assert_nothing_left(base)
 

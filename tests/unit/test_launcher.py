@@ -2,6 +2,7 @@
 on this machine, its report fed to the Recorder as the script task's result: no sshd, no Ansible."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def _item(run_id, script, params="", time_limit=60, host="box.example", org="org
                         script, params)
 
 
-def _launch(tmp_path: Path, items, cap=4096):
+def _launch(tmp_path: Path, items, cap=4096, env=None):
     """Render items, run the one launcher host's script with sh, and feed its output to a Recorder."""
     rendered = render_executables(items, output_cap=cap)
     [(host, hostvars)] = rendered.inventory["all"]["hosts"].items()
@@ -29,7 +30,8 @@ def _launch(tmp_path: Path, items, cap=4096):
     path.write_text(rendered.files[f"files/{hostvars['cloudcron_script_cmd']}"][0])
     path.chmod(0o700)
     # A session of its own, as over SSH: a script signalling its group must not reach pytest.
-    proc = subprocess.run([str(path)], capture_output=True, timeout=60, cwd=tmp_path, start_new_session=True)
+    proc = subprocess.run([str(path)], capture_output=True, timeout=60, cwd=tmp_path, start_new_session=True,
+                          env=env)
     recorder = Recorder(rendered, cap)
     recorder.on_event({"event": "runner_on_ok", "event_data": {
         "host": host, "task": "cloudcron result", "duration": 1.0,
@@ -132,6 +134,20 @@ def test_commands_in_the_parameters_are_held_to_the_runs_time_limit_too(tmp_path
     escapes = results[("escapes", "m1")]
     assert (escapes.status, escapes.rc, escapes.stdout) == ("timed_out", 124, "script\n")
     assert (results[("bystander", "m1")].status, results[("bystander", "m1")].stdout) == ("succeeded", "here\n")
+
+
+def test_a_run_that_empties_the_temporary_directory_leaves_the_other_runs_results_alone(tmp_path):
+    # A cleanup script is a common thing to schedule; run alone, it never touched another run's files.
+    tmp = tmp_path / "machine-tmp"
+    tmp.mkdir()
+    launcher_dir = tmp_path / "ansible-tmp"
+    launcher_dir.mkdir()
+    cleaner = f"#!/bin/sh\nrm -rf {tmp}/* {tmp}/.[!.]*\necho cleaned\n"
+    results, _, _ = _launch(launcher_dir, [_item("cleaner", cleaner), _item("bystander", "#!/bin/sh\nsleep 1\necho here\n")],
+                            env={**os.environ, "TMPDIR": str(tmp)})
+    assert (results[("cleaner", "m1")].status, results[("cleaner", "m1")].stdout) == ("succeeded", "cleaned\n")
+    assert (results[("bystander", "m1")].status, results[("bystander", "m1")].stdout) == ("succeeded", "here\n")
+    assert list(launcher_dir.iterdir()) == [launcher_dir / "launcher"]  # its own directory went with it
 
 
 def test_a_script_signalling_its_process_group_stops_only_its_own_job(tmp_path):
