@@ -182,6 +182,23 @@ def test_jobs_beyond_the_lanes_wait_for_one_and_all_report(tmp_path):
     assert [results[(f"r{i}", "m1")].stdout for i in range(count)] == [f"out [{i}] []\n" for i in range(count)]
 
 
+def test_a_job_that_waits_for_a_lane_gets_what_is_left_of_the_limit_so_every_result_comes_in_time(tmp_path):
+    # The launcher reports every job at once, when its last one ends: a job started late with a whole
+    # limit of its own would hold the others' results past their runs' timeouts.
+    count, limit = LAUNCHER_LANES + 2, 4
+    started = time.monotonic()
+    results, _, _ = _launch(tmp_path, [_item(f"r{i}", "#!/bin/sh\nsleep 3\necho done\n", time_limit=limit)
+                                       for i in range(count)])
+    assert time.monotonic() - started < limit + 1.5
+    late = {f"r{i}" for i in range(LAUNCHER_LANES, count)}
+    for i in range(count):
+        got = results[(f"r{i}", "m1")]
+        if f"r{i}" in late:
+            assert got.status == "timed_out" and got.duration >= limit - 1, (i, got)
+        else:
+            assert (got.status, got.stdout) == ("succeeded", "done\n"), (i, got)
+
+
 def test_a_report_cut_short_fails_the_jobs_it_lacks_with_the_launchers_error():
     rendered = render_executables([_item("r1", PRINTS), _item("r2", PRINTS)])
     [host] = rendered.inventory["all"]["hosts"]
