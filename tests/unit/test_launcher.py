@@ -3,6 +3,7 @@ on this machine, its report fed to the Recorder as the script task's result: no 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -153,6 +154,20 @@ def test_a_run_that_empties_the_temporary_directory_leaves_the_other_runs_result
 def test_a_script_signalling_its_process_group_stops_only_its_own_job(tmp_path):
     results, _, proc = _launch(tmp_path, [_item("killer", "#!/bin/sh\necho going\nkill -TERM 0\necho survived\n"),
                                           _item("bystander", "#!/bin/sh\nsleep 1\necho still here\n")])
+    assert proc.returncode == 0
+    assert results[("killer", "m1")].status == "failed" and results[("killer", "m1")].stdout == "going\n"
+    assert (results[("bystander", "m1")].status, results[("bystander", "m1")].stdout) == ("succeeded", "still here\n")
+
+
+def test_without_timeout_on_the_machine_setsid_keeps_a_scripts_kill_0_to_its_own_job(tmp_path):
+    # A machine whose PATH has the tools the launcher needs and setsid, but no coreutils timeout.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sh", "mktemp", "od", "head", "tail", "date", "chmod", "cat", "rm", "wc", "sleep", "mkdir", "setsid"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    results, _, proc = _launch(tmp_path, [_item("killer", "#!/bin/sh\necho going\nkill -TERM 0\necho survived\n"),
+                                          _item("bystander", "#!/bin/sh\nsleep 1\necho still here\n")],
+                               env={**os.environ, "PATH": str(tools)})
     assert proc.returncode == 0
     assert results[("killer", "m1")].status == "failed" and results[("killer", "m1")].stdout == "going\n"
     assert (results[("bystander", "m1")].status, results[("bystander", "m1")].stdout) == ("succeeded", "still here\n")
