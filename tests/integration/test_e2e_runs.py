@@ -165,8 +165,12 @@ def test_script_runs_due_together_on_one_machine_each_answer_with_their_own_resu
     when = (datetime.now(timezone.utc) + timedelta(seconds=8)).strftime("%Y-%m-%d %H:%M:%S")
     on = {"script_id": scr["id"], "selectors": [{"type": "machines", "ids": [m["id"]]}], "schedule_type": "one_off",
           "schedule_entry": when}
+    # The other prints the machine's private key, which the run decrypted: it is stored redacted.
+    status, leaky = server.api("POST", "scripts", {"name": "leaky", "script": (
+        "#!/bin/sh\necho \"$1 ${0%/*}\"\ncat <<'EOF'\n" + host.private_key.strip() + "\nEOF\nexit $2\n")})
+    assert status == 200, leaky
     ok = schedule(server, name="together-ok", params="first 0", **on)
-    bad = schedule(server, name="together-bad", params="second 4", **on)
+    bad = schedule(server, name="together-bad", params="second 4", **{**on, "script_id": leaky["id"]})
     first, second = run_of(server, ok["id"], timeout=90), run_of(server, bad["id"], timeout=90)
 
     assert first["id"] != second["id"]
@@ -174,5 +178,7 @@ def test_script_runs_due_together_on_one_machine_each_answer_with_their_own_resu
     assert (first["status"], a["status"], a["rc"]) == ("succeeded", "succeeded", 0), first
     assert (second["status"], b["status"], b["rc"]) == ("failed", "failed", 4), second
     assert a["stdout"].startswith("first ") and b["stdout"].startswith("second ")
+    key_body = host.private_key.strip().splitlines()[1]
+    assert key_body not in b["stdout"] and "********" in b["stdout"], b["stdout"]
     # Due in the same second, they were one batch on one machine: one launcher ran both.
     assert "/cloudcron." in a["stdout"] and "/cloudcron." in b["stdout"], (a["stdout"], b["stdout"])
