@@ -19,8 +19,8 @@ Conventions shared with web/runner.py:
 - A script host with ``cloudcron_time_limit`` runs its script under coreutils ``timeout`` on
   the machine: a result with rc 124 or 137 that took at least that long was stopped there.
 - A machine that several executable-script runs of a batch reach with the same SSH identity and time
-  limit is one host carrying ``cloudcron_jobs`` ([[run id, machine key, time limit or 0], ...]) instead of a run
-  id and machine key: its script is a launcher (playbooks/launcher.sh.j2) that runs every job's
+  limit is one host carrying ``cloudcron_jobs`` ([[run id, machine key, time limit or 0], ...])
+  instead of a run id and machine key: its script is a launcher (playbooks/launcher.sh.j2) that runs every job's
   script side by side and reports each one (web/results.py, parse_launcher_report). Ansible's
   cost is per inventory host, so a batch of 100 runs on 10 machines costs what 10 hosts cost.
 """
@@ -228,9 +228,10 @@ def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTP
     """One play running each machine's own executable script (runs of a batch may differ in script and params).
 
     Items that reach a machine with the same SSH identity (org, address, port, user and key; see
-    _identity) and have the same time limit become one host (see _launcher_key): alone, the item's script
-    runs there directly; two or more, a launcher runs all of them side by side (see the module docstring). output_cap: bytes of each stream a launcher
-    sends back per job (the runner keeps the same cap of a script run directly)."""
+    _identity) and have the same time limit become one host (see _launcher_key), up to launcher_jobs_max
+    of them: alone, the item's script runs there directly; two or more, a launcher runs all of them side
+    by side (see the module docstring). output_cap: bytes of each stream a launcher sends back per job
+    (the runner keeps the same cap of a script run directly)."""
     if not items:
         raise RenderError("a script run needs at least one machine")
     files: dict[str, tuple[str, int]] = {}
