@@ -200,12 +200,15 @@ def test_jobs_beyond_the_lanes_wait_for_one_and_all_report(tmp_path):
 def test_a_job_that_waits_for_a_lane_gets_what_is_left_of_the_limit_so_every_result_comes_in_time(tmp_path):
     # The launcher reports every job at once, when its last one ends: a job started late with a whole
     # limit of its own would hold the others' results past their runs' timeouts.
-    count, limit = LAUNCHER_LANES + 2, 4
+    count, limit = LAUNCHER_LANES + 2, 6
+    late = {f"r{i}" for i in range(LAUNCHER_LANES, count)}  # each lane's second job
     started = time.monotonic()
-    results, _, _ = _launch(tmp_path, [_item(f"r{i}", "#!/bin/sh\nsleep 3\necho done\n", time_limit=limit)
-                                       for i in range(count)])
-    assert time.monotonic() - started < limit + 1.5
-    late = {f"r{i}" for i in range(LAUNCHER_LANES, count)}
+    results, _, _ = _launch(tmp_path, [
+        _item(f"r{i}", "#!/bin/sh\nsleep 30\n" if f"r{i}" in late else "#!/bin/sh\nsleep 4\necho done\n",
+              time_limit=limit) for i in range(count)])
+    # With a whole limit from their start, the late jobs would end at 4 + 6 s; the machine's clock is
+    # read in whole seconds, so the limit holds within a second or two.
+    assert time.monotonic() - started < limit + 2.5
     for i in range(count):
         got = results[(f"r{i}", "m1")]
         if f"r{i}" in late:
