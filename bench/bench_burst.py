@@ -241,12 +241,15 @@ def bare_script(workdir: Path, hosts: SshHosts, collections: Path, entries: int 
     that share a host share its launcher)."""
     import yaml
 
-    from web.playbooks import SshTarget, render_script
+    from web.playbooks import SshTarget, remote_time_limit, render_script
+    from web.schedules import DEFAULTS
 
     count = entries or len(hosts.ports)
+    # The time limit the burst's schedules get (the default timeout): runs share a launcher only with the same one.
+    limit = remote_time_limit(DEFAULTS["timeout"])
     rendered = render_script("executable", SCRIPT, "bare", [
         SshTarget(run_id=f"bare{i}", key=f"t{i}", host="127.0.0.1", port=hosts.ports[i % len(hosts.ports)],
-                  user=hosts.user, private_key=hosts.private_key) for i in range(count)])
+                  user=hosts.user, private_key=hosts.private_key, time_limit=limit) for i in range(count)])
     workdir.mkdir(parents=True, exist_ok=True)
     for rel, (content, mode) in rendered.files.items():
         path = workdir / rel

@@ -18,9 +18,9 @@ Conventions shared with web/runner.py:
   rescue their own failures).
 - A script host with ``cloudcron_time_limit`` runs its script under coreutils ``timeout`` on
   the machine: a result with rc 124 or 137 that took at least that long was stopped there.
-- A machine that several executable-script runs of a batch reach with the same SSH identity is one
-  host carrying ``cloudcron_jobs`` ([[run id, machine key, time limit or 0], ...]) instead of a run
-  id and machine key: its script is a launcher (playbooks/launcher.sh.j2) that runs every job's
+- A machine that several executable-script runs of a batch reach with the same SSH identity and time
+  limit is one host carrying ``cloudcron_jobs`` ([[run id, machine key, time limit or 0], ...])
+  instead of a run id and machine key: its script is a launcher (playbooks/launcher.sh.j2) that runs every job's
   script side by side and reports each one (web/results.py, parse_launcher_report). Ansible's
   cost is per inventory host, so a batch of 100 runs on 10 machines costs what 10 hosts cost.
 """
@@ -64,6 +64,9 @@ DEFAULT_OUTPUT_CAP = 256 * 1024
 # Jobs a launcher runs at once on one machine; the rest wait for a lane. Ansible's own forks bound
 # how many machines are worked on at once, this bounds how many scripts start on one of them.
 LAUNCHER_LANES = 20
+# Characters of a task result above which ansible-runner hands the runner an empty result (its
+# MAX_EVENT_RES, which web/runner.py sets to this). A launcher's result carries every job's report.
+EVENT_RESULT_LIMIT = 64 * 1024 * 1024
 _SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _env = jinja2.Environment(
@@ -225,18 +228,21 @@ def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTP
     """One play running each machine's own executable script (runs of a batch may differ in script and params).
 
     Items that reach a machine with the same SSH identity (org, address, port, user and key; see
-    _identity) become one host: alone, the item's script runs there directly; two or more, a launcher
-    runs all of them side by side (see the module docstring). output_cap: bytes of each stream a launcher
-    sends back per job (the runner keeps the same cap of a script run directly)."""
+    _identity) and have the same time limit become one host (see _launcher_key), up to launcher_jobs_max
+    of them: alone, the item's script runs there directly; two or more, a launcher runs all of them side
+    by side (see the module docstring). output_cap: bytes of each stream a launcher sends back per job
+    (the runner keeps the same cap of a script run directly)."""
     if not items:
         raise RenderError("a script run needs at least one machine")
     files: dict[str, tuple[str, int]] = {}
     groups: dict[tuple, list[ScriptTarget]] = {}
-    for item in items:
-        groups.setdefault(_identity(item.target), []).append(item)
+    for index, item in enumerate(items):
+        groups.setdefault(_launcher_key(item, index), []).append(item)
     hosts: dict[str, dict] = {}
     identities: dict[tuple, int] = {}
-    for group in groups.values():
+    per_launcher = launcher_jobs_max(output_cap)
+    chunks = [group[i:i + per_launcher] for group in groups.values() for i in range(0, len(group), per_launcher)]
+    for group in chunks:
         name, host = _ssh_host(group[0].target, len(hosts), hosts, files, identities)
         if len(group) == 1:
             item = group[0]
@@ -256,6 +262,28 @@ def render_executables(items: list[ScriptTarget], output_cap: int = DEFAULT_OUTP
         hosts[name] = host
     playbook = _env.get_template("script.yml.j2").render(result_task=RESULT_TASK)
     return Rendered(playbook, {"all": {"hosts": hosts}}, {}, files, [(i.target.run_id, i.target.key) for i in items])
+
+
+def launcher_jobs_max(output_cap: int) -> int:
+    """Jobs one launcher may carry so that its result stays under EVENT_RESULT_LIMIT with every job at the cap.
+
+    output_cap: bytes kept per stream per job. The script module's result holds the launcher's report
+    twice (stdout and stdout_lines, each line quoted), and od writes 16 bytes per line of 49 characters;
+    a quarter of the limit is left for od formats that pad more. Runs past this many on one machine get
+    several launchers, which run at the same time."""
+    per_stream = (max(int(output_cap), 2) // 16 + 1) * (49 * 2 + 4) + 64
+    return max(1, (EVENT_RESULT_LIMIT * 3 // 4) // (2 * per_stream + 256))
+
+
+def _launcher_key(item: ScriptTarget, index: int) -> tuple:
+    """Which items may share a launcher: the same SSH identity and the same time limit.
+
+    A launcher's results arrive together, when its last job ends, so a job may hold its siblings'
+    results until its own end: only with the same limit does every sibling's result come back by its
+    own deadline (the limit is under each run's timeout, remote_time_limit). An item without a limit
+    could hold the others for ever, so it runs alone (index keeps its key unique)."""
+    limit = int(item.target.time_limit or 0)
+    return (_identity(item.target), limit) if limit else (_identity(item.target), 0, index)
 
 
 def _file_name(text: str) -> str:

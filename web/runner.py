@@ -32,8 +32,9 @@ from typing import Callable
 import yaml
 
 from . import rundirs
-from .rundirs import PRIVATE_PREFIX, purge_leftovers  # noqa: F401 - the service and tests use them from here
+from .playbooks import EVENT_RESULT_LIMIT
 from .results import MachineResult, Recorder as _Recorder, cap_text, inventory_hosts as _inventory_hosts  # noqa: F401 - cap_text is used by callers
+from .rundirs import PRIVATE_PREFIX, purge_leftovers  # noqa: F401 - the service and tests use them from here
 from .scrub import everywhere
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ def _run_env(env: dict[str, str], private: Path, collections_path: str) -> dict[
         "ANSIBLE_HOST_KEY_CHECKING": "0",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         # Results larger than this reach the runner empty; the output cap applies later.
-        "MAX_EVENT_RES": str(64 * 1024 * 1024),
+        "MAX_EVENT_RES": str(EVENT_RESULT_LIMIT),
     })
     return kept
 

@@ -227,7 +227,7 @@ def test_a_batch_ends_each_run_its_own_way(env, sshd_hosts, moto_server):
 
 
 def test_script_runs_sharing_a_machine_end_each_their_own_way(env, sshd_hosts):
-    """Three script runs on one machine (one launcher host): a success, a failure, a script past its time limit."""
+    """Three script runs on one machine: a success and a failure sharing a launcher host, a script past its time limit."""
     machine = _ssh_machine(env, sshd_hosts[0])
     on = {"action": None, "machines_per_cloud": [], "selectors": [{"type": "machines", "ids": [machine]}],
           "misfire_grace": 3600}

@@ -149,3 +149,36 @@ def test_a_script_past_its_timeout_is_stopped_on_the_machine_and_its_copy_remove
     pid, path = seen.read_text().split()
     assert not os.path.exists(f"/proc/{pid}"), "the script still runs on the machine"
     assert not os.path.exists(path), "the script's copy is still on the machine"
+
+
+def test_script_runs_due_together_on_one_machine_each_answer_with_their_own_result(server, sshd_hosts):
+    host = sshd_hosts[0]
+    status, key = server.api("POST", "keys", {"name": "shared-key", "private": host.private_key})
+    assert status == 200, key
+    _, lab = server.api("POST", "clouds", {"title": "shared-lab", "provider": "other"})
+    status, m = server.api("POST", f"clouds/{lab['id']}/machines", {
+        "name": "shared", "host": host.host, "port": host.port, "ssh_user": host.user, "key_id": key["id"]})
+    assert status == 200, m
+    # $0 tells how the script ran: from a launcher's directory (cloudcron.*) or on its own.
+    status, scr = server.api("POST", "scripts", {"name": "who", "script": "#!/bin/sh\necho \"$1 ${0%/*}\"\nexit $2\n"})
+    assert status == 200, scr
+    when = (datetime.now(timezone.utc) + timedelta(seconds=8)).strftime("%Y-%m-%d %H:%M:%S")
+    on = {"script_id": scr["id"], "selectors": [{"type": "machines", "ids": [m["id"]]}], "schedule_type": "one_off",
+          "schedule_entry": when}
+    # The other prints the machine's private key, which the run decrypted: it is stored redacted.
+    status, leaky = server.api("POST", "scripts", {"name": "leaky", "script": (
+        "#!/bin/sh\necho \"$1 ${0%/*}\"\ncat <<'EOF'\n" + host.private_key.strip() + "\nEOF\nexit $2\n")})
+    assert status == 200, leaky
+    ok = schedule(server, name="together-ok", params="first 0", **on)
+    bad = schedule(server, name="together-bad", params="second 4", **{**on, "script_id": leaky["id"]})
+    first, second = run_of(server, ok["id"], timeout=90), run_of(server, bad["id"], timeout=90)
+
+    assert first["id"] != second["id"]
+    [a], [b] = first["machines"], second["machines"]
+    assert (first["status"], a["status"], a["rc"]) == ("succeeded", "succeeded", 0), first
+    assert (second["status"], b["status"], b["rc"]) == ("failed", "failed", 4), second
+    assert a["stdout"].startswith("first ") and b["stdout"].startswith("second ")
+    key_body = host.private_key.strip().splitlines()[1]
+    assert key_body not in b["stdout"] and "********" in b["stdout"], b["stdout"]
+    # Due in the same second, they were one batch on one machine: one launcher ran both.
+    assert "/cloudcron." in a["stdout"] and "/cloudcron." in b["stdout"], (a["stdout"], b["stdout"])

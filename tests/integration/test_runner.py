@@ -99,14 +99,14 @@ def test_runs_sharing_a_machine_run_side_by_side_through_one_launcher(sshd_hosts
     base = tmp_path / "runs"
     host, other = sshd_hosts[0], sshd_hosts[1]
 
-    def on(h, run_id, limit=None):
+    def on(h, run_id, limit=3):
         return SshTarget(run_id, "m-" + str(h.port), h.host, h.port, h.user, h.private_key, time_limit=limit)
 
     # $0 is the script's path in the launcher's directory on the machine, which must be gone afterwards.
     where = "#!/bin/sh\necho \"$0\"\n"
     items = [ScriptTarget(on(host, "r-port"), PORT_SCRIPT, f"{other.port} '{{{{ 6 * 7 }}}}'"),
              ScriptTarget(on(host, "r-fails"), "#!/bin/sh\necho no >&2\nexit 5\n"),
-             ScriptTarget(on(host, "r-limited", limit=2), "#!/bin/sh\nsleep 60\n"),
+             ScriptTarget(on(host, "r-limited"), "#!/bin/sh\nsleep 60\n"),
              ScriptTarget(on(host, "r-where"), where),
              ScriptTarget(on(other, "r-alone"), PORT_SCRIPT, str(other.port))]
     rendered = render_executables(items)
@@ -122,7 +122,52 @@ def test_runs_sharing_a_machine_run_side_by_side_through_one_launcher(sshd_hosts
     assert (got["r-alone"].status, got["r-alone"].rc) == ("failed", 3)  # its own machine, its own port
     launched = Path(got["r-where"].stdout.strip()).parent
     assert got["r-where"].status == "succeeded" and launched.name.startswith("cloudcron.")
+    assert launched.parent.name.startswith("ansible-tmp-")  # Ansible's directory for the launcher, not /tmp
     assert not launched.exists()  # the launcher removed its scripts and output from the machine
+    _assert_nothing_left(base)
+
+
+def test_a_quick_run_on_a_machine_ends_at_its_own_time_beside_a_long_run_with_a_longer_timeout(sshd_hosts, tmp_path):
+    base = tmp_path / "runs"
+    host = sshd_hosts[0]
+
+    def on(run_id, limit):
+        return SshTarget(run_id, "m1", host.host, host.port, host.user, host.private_key, time_limit=limit)
+
+    # Each ends well within its own time: alone, both succeed; side by side they must too.
+    items = [ScriptTarget(on("r-long", 45), "#!/bin/sh\nsleep 12\necho long\n"),
+             ScriptTarget(on("r-quick", 3), "#!/bin/sh\necho quick\n"),
+             ScriptTarget(on("r-quick-too", 3), "#!/bin/sh\necho quick too\n")]
+    result = execute(render_executables(items), base_dir=base, timeout=120,
+                     run_timeouts={"r-long": 60, "r-quick": 8, "r-quick-too": 8})
+
+    assert result.status == "finished", result.error
+    got = {rid: result.results[(rid, "m1")] for rid in ("r-long", "r-quick", "r-quick-too")}
+    assert {rid: (r.status, r.stdout) for rid, r in got.items()} == {
+        "r-long": ("succeeded", "long\n"), "r-quick": ("succeeded", "quick\n"),
+        "r-quick-too": ("succeeded", "quick too\n")}
+    assert result.run_timeouts == {}
+    _assert_nothing_left(base)
+
+
+def test_many_runs_on_one_machine_all_printing_past_the_cap_each_get_their_output(sshd_hosts, tmp_path):
+    # Each job reports up to the cap per stream, as hex: all of them in one result would pass the size
+    # above which ansible-runner hands the runner an empty result, and every run would lose its own.
+    base = tmp_path / "runs"
+    host = sshd_hosts[0]
+    flood = "#!/bin/sh\nyes \"$1\" | head -c 400000\nyes \"$1\" | head -c 400000 >&2\n"
+    runs = [f"r{i}" for i in range(24)]
+    items = [ScriptTarget(SshTarget(rid, "m1", host.host, host.port, host.user, host.private_key, time_limit=90),
+                          flood, rid) for rid in runs]
+    result = execute(render_executables(items), base_dir=base, timeout=240, run_timeouts={rid: 120 for rid in runs})
+
+    assert result.status == "finished", result.error
+    for rid in runs:
+        got = result.results[(rid, "m1")]
+        assert got.status == "succeeded", (rid, got.error)
+        for stream in (got.stdout, got.stderr):
+            assert stream.startswith(f"{rid}\n{rid}\n") and "bytes of output truncated" in stream
+            assert len(stream.encode()) <= 256 * 1024
     _assert_nothing_left(base)
 
 

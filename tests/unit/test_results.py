@@ -93,6 +93,17 @@ def test_a_run_past_its_own_deadline_times_out_alone():
     assert recorder.results[("fast", "m1")].status == "succeeded"
 
 
+def test_a_run_whose_machines_all_ended_in_time_is_not_timed_out_while_the_playbook_goes_on():
+    clock = Clock()
+    rendered = render_script("executable", "#!/bin/sh\n", "", [_ssh("quick", "m1"), _ssh("long", "m2")])
+    h1, _ = rendered.inventory["all"]["hosts"]
+    recorder = Recorder(rendered, 1024, run_timeouts={"quick": 5, "long": 60}, clock=clock)
+    recorder.on_event(_ok(h1, {"rc": 0, "stdout": "done"}))
+    clock.now += 6
+    assert not recorder.should_stop()  # long still has its machine to hear from
+    assert recorder.run_timeouts == {} and recorder.results[("quick", "m1")].status == "succeeded"
+
+
 def test_once_every_machine_is_known_after_a_run_timed_out_the_playbook_stops():
     clock = Clock()
     rendered = render_script("executable", "#!/bin/sh\n", "", [_ssh("fast", "m1"), _ssh("slow", "m2")])
