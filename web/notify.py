@@ -169,18 +169,8 @@ def run_event(session: Session, run: Run, schedule_name: str, now: datetime) -> 
 
     run.url is filled in when it is sent (CLOUDCRON_PUBLIC_URL, or the address `serve` listens on)."""
     machines = session.scalars(select(RunMachine).where(RunMachine.run_id == run.id).order_by(RunMachine.id)).all()
-    bad = [m for m in machines if m.status != "succeeded"]
-    return {
-        "type": "run.finished",
-        "time": format_instant(now),
-        "schedule": {"id": run.schedule_id, "name": schedule_name},
-        "run": {"id": run.id, "status": run.status, "trigger": run.trigger,
-                "scheduled_for": format_instant(run.scheduled_for), "started_at": format_instant(run.started_at),
-                "finished_at": format_instant(run.finished_at or now), "error": run.error, "url": None},
-        "machines_total": len(machines),
-        "machines_not_succeeded": [{"machine_key": m.machine_key, "cloud_id": m.cloud_id, "machine_id": m.machine_id,
-                                    "status": m.status, "error": m.error} for m in bad],
-    }
+    return _event("run.finished", run, schedule_name, machines, now, finished_at=run.finished_at or now,
+                  error=run.error)
 
 
 def retrying_event(run: Run, schedule_name: str, rows: list, so_far: str, attempt: int, attempts: int,
@@ -188,19 +178,31 @@ def retrying_event(run: Run, schedule_name: str, rows: list, so_far: str, attemp
     """The JSON event for a failed attempt that will be retried: as run_event's, with the run still `running`
     (no finished_at), and `attempt` {"number", "of", "status" (failed | partial), "retry_at"}; each machine
     that did not succeed says whether it is tried again (`retry`)."""
-    bad = [m for m in rows if m.status != "succeeded"]
+    event = _event("run.retrying", run, schedule_name, rows, now, retrying=retrying)
+    event["attempt"] = {"number": attempt, "of": attempts, "status": so_far, "retry_at": format_instant(retry_at)}
+    return event
+
+
+def _event(kind: str, run: Run, schedule_name: str, machines: list, now: datetime, finished_at=None,
+           error: str | None = None, retrying: set[str] | None = None) -> dict:
+    """What run_event and retrying_event share; with `retrying`, each machine not succeeded says `retry`."""
+    bad = []
+    for m in machines:
+        if m.status != "succeeded":
+            entry = {"machine_key": m.machine_key, "cloud_id": m.cloud_id, "machine_id": m.machine_id,
+                     "status": m.status, "error": m.error}
+            if retrying is not None:
+                entry["retry"] = m.machine_key in retrying
+            bad.append(entry)
     return {
-        "type": "run.retrying",
+        "type": kind,
         "time": format_instant(now),
         "schedule": {"id": run.schedule_id, "name": schedule_name},
         "run": {"id": run.id, "status": run.status, "trigger": run.trigger,
                 "scheduled_for": format_instant(run.scheduled_for), "started_at": format_instant(run.started_at),
-                "finished_at": None, "error": None, "url": None},
-        "attempt": {"number": attempt, "of": attempts, "status": so_far, "retry_at": format_instant(retry_at)},
-        "machines_total": len(rows),
-        "machines_not_succeeded": [{"machine_key": m.machine_key, "cloud_id": m.cloud_id, "machine_id": m.machine_id,
-                                    "status": m.status, "error": m.error, "retry": m.machine_key in retrying}
-                                   for m in bad],
+                "finished_at": format_instant(finished_at), "error": error, "url": None},
+        "machines_total": len(machines),
+        "machines_not_succeeded": bad,
     }
 
 
