@@ -332,6 +332,56 @@ def test_retry_attempts_run_at_most_retry_slots_at_once(env, setting, worker_slo
     assert set(statuses.values()) == {"failed"}
 
 
+def test_a_freed_retry_slot_goes_to_each_waiting_org_in_turn():
+    # One org with a backlog of retry attempts waiting for a slot must not keep another org's attempt waiting
+    # behind all of them: the slot goes round the orgs, oldest waiter of each first.
+    slots = worker.FairSlots(1)
+    granted, started = [], []
+    lock = threading.Lock()
+
+    def attempt(org, n):
+        started.append((org, n))
+        with slots.take(org):
+            with lock:
+                granted.append((org, n))
+
+    with slots.take("x"):  # the one slot is held: everyone below waits
+        threads = []
+        for org, n in [("x", 1), ("x", 2), ("x", 3), ("x", 4), ("y", 1)]:
+            threads.append(threading.Thread(target=attempt, args=(org, n)))
+            threads[-1].start()
+            for _ in range(500):  # each in the queue before the next comes
+                if slots.waiting() == len(threads):
+                    break
+                threading.Event().wait(0.01)
+        assert slots.waiting() == 5
+    for t in threads:
+        t.join(timeout=10)
+    assert granted == [("x", 1), ("y", 1), ("x", 2), ("x", 3), ("x", 4)]
+    assert slots.waiting() == 0
+
+
+def test_retry_attempts_take_their_slot_as_their_org(env):
+    # _retry_run asks for a slot as the run's org: plan() gives the part its org.
+    env.state.config.retry_slots = 1
+    run_id, part = _planned_run(env, REFUSED, retries={"max": 1, "delay": 0, "backoff": 1})
+    assert part.org_id == env.org_id
+    asked = []
+    real = env.state.retry_slots
+
+    class Spy:
+        def take(self, org):
+            asked.append(org)
+            return real.take(org)
+
+    env.state._retry_slots = Spy()
+    execution = Execution(run_id)
+    execution.run_ids = [run_id]
+    worker._retry_runs(env.state, execution, [part], {run_id: ("finished", None)},
+                       lambda rendered, **kw: ExecResult("finished", None), ProviderLimits.of(env.state.config))
+    assert asked == [env.org_id]
+
+
 # ---------------------------------------------------------------- durable retry waits
 
 
