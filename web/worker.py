@@ -934,7 +934,7 @@ def _hand_on(state, run_id: str, execution: Execution) -> bool:
     from .runs import hand_on
 
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
+        run = session.get(Run, run_id, with_for_update=True)  # as in _begin_attempt: the owner as it is now
         if run is None or run.status != "running" or run.retry_at is None or run.retry_owner != execution.token:
             return False
         hand_on(session, run, utcnow(), execution.reason or SHUTDOWN)
@@ -955,7 +955,9 @@ def _begin_attempt(state, run_id: str, keys: set[str], attempt: int, waited: flo
     interrupted like any run in progress."""
     now = utcnow()
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
+        # Locked (PostgreSQL): the owner checked is the owner when retry_at is cleared, not one the sweep is
+        # replacing at this moment (web.dispatcher.sweep locks the run too).
+        run = session.get(Run, run_id, with_for_update=True)
         if run is not None and owner is not None and run.retry_owner != owner:
             return None
         if run is None or run.status != "running":

@@ -467,3 +467,61 @@ def test_the_first_worker_leaves_a_run_taken_over_while_it_waited(env):
     run = _run(env, run_id)
     assert (run.status, run.retry_owner) == ("running", "another-workers-token")
     assert _row(env, run_id).attempts is None
+
+
+def _attempt_begun_while_swept(env, monkeypatch, attempt_first: bool):
+    """The first worker begins its attempt (_begin_attempt) while the sweep, which found its heartbeat stale, hands
+    the run on, the two transactions overlapping: the one named first has written and waits before its commit
+    while the other starts. Returns (the run afterwards, what _begin_attempt answered)."""
+    from web import dispatcher as dispatcher_module
+    from web import runs as runs_module
+
+    run_id, part, waiter = _waiting_run(env, due_in=0)
+    written, go = threading.Event(), threading.Event()
+
+    def pause(session):
+        session.flush()  # the row is written (locked, on PostgreSQL) ...
+        written.set()
+        assert go.wait(30)  # ... and stays uncommitted until the other transaction has started
+
+    if attempt_first:
+        real = worker.add_event
+
+        def add_event(session, *args, **kwargs):
+            real(session, *args, **kwargs)
+            pause(session)
+        monkeypatch.setattr(worker, "add_event", add_event)
+    else:
+        def hand_on(session, run, now, *args):
+            runs_module.hand_on(session, run, now, *args)
+            pause(session)
+        monkeypatch.setattr(dispatcher_module, "hand_on", hand_on)
+    began = {}
+    first = threading.Thread(target=(lambda: began.update(value=worker._begin_attempt(
+        env.state, run_id, part.keys, 2, 0.0, waiter.token))) if attempt_first else (lambda: _sweep(env)))
+    second = threading.Thread(target=(lambda: _sweep(env)) if attempt_first else (lambda: began.update(
+        value=worker._begin_attempt(env.state, run_id, part.keys, 2, 0.0, waiter.token))))
+    first.start()
+    assert written.wait(30)
+    second.start()
+    second.join(1.0)  # it waits for the first's lock (or has read around it)
+    go.set()
+    first.join(60)
+    second.join(60)
+    assert not first.is_alive() and not second.is_alive()
+    return _run(env, run_id), began["value"]
+
+
+@pytest.mark.parametrize("attempt_first", [True, False])
+def test_an_attempt_begun_while_the_sweep_hands_its_run_on_happens_once(env, monkeypatch, attempt_first):
+    # Either the first worker makes the attempt and the run is not handed on, or the run is handed on (queued,
+    # retry_at kept, for resume_retry) and the first worker leaves it: never a queued run without retry_at,
+    # which any batch would claim as a new run and execute a second time beside the first worker's attempt.
+    run, began = _attempt_begun_while_swept(env, monkeypatch, attempt_first)
+    if began:
+        assert run.status != "queued", (run.status, run.retry_at)
+    else:
+        assert began is None and run.status == "queued" and run.retry_at is not None
+    claimed, _ = worker.claim_batch(env.state, run.id, T0)
+    assert claimed == []
+
