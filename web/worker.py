@@ -654,16 +654,35 @@ def resume_retry(state, execution: Execution, run_id: str, execute) -> str | Non
                 return None
             run = session.get(Run, run_id)
             note_run(run.id, run.org_id)
-            part, error = _resumed_part(session, state, run)
+            late = _too_late(session, state, run, now)
+            part, error = (None, None) if late else _resumed_part(session, state, run)
             add_event(session, run, "retry_resumed", now, {"retry_at": format_instant(run.retry_at)})
         if part is None:  # nothing left to try (the schedule's retries were removed, no machine to retry ...)
-            return finish(state, run_id, "error" if error else "finished", error, execution)
+            return finish(state, run_id, "error" if error else "finished", error or late, execution)
         execution.run_ids = [run_id]
         limits = ProviderLimits.of(state.config)
         outcomes = {run_id: ("finished", None)}
         if not _detach_retries(state, execution, [part], outcomes, execute, limits):
             return _retry_runs(state, execution, [part], outcomes, execute, limits).get(run_id)
     return "running"
+
+
+def _too_late(session, state, run: Run, now: datetime) -> str | None:
+    """Why a taken-over run's next attempt is not made, or None: it is due longer ago than the grace a run waiting
+    in the queue has (its schedule's misfire_grace for a scheduled run, CLOUDCRON_MANUAL_GRACE for another), the
+    rule of web.runs.claim_ready, as cloudcron never acts late (every worker down for hours: a nightly stop is
+    not retried at noon)."""
+    schedule = session.get(Schedule, run.schedule_id)
+    if run.trigger == "scheduled":
+        grace = float(schedule.misfire_grace if schedule is not None and schedule.misfire_grace is not None else 300)
+        setting = "the schedule's misfire_grace"
+    else:
+        grace, setting = float(state.config.manual_grace), "CLOUDCRON_MANUAL_GRACE"
+    late = (now - run.retry_at).total_seconds()
+    if late <= grace:
+        return None
+    return (f"the retry due at {format_instant(run.retry_at)} was taken over {late:.0f} s late, longer than "
+            f"{setting} ({grace:g} s): it was not made")
 
 
 def _resumed_part(session, state, run: Run):

@@ -525,3 +525,41 @@ def test_an_attempt_begun_while_the_sweep_hands_its_run_on_happens_once(env, mon
     claimed, _ = worker.claim_batch(env.state, run.id, T0)
     assert claimed == []
 
+
+def test_a_handed_on_retry_taken_over_past_the_schedules_grace_is_not_made(env):
+    # Every worker was down for hours: the attempt a run waited for is past due by more than its schedule's
+    # misfire_grace. As a run that waited that long in the queue is recorded missed, the late attempt is not made
+    # (a nightly "stop" retried at noon); the run ends with what its attempts came to.
+    from web.models import Schedule
+
+    run_id, part, waiter = _waiting_run(env, due_in=-7200)
+    with env.state.db.transaction() as s:
+        s.get(Schedule, _run(env, run_id).schedule_id).misfire_grace = 300
+    _sweep(env)
+    taker = env.state.executions.begin(run_id)
+    try:
+        status = worker.resume_retry(env.state, taker, run_id, never)
+    finally:
+        env.state.executions.end(taker)
+    assert env.state.executions.wait_idle(30)
+    run = _run(env, run_id)
+    assert status == run.status == "failed" and (run.retry_at, run.retry_owner) == (None, None)
+    assert "the schedule's misfire_grace (300 s)" in run.error and "the retry due at" in run.error, run.error
+    assert _row(env, run_id).attempts is None and "machine_retried" not in _event_types(env, run_id)
+
+
+def test_a_handed_on_retry_taken_over_within_the_grace_is_made(env):
+    from web.models import Schedule
+
+    run_id, part, waiter = _waiting_run(env, due_in=-60)
+    with env.state.db.transaction() as s:
+        s.get(Schedule, _run(env, run_id).schedule_id).misfire_grace = 300
+    _sweep(env)
+    execute, calls = _attempts_then(env, [("succeeded", None)])
+    taker = env.state.executions.begin(run_id)
+    try:
+        assert worker.resume_retry(env.state, taker, run_id, execute) == "running"
+    finally:
+        env.state.executions.end(taker)
+    assert env.state.executions.wait_idle(60)
+    assert _run(env, run_id).status == "succeeded" and len(calls) == 1
