@@ -91,12 +91,15 @@ class State:
             return self._executions
 
     @property
-    def retry_slots(self) -> threading.BoundedSemaphore:
-        """The bound on retry attempts' playbooks running at once in this process, all orgs together
-        (web.worker._retry_run): CLOUDCRON_RETRY_SLOTS, or the process's worker slots when it is unset."""
+    def retry_slots(self):
+        """The bound on retry attempts' playbooks running at once in this process, all orgs together, a freed slot
+        going to the waiting orgs in turn (web.worker.FairSlots, used by _retry_run): CLOUDCRON_RETRY_SLOTS, or
+        the process's worker slots when it is unset."""
         with self._lock:
             if self._retry_slots is None:
-                self._retry_slots = threading.BoundedSemaphore(self.config.retry_slots or self.worker_slots)
+                from .worker import FairSlots
+
+                self._retry_slots = FairSlots(self.config.retry_slots or self.worker_slots)
             return self._retry_slots
 
     def execute_run(self, run_id: str) -> None:

@@ -143,18 +143,29 @@ def sends_over_http(scheme: str) -> bool:
     Services that write on the worker itself (syslog://, windows://, dbus://, macosx://...) or open their
     own sockets (mailto:// SMTP, rsyslog:// UDP, xmpp://, mqtt://, irc://, amqp://...) would reach any
     address, the instance's own networks included, so a tenant may not name them. The test is the plugin's
-    code (a class in its ancestry whose module imports requests), so services Apprise adds are judged alike."""
+    code (a class in its ancestry whose module imports requests), so services Apprise adds are judged alike.
+    A service whose code also opens sockets of its own is refused even so: nostr:// imports requests for its
+    lookups but publishes over a websocket to whatever relay its URL names (?relay=ws://127.0.0.1:6379)."""
     import sys
 
     cls = apprise_schemes().get(scheme)
     if cls is None:
         return False
-    for klass in cls.__mro__:
-        module = sys.modules.get(klass.__module__)
-        if klass.__module__.startswith("apprise.plugins.") and klass.__module__ != "apprise.plugins.base" \
-                and module is not None and "requests" in vars(module):
-            return True
-    return False
+    modules = [sys.modules.get(k.__module__) for k in cls.__mro__
+               if k.__module__.startswith("apprise.plugins.") and k.__module__ != "apprise.plugins.base"]
+    modules = [m for m in modules if m is not None]
+    # A plugin in a package of its own (apprise.plugins.nostr.base) may keep its transport in a sibling module
+    # (apprise.plugins.nostr.relay): every loaded module of that package counts.
+    packages = {m.__name__.rsplit(".", 1)[0] for m in modules if m.__name__.count(".") >= 3}
+    own = modules + [m for name, m in list(sys.modules.items())
+                     if m is not None and any(name.startswith(p + ".") for p in packages)]
+    if any(_OWN_SOCKETS & set(vars(m)) for m in own):
+        return False
+    return any("requests" in vars(m) for m in modules)
+
+
+# Names whose import in a plugin's code means it connects outside requests (and the address guard).
+_OWN_SOCKETS = {"socket", "SocketTransport", "smtplib", "ssl", "websocket", "paho", "slixmpp", "asyncio"}
 
 
 def channel_json(c: Channel) -> dict:

@@ -299,8 +299,13 @@ class Dispatcher:
                                            .with_for_update(skip_locked=True)).all()
                 for run in given_up:
                     lose(session, run, now, LOST_AGAIN.format(at=timemath.format_instant(run.enqueued_at)))
+            # Locked (PostgreSQL), skipping rows a worker holds: a worker beginning its retry attempt (clearing
+            # retry_at) at this moment must not have the run handed on as well, which would leave it queued without
+            # retry_at, claimed as a new run by any batch and executed beside the attempt. A skipped run is
+            # looked at again by the next sweep.
             dead = session.scalars(
                 select(Run).where(Run.status == "running", Run.heartbeat_at < now - STALE_HEARTBEAT).limit(BATCH)
+                .with_for_update(skip_locked=True)
             ).all()
             resumed = [run.id for run in dead if run.retry_at is not None]
             for run in dead:

@@ -113,9 +113,9 @@ def execute(rendered, *, base_dir: Path, timeout: float | None, output_cap: int 
             else:
                 outcome = ExecResult("error", recorder.output_tail()
                                      or f"ansible-playbook ended with status {rc} ({status})")
-        # Text of the whole playbook (its output tail) may quote any host's variables: masked of every
-        # secret of the batch before it reaches any run's machines (web/scrub.py).
-        outcome.error = everywhere(outcome.error)
+        # Text of the whole playbook (its output tail) may quote any of its hosts' variables: masked of the
+        # secrets of every org it holds runs of before it reaches any run's machines (web/scrub.py).
+        outcome.error = everywhere(outcome.error, {run_id for run_id, _ in rendered.expected})
         if outcome.status == "finished":
             recorder.fail_rest("no result was reported for this machine")
         elif outcome.status == "cancelled":

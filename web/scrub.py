@@ -16,7 +16,8 @@ they hold whichever code path writes the row:
 Runs of several orgs share a batch. A row is masked of its own org's secrets only (and of those
 decrypted for no org in particular): masked of every org's, a run's output would tell its org
 whether a value it printed is another org's secret. Text that the whole batch's playbook produced,
-which may quote any host's variables, is masked of every secret where it is made (everywhere()).
+which may quote any of its hosts' variables, is masked where it is made of the secrets of every org it holds runs
+of (everywhere()).
 """
 from __future__ import annotations
 
@@ -115,11 +116,24 @@ def note_run(run_id: str, org_id: str) -> None:
         batch.run_orgs[run_id] = org_id
 
 
-def everywhere(text):
-    """`text` masked of every secret of the current batch: for text its whole playbook produced (an error tail
-    that may quote any host's variables), before it is given to runs of any org. Outside a batch: unchanged."""
+def everywhere(text, run_ids=None):
+    """`text` masked of the secrets of every org whose runs a playbook holds: for text the whole playbook produced
+    (an error tail that may quote any of its hosts' variables), before it is given to its runs.
+
+    run_ids: the playbook's runs. Masked of their orgs' secrets (and unowned ones) only, so that a playbook of
+    one org's runs (an Ansible script's, a retry attempt's) never tells that org which values are another org's
+    secrets; of every secret of the batch when run_ids is None or holds a run of no known org. Outside a batch:
+    unchanged."""
     batch = _current.get()
-    return batch.every.redact(text) if batch is not None else text
+    if batch is None:
+        return text
+    orgs = {batch.run_orgs.get(rid) for rid in run_ids} if run_ids is not None else {None}
+    if None in orgs:
+        return batch.every.redact(text)
+    for redactor in [batch.unowned, *(batch.by_org[o] for o in sorted(orgs) if o in batch.by_org)]:
+        if redactor:
+            text = redactor.redact(text)
+    return text
 
 
 # Tables whose rows are cleaned, and whether their text is also redacted during a run.

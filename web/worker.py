@@ -12,6 +12,8 @@ import contextvars
 import logging
 import threading
 import time
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
@@ -132,6 +134,7 @@ class Part:
     # A run taken over while it waited to retry (resume_retry): the retries already made, and when the next is due.
     done: int = 0
     due: datetime | None = None
+    org_id: str | None = None  # the run's org: its retry attempts take a slot in its org's turn (FairSlots)
 
     @property
     def keys(self) -> set[str]:
@@ -150,6 +153,61 @@ class Part:
     @property
     def is_script(self) -> bool:
         return self.kind != "power"
+
+
+class FairSlots:
+    """At most `size` holders at once, and a freed slot goes to the waiting orgs in turn (round robin), each org's
+    oldest waiter first: the bound on retry attempts' playbooks (CLOUDCRON_RETRY_SLOTS), which all orgs share.
+
+    First come, first served, one org whose hundred runs retry at once would have every other org's attempts
+    wait behind all hundred; in turn, another org's attempt waits for at most one attempt of each org ahead."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._cond = threading.Condition()
+        self._held = 0
+        self._waiters: dict[str, deque] = {}  # org -> its waiters' tickets, oldest first
+        self._turns: deque[str] = deque()  # the orgs that have waiters, the next to be served first
+        self._granted: set = set()
+
+    @contextmanager
+    def take(self, org_id: str | None):
+        """Hold a slot for the block, waiting for org_id's turn when none is free."""
+        ticket = object()
+        with self._cond:
+            if self._held < self.size and not self._turns:
+                self._held += 1
+            else:
+                org = org_id or ""
+                if org not in self._waiters:
+                    self._waiters[org] = deque()
+                    self._turns.append(org)
+                self._waiters[org].append(ticket)
+                self._cond.wait_for(lambda: ticket in self._granted)
+                self._granted.discard(ticket)
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._cond:
+            if not self._turns:
+                self._held -= 1
+                return
+            org = self._turns.popleft()  # the slot passes straight to the next org's oldest waiter
+            queue = self._waiters[org]
+            self._granted.add(queue.popleft())
+            if queue:
+                self._turns.append(org)
+            else:
+                del self._waiters[org]
+            self._cond.notify_all()
+
+    def waiting(self) -> int:
+        """How many wait for a slot now."""
+        with self._cond:
+            return sum(len(q) for q in self._waiters.values())
 
 
 class Listings:
@@ -264,7 +322,7 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
             else:
                 groups.setdefault(m.cloud_id, {})[m.machine_id] = m.id
         if groups:
-            part = Part(run.id, "power", schedule.timeout, retries=schedule.retries,
+            part = Part(run.id, "power", schedule.timeout, retries=schedule.retries, org_id=run.org_id,
                         clouds=_cloud_targets(box, run.id, clouds, groups, schedule.action))
     else:
         ssh: list = []
@@ -279,7 +337,8 @@ def _write_plan_in(session, state, run_id: str, now: datetime, specs, listings: 
             ssh.append(_ssh_target(run.id, m, address, key, schedule.timeout))
         if ssh:
             part = Part(run.id, script.exec_type, schedule.timeout, targets=ssh, script_id=script.id,
-                        script=script.script, params=schedule.params or "", retries=schedule.retries)
+                        script=script.script, params=schedule.params or "", retries=schedule.retries,
+                        org_id=run.org_id)
             try:
                 render_parts([part], limits)  # alone: a part that cannot render fails its own run only
             except RenderError as exc:  # a user's Ansible script that is not valid: permanent
@@ -595,16 +654,35 @@ def resume_retry(state, execution: Execution, run_id: str, execute) -> str | Non
                 return None
             run = session.get(Run, run_id)
             note_run(run.id, run.org_id)
-            part, error = _resumed_part(session, state, run)
+            late = _too_late(session, state, run, now)
+            part, error = (None, None) if late else _resumed_part(session, state, run)
             add_event(session, run, "retry_resumed", now, {"retry_at": format_instant(run.retry_at)})
         if part is None:  # nothing left to try (the schedule's retries were removed, no machine to retry ...)
-            return finish(state, run_id, "error" if error else "finished", error, execution)
+            return finish(state, run_id, "error" if error else "finished", error or late, execution)
         execution.run_ids = [run_id]
         limits = ProviderLimits.of(state.config)
         outcomes = {run_id: ("finished", None)}
         if not _detach_retries(state, execution, [part], outcomes, execute, limits):
             return _retry_runs(state, execution, [part], outcomes, execute, limits).get(run_id)
     return "running"
+
+
+def _too_late(session, state, run: Run, now: datetime) -> str | None:
+    """Why a taken-over run's next attempt is not made, or None: it is due longer ago than the grace a run waiting
+    in the queue has (its schedule's misfire_grace for a scheduled run, CLOUDCRON_MANUAL_GRACE for another), the
+    rule of web.runs.claim_ready, as cloudcron never acts late (every worker down for hours: a nightly stop is
+    not retried at noon)."""
+    schedule = session.get(Schedule, run.schedule_id)
+    if run.trigger == "scheduled":
+        grace = float(schedule.misfire_grace if schedule is not None and schedule.misfire_grace is not None else 300)
+        setting = "the schedule's misfire_grace"
+    else:
+        grace, setting = float(state.config.manual_grace), "CLOUDCRON_MANUAL_GRACE"
+    late = (now - run.retry_at).total_seconds()
+    if late <= grace:
+        return None
+    return (f"the retry due at {format_instant(run.retry_at)} was taken over {late:.0f} s late, longer than "
+            f"{setting} ({grace:g} s): it was not made")
 
 
 def _resumed_part(session, state, run: Run):
@@ -624,7 +702,7 @@ def _resumed_part(session, state, run: Run):
     script = session.get(Script, schedule.script_id) if schedule.script_id else None
     if schedule.script_id and script is None:
         return None, f"script '{schedule.script_id}' no longer exists"
-    common = {"retries": schedule.retries, "done": done, "due": run.retry_at}
+    common = {"retries": schedule.retries, "done": done, "due": run.retry_at, "org_id": run.org_id}
     if script is None:
         clouds = {c.id: c for c in session.scalars(select(Cloud).where(Cloud.org_id == run.org_id))}
         groups: dict[str, dict[str, str]] = {}
@@ -826,8 +904,9 @@ def _retry_run(state, execution: Execution, part: Part, outcome: tuple, execute,
             return "error", f"attempt {n + 1} could not be rendered: {exc}"
         out: dict = {}
         # Retries happen outside the queue's worker slots (their waits must not hold one), so their playbooks
-        # have a bound of their own: CLOUDCRON_RETRY_SLOTS at once per process, all orgs together.
-        with state.retry_slots:
+        # have a bound of their own: CLOUDCRON_RETRY_SLOTS at once per process, all orgs together, given to the
+        # waiting orgs in turn (FairSlots).
+        with state.retry_slots.take(part.org_id):
             _execute_playbook(state, execution, rendered, group, execute, out)
         outcome = out.get(part.run_id, ("cancelled", execution.error))
         if outcome[0] != "finished":
@@ -874,7 +953,7 @@ def _hand_on(state, run_id: str, execution: Execution) -> bool:
     from .runs import hand_on
 
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
+        run = session.get(Run, run_id, with_for_update=True)  # as in _begin_attempt: the owner as it is now
         if run is None or run.status != "running" or run.retry_at is None or run.retry_owner != execution.token:
             return False
         hand_on(session, run, utcnow(), execution.reason or SHUTDOWN)
@@ -895,7 +974,9 @@ def _begin_attempt(state, run_id: str, keys: set[str], attempt: int, waited: flo
     interrupted like any run in progress."""
     now = utcnow()
     with state.db.transaction() as session:
-        run = session.get(Run, run_id)
+        # Locked (PostgreSQL): the owner checked is the owner when retry_at is cleared, not one the sweep is
+        # replacing at this moment (web.dispatcher.sweep locks the run too).
+        run = session.get(Run, run_id, with_for_update=True)
         if run is not None and owner is not None and run.retry_owner != owner:
             return None
         if run is None or run.status != "running":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+from types import SimpleNamespace
 
 import pytest
 
@@ -386,3 +387,50 @@ def test_the_channel_limit_is_50():
     from web import channels
 
     assert channels.MAX_CHANNELS == 50
+
+
+@pytest.fixture
+def listener():
+    """A loopback TCP socket that records whether anything connected to it (port in .port, .accepted set)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop, accepted = threading.Event(), threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.set()
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield SimpleNamespace(port=server.getsockname()[1], accepted=accepted)
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_an_apprise_service_with_sockets_of_its_own_is_refused(api, listener):
+    # nostr:// sends over its own websocket to the relays its URL names, outside requests and so outside the
+    # address guard: its plugin imports requests too (for other lookups), which must not let it through.
+    url = f"nostr://{'1' * 64}?relay=ws://127.0.0.1:{listener.port}"
+    status, body = api.post("channels", {"name": "relay", "kind": "apprise", "url": url})
+    assert status == 400, body
+    assert body["error"].startswith("url: cloudcron sends Apprise notifications only over HTTP(S) services")
+
+
+def test_a_stored_apprise_url_with_sockets_of_its_own_is_not_sent_to(listener):
+    # A channel stored before the rule held is refused when sent, before any connection.
+    from web.notify import SendError, send_apprise
+
+    url = f"nostr://{'1' * 64}?relay=ws://127.0.0.1:{listener.port}"
+    with pytest.raises(SendError) as refused:
+        send_apprise(url, {"type": "test", "channel": {"name": "relay"}}, 3.0)
+    assert refused.value.permanent
+    assert not listener.accepted.wait(1.0)

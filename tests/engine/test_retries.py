@@ -332,6 +332,56 @@ def test_retry_attempts_run_at_most_retry_slots_at_once(env, setting, worker_slo
     assert set(statuses.values()) == {"failed"}
 
 
+def test_a_freed_retry_slot_goes_to_each_waiting_org_in_turn():
+    # One org with a backlog of retry attempts waiting for a slot must not keep another org's attempt waiting
+    # behind all of them: the slot goes round the orgs, oldest waiter of each first.
+    slots = worker.FairSlots(1)
+    granted, started = [], []
+    lock = threading.Lock()
+
+    def attempt(org, n):
+        started.append((org, n))
+        with slots.take(org):
+            with lock:
+                granted.append((org, n))
+
+    with slots.take("x"):  # the one slot is held: everyone below waits
+        threads = []
+        for org, n in [("x", 1), ("x", 2), ("x", 3), ("x", 4), ("y", 1)]:
+            threads.append(threading.Thread(target=attempt, args=(org, n)))
+            threads[-1].start()
+            for _ in range(500):  # each in the queue before the next comes
+                if slots.waiting() == len(threads):
+                    break
+                threading.Event().wait(0.01)
+        assert slots.waiting() == 5
+    for t in threads:
+        t.join(timeout=10)
+    assert granted == [("x", 1), ("y", 1), ("x", 2), ("x", 3), ("x", 4)]
+    assert slots.waiting() == 0
+
+
+def test_retry_attempts_take_their_slot_as_their_org(env):
+    # _retry_run asks for a slot as the run's org: plan() gives the part its org.
+    env.state.config.retry_slots = 1
+    run_id, part = _planned_run(env, REFUSED, retries={"max": 1, "delay": 0, "backoff": 1})
+    assert part.org_id == env.org_id
+    asked = []
+    real = env.state.retry_slots
+
+    class Spy:
+        def take(self, org):
+            asked.append(org)
+            return real.take(org)
+
+    env.state._retry_slots = Spy()
+    execution = Execution(run_id)
+    execution.run_ids = [run_id]
+    worker._retry_runs(env.state, execution, [part], {run_id: ("finished", None)},
+                       lambda rendered, **kw: ExecResult("finished", None), ProviderLimits.of(env.state.config))
+    assert asked == [env.org_id]
+
+
 # ---------------------------------------------------------------- durable retry waits
 
 
@@ -417,3 +467,99 @@ def test_the_first_worker_leaves_a_run_taken_over_while_it_waited(env):
     run = _run(env, run_id)
     assert (run.status, run.retry_owner) == ("running", "another-workers-token")
     assert _row(env, run_id).attempts is None
+
+
+def _attempt_begun_while_swept(env, monkeypatch, attempt_first: bool):
+    """The first worker begins its attempt (_begin_attempt) while the sweep, which found its heartbeat stale, hands
+    the run on, the two transactions overlapping: the one named first has written and waits before its commit
+    while the other starts. Returns (the run afterwards, what _begin_attempt answered)."""
+    from web import dispatcher as dispatcher_module
+    from web import runs as runs_module
+
+    run_id, part, waiter = _waiting_run(env, due_in=0)
+    written, go = threading.Event(), threading.Event()
+
+    def pause(session):
+        session.flush()  # the row is written (locked, on PostgreSQL) ...
+        written.set()
+        assert go.wait(30)  # ... and stays uncommitted until the other transaction has started
+
+    if attempt_first:
+        real = worker.add_event
+
+        def add_event(session, *args, **kwargs):
+            real(session, *args, **kwargs)
+            pause(session)
+        monkeypatch.setattr(worker, "add_event", add_event)
+    else:
+        def hand_on(session, run, now, *args):
+            runs_module.hand_on(session, run, now, *args)
+            pause(session)
+        monkeypatch.setattr(dispatcher_module, "hand_on", hand_on)
+    began = {}
+    first = threading.Thread(target=(lambda: began.update(value=worker._begin_attempt(
+        env.state, run_id, part.keys, 2, 0.0, waiter.token))) if attempt_first else (lambda: _sweep(env)))
+    second = threading.Thread(target=(lambda: _sweep(env)) if attempt_first else (lambda: began.update(
+        value=worker._begin_attempt(env.state, run_id, part.keys, 2, 0.0, waiter.token))))
+    first.start()
+    assert written.wait(30)
+    second.start()
+    second.join(1.0)  # it waits for the first's lock (or has read around it)
+    go.set()
+    first.join(60)
+    second.join(60)
+    assert not first.is_alive() and not second.is_alive()
+    return _run(env, run_id), began["value"]
+
+
+@pytest.mark.parametrize("attempt_first", [True, False])
+def test_an_attempt_begun_while_the_sweep_hands_its_run_on_happens_once(env, monkeypatch, attempt_first):
+    # Either the first worker makes the attempt and the run is not handed on, or the run is handed on (queued,
+    # retry_at kept, for resume_retry) and the first worker leaves it: never a queued run without retry_at,
+    # which any batch would claim as a new run and execute a second time beside the first worker's attempt.
+    run, began = _attempt_begun_while_swept(env, monkeypatch, attempt_first)
+    if began:
+        assert run.status != "queued", (run.status, run.retry_at)
+    else:
+        assert began is None and run.status == "queued" and run.retry_at is not None
+    claimed, _ = worker.claim_batch(env.state, run.id, T0)
+    assert claimed == []
+
+
+def test_a_handed_on_retry_taken_over_past_the_schedules_grace_is_not_made(env):
+    # Every worker was down for hours: the attempt a run waited for is past due by more than its schedule's
+    # misfire_grace. As a run that waited that long in the queue is recorded missed, the late attempt is not made
+    # (a nightly "stop" retried at noon); the run ends with what its attempts came to.
+    from web.models import Schedule
+
+    run_id, part, waiter = _waiting_run(env, due_in=-7200)
+    with env.state.db.transaction() as s:
+        s.get(Schedule, _run(env, run_id).schedule_id).misfire_grace = 300
+    _sweep(env)
+    taker = env.state.executions.begin(run_id)
+    try:
+        status = worker.resume_retry(env.state, taker, run_id, never)
+    finally:
+        env.state.executions.end(taker)
+    assert env.state.executions.wait_idle(30)
+    run = _run(env, run_id)
+    assert status == run.status == "failed" and (run.retry_at, run.retry_owner) == (None, None)
+    assert "the schedule's misfire_grace (300 s)" in run.error and "the retry due at" in run.error, run.error
+    assert _row(env, run_id).attempts is None and "machine_retried" not in _event_types(env, run_id)
+
+
+def test_a_handed_on_retry_taken_over_within_the_grace_is_made(env):
+    from web.models import Schedule
+
+    run_id, part, waiter = _waiting_run(env, due_in=-60)
+    with env.state.db.transaction() as s:
+        s.get(Schedule, _run(env, run_id).schedule_id).misfire_grace = 300
+    _sweep(env)
+    execute, calls = _attempts_then(env, [("succeeded", None)])
+    taker = env.state.executions.begin(run_id)
+    try:
+        assert worker.resume_retry(env.state, taker, run_id, execute) == "running"
+    finally:
+        env.state.executions.end(taker)
+    assert env.state.executions.wait_idle(60)
+    assert _run(env, run_id).status == "succeeded" and len(calls) == 1

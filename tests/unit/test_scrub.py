@@ -154,3 +154,24 @@ def test_an_internal_error_names_the_database_error_but_never_quotes_its_paramet
     assert "another org's output" in str(exc)  # what SQLAlchemy would have put in every run's error
     assert internal_error(exc) == "internal error: OperationalError: database is locked (see the worker's log)"
     assert internal_error(KeyError("another-org-machine")) == "internal error: KeyError (see the worker's log)"
+
+
+def test_text_of_a_playbook_with_one_orgs_runs_is_masked_of_that_orgs_secrets_only(state):
+    # A retry attempt's playbook, or an Ansible script's, holds runs of one org: its whole-playbook text (an error
+    # tail a user's play can fill with guesses) masked of every org's secrets would tell that org which are secrets.
+    with state.db.transaction() as session:
+        victim, attacker = ensure_org(session, "victim").id, ensure_org(session, "attacker").id
+        theirs_run, mine_run = _run(session, victim).id, _run(session, attacker).id
+    theirs, mine, unowned = "victim-password-" + new_id(), "attacker-password-" + new_id(), "unowned-" + new_id()
+    with run_secrets():
+        note_run(theirs_run, victim)
+        note_run(mine_run, attacker)
+        state.box.open(state.box.seal({"secret": theirs}), victim)
+        state.box.open(state.box.seal({"secret": mine}), attacker)
+        state.box.open(state.box.seal({"secret": unowned}))
+        text = f"tail: {theirs} {mine} {unowned}"
+        assert everywhere(text, [mine_run]) == f"tail: {theirs} ******** ********"
+        # A playbook of both orgs' runs may quote either's variables: masked of both.
+        assert everywhere(text, [mine_run, theirs_run]) == "tail: ******** ******** ********"
+        # A run whose org is not known: every secret.
+        assert everywhere(text, [mine_run, "not-noted"]) == "tail: ******** ******** ********"
