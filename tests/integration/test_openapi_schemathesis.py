@@ -45,7 +45,9 @@ def test_schemathesis_finds_nothing_against_the_live_service(service, tmp_path):
          service.url + "/api/v1/openapi.json", "-H", "Authorization: " + token, "--checks", "all",
          "--exclude-checks", "positive_data_acceptance",
          "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "20", "--max-time", "140",
-         "--workers", "2", "--no-color", *seeding],
+         # One worker: with two threads, Hypothesis describing its lambdas (ast.parse) meets a CPython 3.11
+         # race (gh-106905, "AST constructor recursion depth mismatch") that fails the run now and then.
+         "--workers", "1", "--no-color", *seeding],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=280)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-8000:]
