@@ -118,7 +118,8 @@ class ListingPool:
         with self._run_slot_freed:
             while not self._take_run_slot(org_id, owner):
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._run_owners.get(org_id, Counter())[owner] or (cancel is not None and cancel.is_set()):
+                mine = self._run_owners.get(org_id, Counter())[owner]
+                if left <= 0 or not mine or (cancel is not None and cancel.is_set()):
                     return False
                 self._run_slot_freed.wait(min(left, 0.2))
             return True
@@ -158,11 +159,11 @@ def fetch_for_run(state, spec: CloudSpec, limits: ProviderLimits, owner: object 
     """A cloud's machines for a run: listed from the provider (fetch_nodes), within the org's run listing slots.
 
     Call it with no transaction open. When the org already has CLOUDCRON_RUN_LISTINGS_PER_ORG listings in
-    progress in this process, the provider is not asked at once; given a `deadline` (a time.monotonic()
-    instant), a listing whose `owner` (its batch) holds one of those slots itself waits for one to free until
-    then, or until `cancel` is set. Without a slot, the provider is not asked: the machines stored by the last listing are
+    progress in this process, the provider is not asked: the machines stored by the last listing are
     returned (as a Listing that changes nothing when stored), as they would be used when the provider
-    cannot be reached. Raises ProviderError as fetch_nodes does.
+    cannot be reached. Given a `deadline` (a time.monotonic() instant), a listing whose `owner` (its batch)
+    holds one of those slots itself first waits for one to free, until then or until `cancel` is set.
+    Raises ProviderError as fetch_nodes does.
     """
     pool = state.listings
     got = (pool.try_run_slot(spec.org_id, owner) if deadline is None

@@ -16,9 +16,9 @@ from web.auth import ensure_org
 from web.crypto import new_id
 from web.dispatcher import Dispatcher
 from web.models import Cloud, Machine, RunMachine, Schedule, Script
-from web.machines import ProviderLimits
+from web.machines import CloudSpec, ProviderLimits
 from web.schedules import build, next_run_at
-from web.worker import Execution, Listings, claim, plan_many, prepare
+from web.worker import Execution, Listings, _by_org_in_turn, claim, plan_many, prepare
 
 from .conftest import T0
 
@@ -100,7 +100,8 @@ def _stored_machine(env, org_id, cloud_id, machine_id) -> None:
     """A machine as an earlier listing of the cloud stored it."""
     with env.state.db.transaction() as s:
         s.add(Machine(id=new_id(), org_id=org_id, cloud_id=cloud_id, machine_id=machine_id, name=machine_id,
-                      state="running", public_ips=["192.0.2.10"], private_ips=[], tags={}, created_at=T0, updated_at=T0))
+                      state="running", public_ips=["192.0.2.10"], private_ips=[], tags={},
+                      created_at=T0, updated_at=T0))
 
 
 def test_one_orgs_many_slow_clouds_delay_another_orgs_run_in_the_batch_by_about_one_timeout_not_one_each(
@@ -132,9 +133,10 @@ def test_one_orgs_many_slow_clouds_delay_another_orgs_run_in_the_batch_by_about_
     with env.state.db.session() as s:
         listed = s.scalars(select(Machine).where(Machine.cloud_id == fast)).all()
     assert listed and all(m.machine_id.startswith("i-") for m in listed)
-    # The slow org asked its endpoint once (its one run listing slot); its other clouds used their stored machines.
-    assert hole.accepted == 1, hole.accepted
-    assert len(listings.errors) == 1 and set(listings.errors) <= set(slow), listings.errors
+    # The slow org asked its endpoint for one cloud at a time (its one run listing slot), within the batch's
+    # deadline once or, should a listing end early, twice; its other clouds used their stored machines.
+    assert 1 <= len(listings.errors) <= 2 and set(listings.errors) <= set(slow), listings.errors
+    assert hole.accepted < slow_clouds, hole.accepted
     assert all(listings.found[cid].nodes[0]["machine_id"] == "i-a" for cid in slow if cid not in listings.errors)
     assert env.state.listings.runs_in_flight(env.org_id) == 0
 
@@ -163,7 +165,8 @@ def test_an_orgs_several_quick_clouds_in_one_batch_are_all_listed_fresh(env, mot
 def test_a_stopped_batch_does_not_wait_for_its_listings(env):
     env.state.config.provider_timeout = 20
     with BlackHole() as hole:
-        slow = [_cloud(env, env.org_id, hole.options(), {"key": "AKIDSLOW", "secret": "not-a-secret"}) for _ in range(2)]
+        slow = [_cloud(env, env.org_id, hole.options(), {"key": "AKIDSLOW", "secret": "not-a-secret"})
+                for _ in range(2)]
         run = _script_run(env, env.org_id, slow[0], "i-a", [[slow[1], "i-a"]])
         execution = Execution(run)
         threading.Timer(1.0, execution.stop, args=("shutdown", "the worker was stopped")).start()
@@ -173,3 +176,9 @@ def test_a_stopped_batch_does_not_wait_for_its_listings(env):
         assert planned[run] == (None, "the worker was stopped")
         assert took < 10, took  # a listing alone may take 20 s
         wait_until(lambda: env.state.listings.runs_in_flight(env.org_id) == 0, 30, what="the listing to end")
+
+
+def test_a_batchs_clouds_are_taken_one_org_after_another_in_turn():
+    specs = [CloudSpec(f"{org}{n}", org, "ec2", {}, {}) for org, n in
+             [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("c", 1), ("c", 2)]]
+    assert [s.id for s in _by_org_in_turn(specs)] == ["a1", "b1", "c1", "a2", "c2", "a3", "a4"]
