@@ -8,17 +8,21 @@ once with 429 and a Retry-After of one provider timeout, by when a slot has free
 behind another listing. A request within the limits waits for its own listing, at most the provider
 timeout (and a second); the listing's slot stays taken until the provider call has really ended.
 
-Listings a worker does for its runs (fetch_for_run) run on the worker's own thread, at most
-`run_per_org` per org at once in one process (CLOUDCRON_RUN_LISTINGS_PER_ORG): a run of an org that
-already has that many in progress does not ask the provider again, it uses the machines as last listed.
-So one org's cloud that never answers holds at most that many worker slots, each for at most the
-provider timeout, and the others keep running every org's runs.
+Listings a worker does for its runs (fetch_for_run) run on the worker's threads, at most `run_per_org`
+per org at once in one process (CLOUDCRON_RUN_LISTINGS_PER_ORG): a run of an org that already has that
+many in progress does not ask the provider again, it uses the machines as last listed. A batch lists its
+clouds side by side (web.worker.Listings.fetch_all), and there a listing whose org's slots its own batch
+holds waits for one, but only until the batch's deadline, one provider timeout after its listings began
+(slots held by other batches are not waited for). So one org's cloud that never answers holds at most
+that many slots, each for at most the provider timeout, and one org's many slow clouds delay a batch
+holding other orgs' runs by one to two provider timeouts, not one per cloud.
 """
 from __future__ import annotations
 
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -48,8 +52,10 @@ class ListingPool:
         self.wait = wait
         self.run_per_org = run_per_org
         self._runs_by_org: Counter[str] = Counter()  # listings for runs in progress, by org
+        self._run_owners: dict[str, Counter] = {}  # org -> who holds its run listing slots (a batch), how many
         self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="listing")
         self._lock = threading.Lock()
+        self._run_slot_freed = threading.Condition(self._lock)  # wakes listings waiting for a run slot
         self._total = 0
         self._by_org: Counter[str] = Counter()
 
@@ -98,20 +104,46 @@ class ListingPool:
             if self._by_org[org_id] <= 0:
                 del self._by_org[org_id]
 
-    def try_run_slot(self, org_id: str) -> bool:
+    def try_run_slot(self, org_id: str, owner: object = None) -> bool:
         """Take one of the org's run listing slots (see fetch_for_run); False, at once, when they are all taken."""
         with self._lock:
-            if self._runs_by_org[org_id] >= self.run_per_org:
-                return False
-            self._runs_by_org[org_id] += 1
+            return self._take_run_slot(org_id, owner)
+
+    def take_run_slot(self, org_id: str, owner: object, deadline: float, cancel: threading.Event | None = None) -> bool:
+        """Take one of the org's run listing slots for `owner` (a batch), waiting until `deadline` (a time.monotonic()
+        instant) while `owner` itself holds one of them: its own listings end within the provider timeout.
+
+        False at once when the slots are all held by others (a listing elsewhere may never answer), and False when
+        none has freed by `deadline` or once `cancel` is set (checked at least every 0.2 s)."""
+        with self._run_slot_freed:
+            while not self._take_run_slot(org_id, owner):
+                left = deadline - time.monotonic()
+                mine = self._run_owners.get(org_id, Counter())[owner]
+                if left <= 0 or not mine or (cancel is not None and cancel.is_set()):
+                    return False
+                self._run_slot_freed.wait(min(left, 0.2))
             return True
 
-    def release_run_slot(self, org_id: str) -> None:
-        """Give back a slot try_run_slot took."""
-        with self._lock:
+    def _take_run_slot(self, org_id: str, owner: object) -> bool:
+        if self._runs_by_org[org_id] >= self.run_per_org:
+            return False
+        self._runs_by_org[org_id] += 1
+        self._run_owners.setdefault(org_id, Counter())[owner] += 1
+        return True
+
+    def release_run_slot(self, org_id: str, owner: object = None) -> None:
+        """Give back a slot try_run_slot or take_run_slot took (for the same owner)."""
+        with self._run_slot_freed:
             self._runs_by_org[org_id] -= 1
             if self._runs_by_org[org_id] <= 0:
                 del self._runs_by_org[org_id]
+            owners = self._run_owners[org_id]
+            owners[owner] -= 1
+            if owners[owner] <= 0:
+                del owners[owner]
+            if not owners:
+                del self._run_owners[org_id]
+            self._run_slot_freed.notify_all()
 
     def runs_in_flight(self, org_id: str) -> int:
         """The org's listings for runs in progress in this process."""
@@ -122,20 +154,25 @@ class ListingPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def fetch_for_run(state, spec: CloudSpec, limits: ProviderLimits) -> Listing:
+def fetch_for_run(state, spec: CloudSpec, limits: ProviderLimits, owner: object = None, deadline: float | None = None,
+                  cancel: threading.Event | None = None) -> Listing:
     """A cloud's machines for a run: listed from the provider (fetch_nodes), within the org's run listing slots.
 
     Call it with no transaction open. When the org already has CLOUDCRON_RUN_LISTINGS_PER_ORG listings in
     progress in this process, the provider is not asked: the machines stored by the last listing are
     returned (as a Listing that changes nothing when stored), as they would be used when the provider
-    cannot be reached. Raises ProviderError as fetch_nodes does.
+    cannot be reached. Given a `deadline` (a time.monotonic() instant), a listing whose `owner` (its batch)
+    holds one of those slots itself first waits for one to free, until then or until `cancel` is set.
+    Raises ProviderError as fetch_nodes does.
     """
     pool = state.listings
-    if pool.try_run_slot(spec.org_id):
+    got = (pool.try_run_slot(spec.org_id, owner) if deadline is None
+           else pool.take_run_slot(spec.org_id, owner, deadline, cancel))
+    if got:
         try:
             return fetch_nodes(spec, limits)
         finally:
-            pool.release_run_slot(spec.org_id)
+            pool.release_run_slot(spec.org_id, owner)
     log.info("cloud %s: not listed again for a run, its org already has %d listing(s) in progress for runs "
              "(CLOUDCRON_RUN_LISTINGS_PER_ORG); the machines as last listed are used", spec.id, pool.run_per_org)
     return stored_listing(state, spec)

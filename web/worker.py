@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -38,6 +40,10 @@ HEARTBEAT_EVERY = 10.0
 # lock, so a batch of hundreds of runs is written in short transactions that heartbeats, the dispatcher
 # and the API can come between (one 500-run transaction took longer than the sweep's 30 s under load).
 WRITE_CHUNK = 50
+# Clouds a batch lists at once. Each listing waits on the network (at most the provider timeout), not the
+# CPU; the org's run listing slots (CLOUDCRON_RUN_LISTINGS_PER_ORG) still bound how many one org's clouds
+# use, so the threads mostly let other orgs' clouds be listed while one org's slow clouds wait.
+BATCH_LISTING_THREADS = 8
 
 
 def utcnow() -> datetime:
@@ -220,13 +226,60 @@ class Listings:
         self.errors: dict[str, str] = {}  # cloud id -> why it could not be listed
         self.stored: set[str] = set()
 
-    def fetch(self, spec) -> None:
-        if spec.id in self.found or spec.id in self.errors:
+    def fetch_all(self, specs, execution: Execution | None = None) -> None:
+        """List every cloud of `specs` not listed yet, side by side, each once; no transaction may be open.
+
+        At most BATCH_LISTING_THREADS at once, the clouds taken one org after another in turn so that one
+        org's many clouds do not queue ahead of every other org's. A listing that cannot get one of its org's
+        run listing slots because this batch's own listings hold them waits for one until one provider
+        timeout (limits.timeout) after the listings began; otherwise, it uses the machines as last listed
+        (web.listings.fetch_for_run). So the whole takes at most about
+        two provider timeouts however many clouds one org has. Returns early, leaving listings running, once
+        `execution` is stopped. Raises what a listing raised other than ProviderError."""
+        todo: dict[str, object] = {}
+        for spec in specs:
+            if spec.id not in self.found and spec.id not in self.errors:
+                todo.setdefault(spec.id, spec)
+        if not todo:
+            return
+        cancel = execution.cancel if execution is not None else None
+        deadline = time.monotonic() + self.limits.timeout
+        pool = ThreadPoolExecutor(max_workers=min(BATCH_LISTING_THREADS, len(todo)), thread_name_prefix="batch-listing")
+        try:
+            # Each listing runs in a copy of this thread's context: the batch's secrets to mask (web.scrub).
+            pending = {pool.submit(contextvars.copy_context().run, self._fetch_one, spec, deadline, cancel)
+                       for spec in _by_org_in_turn(list(todo.values()))}
+            while pending:
+                done, pending = wait_futures(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()
+                if cancel is not None and cancel.is_set():
+                    return
+        finally:
+            # Once stopped, listings under way end on their own within the provider timeout; none is waited for.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fetch_one(self, spec, deadline: float, cancel) -> None:
+        if cancel is not None and cancel.is_set():
             return
         try:
-            self.found[spec.id] = fetch_for_run(self.state, spec, self.limits)
+            self.found[spec.id] = fetch_for_run(self.state, spec, self.limits, self, deadline, cancel)
         except ProviderError as exc:
             self.errors[spec.id] = exc.message
+
+
+def _by_org_in_turn(specs: list) -> list:
+    """`specs` ordered one org's cloud after another's in turn (round robin), each org's in their own order."""
+    queues: dict[str, deque] = {}
+    for spec in specs:
+        queues.setdefault(spec.org_id, deque()).append(spec)
+    out = []
+    while queues:
+        for org_id in list(queues):
+            out.append(queues[org_id].popleft())
+            if not queues[org_id]:
+                del queues[org_id]
+    return out
 
 
 def _read_plan(state, run_id: str, now: datetime):
@@ -265,10 +318,7 @@ def plan(state, run_id: str, now: datetime, execution: Execution | None = None,
         return None, error
     if listings is None:
         listings = Listings(ProviderLimits.of(state.config), state)
-    for spec in specs:
-        if execution is not None and execution.stopped:
-            return None, execution.error
-        listings.fetch(spec)
+    listings.fetch_all(specs, execution)
     if execution is not None and execution.stopped:
         return None, execution.error
 
@@ -379,7 +429,8 @@ def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | N
     """plan() for every run of a batch, WRITE_CHUNK runs per transaction, not two transactions per run.
 
     Returns {run_id: (Part or None, error or None)}. The runs are read, every cloud they need is listed
-    once with no transaction open, then they are written. Should a chunk's write fail as a whole, each of
+    once with no transaction open (side by side, bounded as a whole: Listings.fetch_all), then they are
+    written. Should a chunk's write fail as a whole, each of
     its runs is written alone, so that one run that cannot be planned fails alone."""
     out: dict[str, tuple] = {}
     specs_of: dict[str, list] = {}
@@ -391,11 +442,7 @@ def plan_many(state, run_ids: list[str], now: datetime, execution: Execution | N
                     out[rid] = (None, error)
                 else:
                     specs_of[rid] = specs
-    for specs in specs_of.values():
-        for spec in specs:
-            if execution is not None and execution.stopped:
-                break
-            listings.fetch(spec)
+    listings.fetch_all([spec for specs in specs_of.values() for spec in specs], execution)
     if execution is not None and execution.stopped:
         out.update({rid: (None, execution.error) for rid in specs_of})
         return out
