@@ -430,16 +430,21 @@ def test_the_sweep_hands_on_a_run_whose_worker_died_while_it_waited_to_retry(env
     assert (claimed, missed) == ([], []) and _run(env, run_id).status == "queued"
 
 
+def _take_over(env, run_id, execute):
+    """A second worker's resume_retry of a handed-on run, under an execution of its own; returns what it answers."""
+    taker = env.state.executions.begin(run_id)
+    try:
+        return worker.resume_retry(env.state, taker, run_id, execute)
+    finally:
+        env.state.executions.end(taker)
+
+
 def test_a_handed_on_run_is_taken_over_and_retried_when_due_and_its_first_worker_stays_out(env):
     run_id, part, waiter = _waiting_run(env, due_in=1.0)
     _sweep(env)
     due = _run(env, run_id).retry_at
     execute, calls = _attempts_then(env, [("succeeded", None)])
-    taker = env.state.executions.begin(run_id)
-    try:
-        assert worker.resume_retry(env.state, taker, run_id, execute) == "running"
-    finally:
-        env.state.executions.end(taker)
+    assert _take_over(env, run_id, execute) == "running"
     assert env.state.executions.wait_idle(60)  # the taken-over wait runs detached, then the attempt
     run = _run(env, run_id)
     assert run.status == "succeeded" and (run.retry_at, run.retry_owner) == (None, None)
@@ -536,11 +541,7 @@ def test_a_handed_on_retry_taken_over_past_the_schedules_grace_is_not_made(env):
     with env.state.db.transaction() as s:
         s.get(Schedule, _run(env, run_id).schedule_id).misfire_grace = 300
     _sweep(env)
-    taker = env.state.executions.begin(run_id)
-    try:
-        status = worker.resume_retry(env.state, taker, run_id, never)
-    finally:
-        env.state.executions.end(taker)
+    status = _take_over(env, run_id, never)
     assert env.state.executions.wait_idle(30)
     run = _run(env, run_id)
     assert status == run.status == "failed" and (run.retry_at, run.retry_owner) == (None, None)
@@ -556,10 +557,6 @@ def test_a_handed_on_retry_taken_over_within_the_grace_is_made(env):
         s.get(Schedule, _run(env, run_id).schedule_id).misfire_grace = 300
     _sweep(env)
     execute, calls = _attempts_then(env, [("succeeded", None)])
-    taker = env.state.executions.begin(run_id)
-    try:
-        assert worker.resume_retry(env.state, taker, run_id, execute) == "running"
-    finally:
-        env.state.executions.end(taker)
+    assert _take_over(env, run_id, execute) == "running"
     assert env.state.executions.wait_idle(60)
     assert _run(env, run_id).status == "succeeded" and len(calls) == 1
